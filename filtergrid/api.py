@@ -1,0 +1,145 @@
+"""The public verbs: open a model, list its tensors, load its first layer, render, convert."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from . import converters, limits
+from .bank import FilterBank, Provenance, TensorInfo
+from .errors import CorruptFileError, FiltergridError, LimitError, TensorNotFoundError
+from .layout import guess_layout, parse_image_shape, place
+
+#: Errors a converter may leak on bytes it did not expect; they become one-line CorruptFileErrors.
+_DECODE_ERRORS = (ValueError, KeyError, IndexError, TypeError, AttributeError, EOFError, OSError,
+                  OverflowError, UnicodeError, RecursionError, zipfile.BadZipFile, ArithmeticError,
+                  AssertionError, LookupError, NotImplementedError, RuntimeError, SystemError,
+                  BufferError)
+
+
+@contextlib.contextmanager
+def _guarded(path: Path, format: str | None) -> Iterator[None]:
+    """Every failure inside a converter leaves as a FiltergridError naming the file and format."""
+    try:
+        yield
+    except FiltergridError as e:
+        if e.path is None:
+            e.path, e.format = str(path), e.format or format
+            e.args = (e._compose(),)
+        raise
+    except MemoryError:
+        raise LimitError("ran out of memory decoding the file", path=str(path), format=format) from None
+    except _DECODE_ERRORS as e:
+        detail = " ".join(str(e).split())[:300] or "no detail"
+        raise CorruptFileError(f"cannot be read ({type(e).__name__}: {detail})",
+                               path=str(path), format=format) from None
+    except Exception as e:  # third-party decoders raise their own types (protobuf DecodeError, ...)
+        detail = " ".join(str(e).split())[:300] or "no detail"
+        raise CorruptFileError(f"cannot be read ({type(e).__name__}: {detail})",
+                               path=str(path), format=format) from None
+
+
+def _existing(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise FiltergridError(f"no such file: {p}")
+    if not (p.is_file() or p.is_dir()):
+        raise FiltergridError(f"not a regular file: {p}")
+    return p
+
+
+@contextlib.contextmanager
+def open_model(path: str | os.PathLike, format: str | None = None):
+    """Yield ``(format_name, reader)`` for a model file or folder; closes the reader afterwards."""
+    p = _existing(path)
+    with _guarded(p, format):
+        fmt = converters.resolve(p, format)
+    with _guarded(p, fmt.name):
+        reader = fmt.load_module().open(p)
+    try:
+        with _guarded(p, fmt.name):
+            yield fmt.name, reader
+    finally:
+        with contextlib.suppress(Exception):
+            reader.close()
+
+
+def tensors(path: str | os.PathLike, format: str | None = None) -> list[TensorInfo]:
+    """Every tensor of the model in model order; ``candidate`` marks first-layer candidates."""
+    with open_model(path, format) as (_, reader):
+        return reader.tensors()
+
+
+def choose(infos: list[TensorInfo], tensor: str | None) -> tuple[TensorInfo, str]:
+    """The tensor to show and why: the one named, else the first candidate in model order."""
+    if tensor is not None:
+        for info in infos:
+            if info.name == tensor:
+                return info, "named with --tensor"
+        names = [i.name for i in infos if i.candidate] or [i.name for i in infos]
+        shown = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
+        raise TensorNotFoundError(f"no tensor named {tensor!r}; candidates: {shown or 'none'}")
+    for info in infos:
+        if info.candidate:
+            return info, info.role or "first weight in model order"
+    raise TensorNotFoundError(
+        f"no first-layer weight found among {len(infos)} tensors"
+        + (f" ({', '.join(i.name for i in infos[:8])})" if infos else "")
+    )
+
+
+def load(
+    path: str | os.PathLike,
+    tensor: str | None = None,
+    *,
+    layout: str | None = None,
+    image_shape: str | tuple[int, int, int] | None = None,
+    flatten: str | None = None,
+    format: str | None = None,
+) -> FilterBank:
+    """The first layer (or ``tensor``) of a model as a canonical :class:`FilterBank`.
+
+    ``layout`` overrides how the stored tensor is read (``OIHW``, ``HWIO``, ``IO``, ``matrix``, ...);
+    ``image_shape`` (``"32x32x3"``) and ``flatten`` (``"HWC"``/``"CHW"``) say how a dense layer's
+    inputs form an image. Every choice is recorded in the bank's provenance.
+    """
+    if isinstance(image_shape, str):
+        image_shape = parse_image_shape(image_shape)
+    with open_model(path, format) as (fmt, reader):
+        info, why = choose(reader.tensors(), tensor)
+        resolved = guess_layout(info.shape, layout or info.layout)
+        rows = limits.MAX_HEATMAP_ROWS if resolved == "matrix" else None
+        stored = reader.read(info.name, rows=rows)
+        if resolved != "matrix" and tuple(stored.shape) != tuple(info.shape):
+            raise CorruptFileError(f"tensor {info.name!r} listed as {list(info.shape)} reads as {list(stored.shape)}")
+        placed = place(stored, resolved, flatten=flatten or info.flatten, image_shape=image_shape)
+    how = "as given by --layout" if layout else ("as stored by the format" if info.layout == resolved else "guessed from the shape")
+    provenance = Provenance(
+        source=str(path),
+        format=fmt,
+        tensor=info.name,
+        original_shape=tuple(info.shape),
+        original_dtype=info.dtype,
+        layout=placed.layout,
+        chosen_by=why,
+        notes=(f"layout {resolved} {how}", *placed.notes),
+    )
+    return FilterBank(placed.array, provenance, placed.kind)
+
+
+def grid_bank(array: np.ndarray, layout: str = "OIHW", *, flatten: str = "HWC",
+              image_shape: str | tuple[int, int, int] | None = None, name: str = "array") -> FilterBank:
+    """A FilterBank from an array already in memory (a torch tensor's ``.numpy()``, say)."""
+    if isinstance(image_shape, str):
+        image_shape = parse_image_shape(image_shape)
+    stored = np.asarray(array)
+    resolved = guess_layout(stored.shape, layout)
+    placed = place(stored, resolved, flatten=flatten, image_shape=image_shape)
+    provenance = Provenance("<memory>", "array", name, tuple(stored.shape), str(stored.dtype),
+                            placed.layout, "given in memory", placed.notes)
+    return FilterBank(placed.array, provenance, placed.kind)

@@ -1,0 +1,108 @@
+"""The canonical value every converter returns and every consumer (renderer, CLI, audit) reads."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One candidate tensor as a converter lists it, in model order, without reading its data.
+
+    ``layout`` is the converter's statement of how the framework stores this tensor (``OIHW``,
+    ``HWIO``, ``IO``, ...; see :mod:`filtergrid.layout`), ``flatten`` how that framework flattens
+    images into dense inputs (``CHW`` for channels-first frameworks, ``HWC`` for channels-last).
+    ``role`` says why it is (or is not) a first-layer candidate, e.g. "weight of the first Conv node".
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    layout: str = "auto"
+    flatten: str = "HWC"
+    role: str = ""
+    candidate: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a FilterBank came from and every choice made on the way."""
+
+    source: str
+    format: str
+    tensor: str
+    original_shape: tuple[int, ...]
+    original_dtype: str
+    layout: str
+    chosen_by: str
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["original_shape"] = list(self.original_shape)
+        d["notes"] = list(self.notes)
+        return d
+
+
+@dataclass(frozen=True)
+class FilterBank:
+    """float32 array of shape (filters, H, W, C) plus its provenance.
+
+    ``kind`` is ``"filters"`` for tiles that are images (conv kernels, dense rows reshaped to an
+    image) and ``"matrix"`` for a single (1, rows, cols, 1) heatmap of a matrix that is no image.
+    """
+
+    array: np.ndarray
+    provenance: Provenance
+    kind: str = "filters"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        a = self.array
+        if not isinstance(a, np.ndarray) or a.dtype != np.float32 or a.ndim != 4:
+            raise ValueError(
+                f"FilterBank needs a float32 array of rank 4 (filters, H, W, C), "
+                f"got {getattr(a, 'dtype', type(a))} of shape {getattr(a, 'shape', None)}"
+            )
+        if self.kind not in ("filters", "matrix"):
+            raise ValueError(f"FilterBank kind must be 'filters' or 'matrix', got {self.kind!r}")
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return self.array.shape  # type: ignore[return-value]
+
+    def __len__(self) -> int:
+        return self.array.shape[0]
+
+    def __repr__(self) -> str:
+        p = self.provenance
+        n, h, w, c = self.shape
+        return (
+            f"<FilterBank {n} x {h}x{w}x{c} {self.kind} from {p.format} tensor {p.tensor!r} "
+            f"{tuple(p.original_shape)} {p.original_dtype} as {p.layout}>"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "shape": list(self.shape),
+            "kind": self.kind,
+            "provenance": self.provenance.to_dict(),
+            "metadata": self.metadata,
+        }
+
+    def _repr_png_(self) -> bytes:
+        """Lets Jupyter show the grid of a bank with default options."""
+        import io
+
+        from .render import render
+
+        buf = io.BytesIO()
+        render(self).save(buf, format="PNG")
+        return buf.getvalue()

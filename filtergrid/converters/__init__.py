@@ -1,0 +1,68 @@
+"""The format table and detection: magic bytes first, a look inside second, the suffix last.
+
+The table is data (like imageio v3's plugin table): a converter module is imported only when its
+format is probed or used, and a format whose reader needs an optional package names its extra.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from ..errors import FiltergridError, UnknownFormatError
+from .base import Probe
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    module: str
+    suffixes: tuple[str, ...]
+    title: str
+    extra: str | None = None
+
+    def load_module(self) -> ModuleType:
+        return importlib.import_module(self.module)
+
+
+#: Every format, in sniffing order: specific magic first, the ONNX protobuf heuristic last.
+FORMATS: tuple[Format, ...] = (
+    Format("safetensors", "filtergrid.converters.safetensors", (".safetensors",), "safetensors"),
+    Format("numpy", "filtergrid.converters.numpy", (".npz", ".npy"), "NumPy .npz / .npy"),
+    Format("keras-h5", "filtergrid.converters.keras_h5", (".h5", ".hdf5"), "Keras HDF5 (Keras 2 model or weights)"),
+    Format("onnx", "filtergrid.converters.onnx", (".onnx",), "ONNX"),
+)
+
+BY_NAME = {f.name: f for f in FORMATS}
+
+
+def detect(path: str | Path) -> Format:
+    """The format of ``path``; a wrong suffix still works because the bytes decide first."""
+    path = Path(path)
+    probe = Probe.of(path)
+    for fmt in FORMATS:
+        if fmt.load_module().sniff(probe):
+            return fmt
+    suffix = path.suffix.lower()
+    for fmt in FORMATS:
+        if suffix in fmt.suffixes:
+            return fmt
+    head = probe.head[:8].hex(" ") if probe.head else "empty file" if not probe.is_dir else "a folder"
+    extra = f"; {'; '.join(probe.notes)}" if probe.notes else ""
+    raise UnknownFormatError(
+        f"not a model file filtergrid knows (probed {', '.join(f.name for f in FORMATS)}; "
+        f"starts with {head}){extra}",
+        path=str(path),
+    )
+
+
+def resolve(path: str | Path, format: str | None = None) -> Format:
+    """``format`` by name when given (``--format``), else :func:`detect`."""
+    if format is None:
+        return detect(path)
+    try:
+        return BY_NAME[format]
+    except KeyError:
+        raise FiltergridError(f"unknown format {format!r}; choose from {', '.join(BY_NAME)}") from None

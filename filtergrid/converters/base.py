@@ -1,0 +1,115 @@
+"""What every converter module provides, and the small helpers several of them share.
+
+A converter module is small and declares, at module level:
+
+* ``sniff(probe) -> bool``: stdlib-only look at the first bytes (and, for zip files, member names);
+* ``open(path) -> Reader``: a reader that lists tensors in model order and reads one on demand.
+
+Heavy libraries (onnx, h5py, gguf) are imported inside ``open`` so that detection stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import zipfile
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ..bank import TensorInfo
+from ..errors import MissingExtraError
+
+#: Bytes read from the start of a file for sniffing.
+PROBE_BYTES = 4096
+
+
+@dataclass
+class Probe:
+    """What sniffers may look at: the first bytes, the size, and for zips the member names."""
+
+    path: Path
+    head: bytes = b""
+    size: int = 0
+    is_dir: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, path: Path) -> Probe:
+        if path.is_dir():
+            return cls(path, is_dir=True)
+        with open(path, "rb") as f:
+            head = f.read(PROBE_BYTES)
+        return cls(path, head, path.stat().st_size)
+
+    @cached_property
+    def zip_names(self) -> tuple[str, ...]:
+        """Member names when the file is a zip archive (``.pt``, ``.keras``, ``.npz`` all are), else ()."""
+        if not self.head.startswith(b"PK"):
+            return ()
+        try:
+            with zipfile.ZipFile(self.path) as z:
+                return tuple(z.namelist())
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+            self.notes.append(f"zip: {e}")
+            return ()
+
+
+class Reader(Protocol):
+    """An open model: its tensors in model order, and one tensor's stored values on demand."""
+
+    def tensors(self) -> list[TensorInfo]: ...
+
+    def read(self, name: str, rows: int | None = None) -> np.ndarray:
+        """Stored values of ``name`` (decoded/dequantized to a NumPy dtype, not yet float32 or laid out).
+
+        ``rows``, when given, allows reading only the first rows along axis 0 (heatmaps of huge
+        embeddings); a reader may ignore it.
+        """
+        ...
+
+    def close(self) -> None: ...
+
+
+def require(module: str, extra: str):
+    """Import an optional dependency or fail naming the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingExtraError(
+            f"this format needs the Python package {module.split('.')[0]!r}: pip install 'filtergrid[{extra}]'"
+        ) from None
+
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key where ``layer.2`` comes before ``layer.10`` and ``W1`` before ``W2``."""
+    return tuple(int(p) if p.isdigit() else p for p in _DIGITS.split(name))
+
+
+_NOT_A_WEIGHT = re.compile(
+    r"(^|[._/])(bias|b\d*|beta|gamma|running_mean|running_var|num_batches_tracked|moving_mean|"
+    r"moving_variance|scale|zero_point|position_ids|inv_freq)$|(^|[._/])(bn\d*|norm\w*|ln\w*|layernorm\w*|batchnorm\w*)[._/]",
+    re.IGNORECASE,
+)
+
+
+def is_weight(name: str, shape: tuple[int, ...]) -> bool:
+    """A first-layer candidate by name and shape: rank >= 2, not a bias, norm or running statistic."""
+    return len(shape) >= 2 and min(shape, default=0) > 0 and not _NOT_A_WEIGHT.search(name)
+
+
+def listing_by_name(entries: list[tuple[str, tuple[int, ...], str]], layout: str, flatten: str,
+                    why: str) -> list[TensorInfo]:
+    """TensorInfos for a flat name -> tensor store (safetensors, npz, state dicts) in natural name order."""
+    infos = []
+    for name, shape, dtype in sorted(entries, key=lambda e: natural_key(e[0])):
+        ok = is_weight(name, shape)
+        infos.append(TensorInfo(name, tuple(shape), dtype, layout, flatten,
+                                why if ok else "not a weight (rank < 2, bias or normalization)", ok))
+    return infos

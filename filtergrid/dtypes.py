@@ -1,0 +1,135 @@
+"""Decoding of stored numbers to float32, once for every format.
+
+Formats name their element types differently (ONNX ``FLOAT16``, safetensors ``BF16``, GGUF ``Q8_0``);
+each converter maps its names onto the vocabulary here (numpy-style names) and lets this module do
+the decoding. NumPy has no bfloat16 or float8, so those are decoded from their bit patterns.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+
+from . import limits
+from .errors import CorruptFileError, LimitError
+
+#: Storage dtype of each element type filtergrid can decode (bit patterns for the ones NumPy lacks).
+STORAGE = {
+    "float64": np.dtype("<f8"),
+    "float32": np.dtype("<f4"),
+    "float16": np.dtype("<f2"),
+    "bfloat16": np.dtype("<u2"),
+    "float8_e4m3fn": np.dtype("u1"),
+    "float8_e5m2": np.dtype("u1"),
+    "int64": np.dtype("<i8"),
+    "int32": np.dtype("<i4"),
+    "int16": np.dtype("<i2"),
+    "int8": np.dtype("i1"),
+    "uint64": np.dtype("<u8"),
+    "uint32": np.dtype("<u4"),
+    "uint16": np.dtype("<u2"),
+    "uint8": np.dtype("u1"),
+    "bool": np.dtype("?"),
+}
+
+
+def itemsize(dtype: str) -> int:
+    try:
+        return STORAGE[dtype].itemsize
+    except KeyError:
+        raise CorruptFileError(f"unsupported element type {dtype!r}") from None
+
+
+def nbytes(shape: tuple[int, ...], dtype: str) -> int:
+    """Bytes a tensor of this shape and type occupies when stored (Python ints: no overflow)."""
+    return math.prod(check_shape(shape)) * itemsize(dtype)
+
+
+def check_shape(shape) -> tuple[int, ...]:
+    """A shape read from a file: non-negative ints, bounded rank, decoded size under the limit."""
+    try:
+        dims = tuple(int(d) for d in shape)
+    except (TypeError, ValueError):
+        raise CorruptFileError(f"shape {shape!r} is not a list of integers") from None
+    if len(dims) > 8 or any(d < 0 for d in dims):
+        raise CorruptFileError(f"shape {list(dims)} is not a valid tensor shape")
+    decoded = math.prod(dims) * 4
+    if decoded > limits.MAX_TENSOR_BYTES:
+        raise LimitError(
+            f"tensor of shape {list(dims)} would take {decoded:,} bytes as float32, over "
+            f"MAX_TENSOR_BYTES={limits.MAX_TENSOR_BYTES:,} (raise it with FILTERGRID_MAX_TENSOR_BYTES)"
+        )
+    return dims
+
+
+def check_fits(shape, dtype: str, available: int, what: str) -> tuple[int, ...]:
+    """Refuse a declared shape x dtype that needs more bytes than the file holds, before allocating."""
+    dims = check_shape(shape)
+    need = math.prod(dims) * itemsize(dtype)
+    if need > available:
+        raise CorruptFileError(
+            f"{what} declares {list(dims)} {dtype} = {need:,} bytes but only {available:,} bytes exist"
+        )
+    return dims
+
+
+def from_buffer(buffer, dtype: str, shape, offset: int = 0) -> np.ndarray:
+    """A zero-copy view of stored elements (bounds checked against the buffer)."""
+    dims = check_fits(shape, dtype, len(memoryview(buffer)) - offset, "tensor")
+    count = math.prod(dims)
+    return np.frombuffer(buffer, dtype=STORAGE[dtype], count=count, offset=offset).reshape(dims)
+
+
+def to_float32(stored: np.ndarray, dtype: str | None = None) -> np.ndarray:
+    """Decode stored elements (``dtype`` names bit-pattern types like bfloat16) to float32."""
+    dtype = dtype or stored.dtype.name
+    if dtype == "bfloat16":
+        return (np.asarray(stored, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+    if dtype in ("float8_e4m3fn", "float8_e5m2"):
+        return _float8_table(dtype)[np.asarray(stored, dtype=np.uint8)]
+    if dtype not in STORAGE and stored.dtype.kind not in "fiub":
+        raise CorruptFileError(f"unsupported element type {dtype!r}")
+    return np.asarray(stored).astype(np.float32, copy=False)
+
+
+@lru_cache(maxsize=None)
+def _float8_table(dtype: str) -> np.ndarray:
+    """All 256 values of an 8-bit float format (OCP FP8: E4M3FN has no inf, NaN at 0x7f/0xff)."""
+    bits = np.arange(256, dtype=np.uint16)
+    if dtype == "float8_e5m2":  # the high byte of a float16
+        return (bits << 8).view(np.float16).astype(np.float32)
+    sign = np.where(bits & 0x80, -1.0, 1.0)
+    exp = (bits >> 3) & 0xF
+    man = (bits & 0x7).astype(np.float64)
+    value = np.where(exp == 0, man / 8 * 2.0**-6, (1 + man / 8) * 2.0 ** (exp.astype(np.float64) - 7))
+    value = sign * value
+    value[(bits & 0x7F) == 0x7F] = np.nan
+    return value.astype(np.float32)
+
+
+def dequantize(q: np.ndarray, scale, zero_point=0, axis: int | None = None) -> np.ndarray:
+    """Affine dequantization ``(q - zero_point) * scale``, per tensor or along ``axis``.
+
+    Used for ONNX DequantizeLinear/QLinearConv, TFLite int8 and PyTorch per-tensor/per-channel
+    quantized storages, so their conventions agree.
+    """
+    q = np.asarray(q)
+    scale = np.asarray(scale, dtype=np.float32)
+    zero = np.asarray(zero_point, dtype=np.float32)
+    if axis is not None and scale.ndim == 1 and scale.size > 1:
+        axis = axis % q.ndim
+        if scale.size != q.shape[axis] or zero.size not in (1, scale.size):
+            raise CorruptFileError(
+                f"quantization has {scale.size} scales for axis {axis} of length {q.shape[axis]}"
+            )
+        bshape = [1] * q.ndim
+        bshape[axis] = -1
+        scale = scale.reshape(bshape)
+        zero = zero.reshape(bshape) if zero.size > 1 else zero.reshape(())
+    elif scale.size != 1 or zero.size != 1:
+        raise CorruptFileError(f"per-tensor quantization with {scale.size} scales and {zero.size} zero points")
+    else:
+        scale, zero = scale.reshape(()), zero.reshape(())
+    return ((q.astype(np.float32) - zero) * scale).astype(np.float32, copy=False)
