@@ -38,6 +38,26 @@ _TO_OHWI = {"OIHW": (0, 2, 3, 1), "HWIO": (3, 0, 1, 2), "OHWI": (0, 1, 2, 3), "I
 
 
 @dataclass(frozen=True)
+class Convention:
+    """How a framework stores weights of each rank when nothing else (a graph, a layer class) says."""
+
+    name: str
+    by_rank: dict[int, str]
+    flatten: str
+
+    def layout_for(self, shape: tuple[int, ...]) -> str:
+        return self.by_rank.get(len(shape), "auto")
+
+
+#: PyTorch, ONNX, safetensors and most Hugging Face files: channels first, images flattened C,H,W.
+CHANNELS_FIRST = Convention("channels-first", {2: "OI", 3: "OIK", 4: "OIHW", 5: "OIDHW"}, "CHW")
+#: Keras and TensorFlow: channels last, images flattened H,W,C.
+CHANNELS_LAST = Convention("channels-last", {2: "IO", 3: "KIO", 4: "HWIO"}, "HWC")
+#: Plain arrays as in CS231n: ``W1`` is (inputs, units) over H,W,C-flattened images; conv ranks guessed.
+ARRAYS = Convention("arrays", {2: "IO"}, "HWC")
+
+
+@dataclass(frozen=True)
 class Placement:
     """The outcome of applying a layout: canonical array plus what was decided, for provenance."""
 

@@ -31,7 +31,9 @@ class Format:
 FORMATS: tuple[Format, ...] = (
     Format("safetensors", "filtergrid.converters.safetensors", (".safetensors",), "safetensors"),
     Format("numpy", "filtergrid.converters.numpy", (".npz", ".npy"), "NumPy .npz / .npy"),
-    Format("keras-h5", "filtergrid.converters.keras_h5", (".h5", ".hdf5"), "Keras HDF5 (Keras 2 model or weights)"),
+    Format("keras", "filtergrid.converters.keras_zip", (".keras",), "Keras 3 .keras archive"),
+    Format("keras-h5", "filtergrid.converters.keras_h5", (".h5", ".hdf5"),
+           "Keras HDF5 (Keras 2 model/weights, Keras 3 .weights.h5)"),
     Format("onnx", "filtergrid.converters.onnx", (".onnx",), "ONNX"),
 )
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..bank import TensorInfo
 from ..errors import MissingExtraError
+from ..layout import Convention
 
 #: Bytes read from the start of a file for sniffing.
 PROBE_BYTES = 4096
@@ -101,15 +102,28 @@ _NOT_A_WEIGHT = re.compile(
 
 def is_weight(name: str, shape: tuple[int, ...]) -> bool:
     """A first-layer candidate by name and shape: rank >= 2, not a bias, norm or running statistic."""
-    return len(shape) >= 2 and min(shape, default=0) > 0 and not _NOT_A_WEIGHT.search(name)
+    bare = re.sub(r":\d+$", "", name)  # Keras/TF variable names end in ":0"
+    return len(shape) >= 2 and min(shape, default=0) > 0 and not _NOT_A_WEIGHT.search(bare)
 
 
-def listing_by_name(entries: list[tuple[str, tuple[int, ...], str]], layout: str, flatten: str,
+def is_embedding(name: str, shape: tuple[int, ...]) -> bool:
+    """A token/position embedding table: a lookup matrix, shown as a heatmap rather than as images."""
+    lowered = name.lower()
+    return len(shape) == 2 and ("embed" in lowered or "wte" in lowered or "wpe" in lowered) and "patch" not in lowered
+
+
+def listing_by_name(entries: list[tuple[str, tuple[int, ...], str]], convention: Convention,
                     why: str) -> list[TensorInfo]:
     """TensorInfos for a flat name -> tensor store (safetensors, npz, state dicts) in natural name order."""
-    infos = []
-    for name, shape, dtype in sorted(entries, key=lambda e: natural_key(e[0])):
-        ok = is_weight(name, shape)
-        infos.append(TensorInfo(name, tuple(shape), dtype, layout, flatten,
-                                why if ok else "not a weight (rank < 2, bias or normalization)", ok))
-    return infos
+    return [tensor_info(name, shape, dtype, convention.layout_for(tuple(shape)), convention.flatten, why)
+            for name, shape, dtype in sorted(entries, key=lambda e: natural_key(e[0]))]
+
+
+def tensor_info(name: str, shape, dtype: str, layout: str, flatten: str, why: str) -> TensorInfo:
+    """A listing entry with the shared candidate rules: weights are candidates, embeddings are heatmaps."""
+    shape = tuple(shape)
+    if is_embedding(name, shape):
+        return TensorInfo(name, shape, dtype, "matrix", flatten, f"{why}; an embedding table, shown as a heatmap", True)
+    if is_weight(name, shape):
+        return TensorInfo(name, shape, dtype, layout, flatten, why, True)
+    return TensorInfo(name, shape, dtype, layout, flatten, "not a weight (rank < 2, bias or normalization)", False)

@@ -1,0 +1,101 @@
+"""The ``filtergrid`` command: a thin layer over :mod:`filtergrid.api` and :mod:`filtergrid.render`.
+
+Subcommands live one per module (meshio-style) and are imported only when used, so ``--help`` and
+``render`` stay fast. Every failure a user can cause ends as one line ``filtergrid: error: ...`` on
+stderr with exit code 2; set ``FILTERGRID_DEBUG=1`` to see a traceback instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import sys
+
+import click
+
+from ..errors import FiltergridError, TimeLimitError
+
+#: Subcommand name -> module under filtergrid.cli (each defines a click command named ``command``).
+COMMANDS = {
+    "render": "render",
+    "inspect": "inspect",
+    "convert": "convert",
+    "demo": "demo",
+}
+
+EXIT_USAGE = 2
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        return importlib.import_module(f"{__name__}.{COMMANDS[name]}").command
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def _arm_timeout(seconds: float | None) -> None:
+    """Bound the whole command's wall time (checked between Python steps, so C calls finish first)."""
+    if not seconds or not hasattr(signal, "setitimer"):
+        return
+
+    def expired(signum, frame):
+        raise TimeLimitError(f"gave up after --timeout {seconds:g} s")
+
+    signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(version=None, package_name="filtergrid", prog_name="filtergrid",
+                      message="%(prog)s %(version)s")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="Give up (exit 2) when the command runs longer than this.")
+def cli(timeout: float | None) -> None:
+    """See what a model's first layer learned: a grid of its filters, from any checkpoint.
+
+    Formats are recognised by their bytes (safetensors, ONNX, Keras, NumPy, ...); no torch or
+    tensorflow is needed, and nothing in a model file is ever executed.
+    """
+    _arm_timeout(timeout)
+
+
+def fail(message: str) -> None:
+    click.echo(f"filtergrid: error: {' '.join(str(message).split())}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning every user-caused failure into one line and exit 2."""
+    try:
+        cli.main(args=argv, prog_name="filtergrid", standalone_mode=False)
+    except FiltergridError as e:
+        fail(str(e))
+    except click.exceptions.NoArgsIsHelpError as e:
+        click.echo(e.ctx.get_help() if e.ctx else str(e))
+        sys.exit(EXIT_USAGE)
+    except click.ClickException as e:
+        hint = f" (see: filtergrid {e.ctx.command.name} --help)" if getattr(e, "ctx", None) and e.ctx.command.name != "cli" else ""
+        fail(e.format_message() + hint)
+    except click.exceptions.Abort:
+        click.echo("filtergrid: interrupted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("filtergrid: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+    except Exception as e:  # a bug of ours: still one line, with a way to see more
+        if os.environ.get("FILTERGRID_DEBUG"):
+            raise
+        fail(f"internal error ({type(e).__name__}: {e}); rerun with FILTERGRID_DEBUG=1 and report it")
+    sys.exit(0)

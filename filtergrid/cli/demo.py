@@ -1,0 +1,30 @@
+"""``filtergrid demo``: render the small CNN that ships inside the package (no network needed)."""
+
+from __future__ import annotations
+
+from importlib.resources import as_file, files
+from pathlib import Path
+
+import click
+
+from .options import render_kwargs, render_options
+
+DEMO_MODEL = "digits_cnn.onnx"
+
+
+@click.command("demo")
+@render_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("filtergrid-demo.png"), show_default=True, help="Image to write.")
+def command(normalize, cols, pad, scale, cmap, bgr, channels, background, output):
+    """Render the first conv layer of a tiny CNN trained on scikit-learn's digits."""
+    from .. import api
+    from ..render import RenderOptions, render_result, save
+    from .render import describe
+
+    with as_file(files("filtergrid") / "demo" / DEMO_MODEL) as model:
+        bank = api.load(model)
+        result = render_result(bank, RenderOptions(**render_kwargs(normalize, cols, pad, scale, cmap, bgr,
+                                                                    channels, background)))
+        out = save(result, bank, output)
+    click.echo(describe(bank, result, out))

@@ -1,0 +1,43 @@
+"""``filtergrid render MODEL``: the grid image of a model's first layer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .options import load_kwargs, model_options, render_kwargs, render_options
+
+
+def default_output(model: str) -> Path:
+    """``resnet18.onnx`` -> ``resnet18-filters.png`` in the current folder."""
+    return Path(f"{Path(model.rstrip('/')).stem or 'model'}-filters.png")
+
+
+def describe(bank, result, out: Path) -> str:
+    p = bank.provenance
+    n, h, w, c = bank.shape
+    what = "a heatmap" if bank.kind == "matrix" else f"{n} filters of {h}x{w}x{c}"
+    extra = f", {result.nan_pixels} NaN/Inf pixels" if result.nan_pixels else ""
+    return (f"wrote {out} ({result.image.width}x{result.image.height}): {what} from {p.format} tensor "
+            f"{p.tensor!r} {list(p.original_shape)} {p.original_dtype} as {p.layout}, {p.chosen_by}{extra}")
+
+
+@click.command("render")
+@model_options
+@render_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Image to write (.png, .jpg, .webp, ...). Default: MODEL-filters.png here.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing on success.")
+def command(model, tensor, layout, image_shape, flatten, format_name, normalize, cols, pad, scale, cmap,
+            bgr, channels, background, output, quiet):
+    """Render the first layer of MODEL (or --tensor NAME) as a grid of images."""
+    from .. import api
+    from ..render import RenderOptions, render_result, save
+
+    bank = api.load(model, **load_kwargs(tensor, layout, image_shape, flatten, format_name))
+    result = render_result(bank, RenderOptions(**render_kwargs(normalize, cols, pad, scale, cmap, bgr,
+                                                                channels, background)))
+    out = save(result, bank, output or default_output(model))
+    if not quiet:
+        click.echo(describe(bank, result, out))

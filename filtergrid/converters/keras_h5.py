@@ -1,0 +1,168 @@
+"""Keras weights in HDF5: Keras 2 ``model.save('x.h5')`` / ``save_weights`` files and Keras 3 ``.weights.h5``.
+
+Keras 2 stores layer order in a ``layer_names`` attribute (``model_weights/`` for whole models, the
+root for weight files), because HDF5 lists groups alphabetically (``conv2d_10`` before ``conv2d_2``);
+each layer's ``weight_names`` attribute orders its variables. Keras 3 writes
+``layers/<path>/vars/<i>`` with the layer's real name as an attribute of ``vars``; its order comes
+from the ``config.json`` beside it in a ``.keras`` archive (see :mod:`keras_zip`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import dtypes, limits
+from ..bank import TensorInfo
+from ..errors import CorruptFileError
+from ..layout import CHANNELS_LAST
+from .base import Probe, natural_key, tensor_info
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+#: Stored layout of a layer's kernel by Keras class (others follow the channels-last convention).
+KERNEL_LAYOUTS = {
+    "DepthwiseConv2D": "HWIM", "SeparableConv2D": "HWIM", "Conv2DTranspose": "HWOI",
+    "Conv2D": "HWIO", "Conv1D": "KIO", "Dense": "IO", "Embedding": "matrix",
+}
+
+
+def sniff(probe: Probe) -> bool:
+    """HDF5 signature at offset 0 or at a user-block boundary (512, 1024, 2048)."""
+    return any(probe.head[o:o + 8] == HDF5_MAGIC for o in (0, 512, 1024, 2048))
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    dataset: str
+    layer: str
+    layer_class: str
+
+
+def _text(value) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _names(attr) -> list[str]:
+    if len(attr) > limits.MAX_TENSORS:
+        raise CorruptFileError(f"attribute lists {len(attr):,} names, over MAX_TENSORS")
+    return [_text(v) for v in attr]
+
+
+def layer_classes(config_json: str | bytes | None) -> tuple[list[str], dict[str, str]]:
+    """(layer names in model order, name -> class) from a Keras model config (nested models flattened)."""
+    if not config_json:
+        return [], {}
+    order: list[str] = []
+    classes: dict[str, str] = {}
+
+    def walk(node, depth: int) -> None:
+        if depth > limits.MAX_NESTING or not isinstance(node, dict):
+            return
+        config = node.get("config")
+        layers = config.get("layers") if isinstance(config, dict) else None
+        if isinstance(layers, list):
+            for layer in layers:
+                walk(layer, depth + 1)
+        elif isinstance(config, dict) and isinstance(config.get("name"), str):
+            order.append(config["name"])
+            classes[config["name"]] = str(node.get("class_name", ""))
+
+    try:
+        walk(json.loads(config_json), 0)
+    except (ValueError, RecursionError):
+        raise CorruptFileError("model config is not valid JSON") from None
+    return order, classes
+
+
+def keras2_variables(root, classes: dict[str, str]) -> list[Variable]:
+    """Keras 2 layout: ``layer_names`` then each layer's ``weight_names``, in that order."""
+    out = []
+    for layer in _names(root.attrs["layer_names"]):
+        group = root.get(layer)
+        if group is None:
+            raise CorruptFileError(f"layer {layer!r} is listed in layer_names but has no group")
+        for weight in _names(group.attrs.get("weight_names", [])):
+            out.append(Variable(weight, f"{group.name}/{weight}", layer, classes.get(layer, "")))
+    return out
+
+
+def keras3_variables(f, order: list[str], classes: dict[str, str]) -> list[Variable]:
+    """Keras 3 layout: every ``.../vars`` group is a layer; ordered by ``order`` when known."""
+    found: list[tuple[str, str]] = []  # (layer name, vars group path)
+
+    def visit(group, depth: int) -> None:
+        if depth > limits.MAX_NESTING:
+            raise CorruptFileError(f"layers nest deeper than MAX_NESTING={limits.MAX_NESTING}")
+        for key in sorted(group.keys(), key=natural_key):
+            child = group[key]
+            if not hasattr(child, "keys"):
+                continue
+            if key == "vars":
+                found.append((_text(child.attrs.get("name", group.name.rsplit("/", 1)[-1])), child.name))
+            else:
+                visit(child, depth + 1)
+
+    visit(f["layers"], 0)
+    rank = {name: i for i, name in enumerate(order)}
+    found.sort(key=lambda item: rank.get(item[0], len(rank)))  # stable: natural order for the rest
+    out = []
+    for layer, path in found:
+        group = f[path]
+        for key in sorted(group.keys(), key=natural_key):
+            out.append(Variable(f"{layer}/vars/{key}", f"{path}/{key}", layer, classes.get(layer, "")))
+    return out
+
+
+class KerasH5Reader:
+    def __init__(self, path: Path | None = None, *, fileobj=None, config_json: str | None = None):
+        import h5py
+        self._file = h5py.File(fileobj if fileobj is not None else path, "r")
+        f = self._file
+        model_config = config_json or (_text(f.attrs["model_config"]) if "model_config" in f.attrs else None)
+        order, classes = layer_classes(model_config)
+        if "layer_names" in f.attrs:
+            self.variant, variables = "Keras 2 weights", keras2_variables(f, classes)
+        elif "model_weights" in f and "layer_names" in f["model_weights"].attrs:
+            self.variant, variables = "Keras 2 model", keras2_variables(f["model_weights"], classes)
+        elif "layers" in f:
+            self.variant, variables = "Keras 3 weights", keras3_variables(f, order, classes)
+        else:
+            raise CorruptFileError("HDF5 file but no Keras weights (no layer_names attribute, no layers/ group)")
+        self._ordered = bool(order) or self.variant.startswith("Keras 2")
+        self._variables = {v.name: v for v in variables}
+
+    def tensors(self) -> list[TensorInfo]:
+        why = ("first kernel in layer order" if self._ordered
+               else "first kernel in natural layer-name order (a bare .weights.h5 stores no layer order)")
+        infos = []
+        for var in self._variables.values():
+            ds = self._file[var.dataset]
+            shape = tuple(ds.shape)
+            if "depthwise_kernel" in var.name:
+                layout = "HWIM"
+            elif var.layer_class in KERNEL_LAYOUTS and len(shape) >= 2:
+                layout = KERNEL_LAYOUTS[var.layer_class]
+            else:
+                layout = CHANNELS_LAST.layout_for(shape)
+            role = f"{why}: layer {var.layer!r}" + (f" ({var.layer_class})" if var.layer_class else "")
+            infos.append(tensor_info(var.name, shape, str(ds.dtype), layout, CHANNELS_LAST.flatten, role))
+        return infos
+
+    def read(self, name: str, rows: int | None = None) -> np.ndarray:
+        ds = self._file[self._variables[name].dataset]
+        if ds.dtype.kind not in "fiub":
+            raise CorruptFileError(f"dataset {name!r} has non-numeric type {ds.dtype}")
+        dtypes.check_shape(ds.shape)
+        return np.asarray(ds[:rows] if rows is not None and ds.ndim else ds[()])
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def open(path: Path) -> KerasH5Reader:  # noqa: A001 - the registry's verb
+    return KerasH5Reader(path)

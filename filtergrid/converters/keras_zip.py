@@ -1,0 +1,42 @@
+"""Keras 3 ``.keras`` archives: a zip of ``config.json`` (layer order) and ``model.weights.h5``."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+from .. import limits
+from ..errors import CorruptFileError
+from .base import Probe
+from .keras_h5 import KerasH5Reader
+
+CONFIG, WEIGHTS = "config.json", "model.weights.h5"
+
+
+def sniff(probe: Probe) -> bool:
+    names = set(probe.zip_names)
+    return CONFIG in names and WEIGHTS in names
+
+
+class KerasZipReader(KerasH5Reader):
+    """The HDF5 reader over the archive's weights member (read in place, never extracted)."""
+
+    def __init__(self, path: Path):
+        self._zip = zipfile.ZipFile(path)
+        info = self._zip.getinfo(CONFIG)
+        if info.file_size > limits.MAX_HEADER_BYTES:
+            raise CorruptFileError(f"{CONFIG} claims {info.file_size:,} bytes, over MAX_HEADER_BYTES")
+        config = self._zip.read(info)
+        if self._zip.getinfo(WEIGHTS).file_size > limits.MAX_ZIP_MEMBER_BYTES:
+            raise CorruptFileError(f"{WEIGHTS} is larger than MAX_ZIP_MEMBER_BYTES")
+        self._member = self._zip.open(WEIGHTS)
+        super().__init__(fileobj=self._member, config_json=config.decode("utf-8", "replace"))
+
+    def close(self) -> None:
+        super().close()
+        self._member.close()
+        self._zip.close()
+
+
+def open(path: Path) -> KerasZipReader:  # noqa: A001 - the registry's verb
+    return KerasZipReader(path)

@@ -1,0 +1,120 @@
+"""NumPy ``.npy`` and ``.npz``: the arrays of CS231n assignments and of hand-rolled nets.
+
+Spec: https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html. Headers are parsed by
+NumPy's own ``read_array_header_*`` (a literal parser, no pickle); object arrays are refused and the
+declared shape is checked against the bytes present before the array is read.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from .. import dtypes, limits
+from ..bank import TensorInfo
+from ..errors import CorruptFileError, UnsafeFileError
+from ..layout import ARRAYS
+from .base import Probe, listing_by_name
+
+MAGIC = b"\x93NUMPY"
+
+
+def sniff(probe: Probe) -> bool:
+    if probe.head.startswith(MAGIC):
+        return True
+    names = probe.zip_names
+    return bool(names) and all(n.endswith(".npy") for n in names)
+
+
+def _header(f: BinaryIO, available: int, what: str) -> tuple[np.dtype, tuple[int, ...], bool, int]:
+    """(dtype, shape, fortran_order, header bytes) with the declared size checked against ``available``."""
+    start = f.tell()
+    try:
+        version = np.lib.format.read_magic(f)
+        read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in read:
+            raise CorruptFileError(f"{what}: unsupported .npy version {version}")
+        shape, fortran, dtype = read[version](f)
+    except ValueError as e:
+        raise CorruptFileError(f"{what}: bad .npy header ({' '.join(str(e).split())[:200]})") from None
+    if dtype.hasobject:
+        raise UnsafeFileError(f"{what} holds Python objects (dtype {dtype}); they need pickle, which filtergrid never runs")
+    if dtype.kind not in "fiub":
+        raise CorruptFileError(f"{what} has non-numeric dtype {dtype}")
+    used = f.tell() - start
+    shape = dtypes.check_shape(shape)
+    need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if need > available - used:
+        raise CorruptFileError(f"{what} declares {list(shape)} {dtype} = {need:,} bytes but holds {available - used:,}")
+    return dtype, shape, fortran, used
+
+
+def _read(f: BinaryIO, dtype: np.dtype, shape: tuple[int, ...], fortran: bool, rows: int | None) -> np.ndarray:
+    count = int(np.prod(shape, dtype=object))
+    if rows is not None and not fortran and shape and rows < shape[0]:
+        shape = (rows, *shape[1:])
+        count = int(np.prod(shape, dtype=object))
+    data = f.read(count * dtype.itemsize)
+    if len(data) != count * dtype.itemsize:
+        raise CorruptFileError(f"array data ends early ({len(data):,} of {count * dtype.itemsize:,} bytes)")
+    array = np.frombuffer(data, dtype=dtype, count=count)
+    array = array.reshape(shape[::-1]).T if fortran else array.reshape(shape)
+    return array.astype(dtype.newbyteorder("="), copy=False)
+
+
+class NpyReader:
+    """One array: its name is the file's stem."""
+
+    def __init__(self, path: Path):
+        self.path, self.name = path, path.stem
+        self._file = io.open(path, "rb")
+        self._dtype, self._shape, self._fortran, _ = _header(self._file, path.stat().st_size, path.name)
+
+    def tensors(self) -> list[TensorInfo]:
+        return listing_by_name([(self.name, self._shape, self._dtype.name)], ARRAYS, "the file's only array")
+
+    def read(self, name: str, rows: int | None = None) -> np.ndarray:
+        return _read(self._file, self._dtype, self._shape, self._fortran, rows)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class NpzReader:
+    """A zip of ``.npy`` members; the listing reads each member's header only."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._zip = zipfile.ZipFile(path)
+        members = [m for m in self._zip.infolist() if m.filename.endswith(".npy")]
+        if len(members) > limits.MAX_TENSORS:
+            raise CorruptFileError(f"{len(members):,} arrays, over MAX_TENSORS")
+        self._headers = {}
+        for member in members:
+            if member.file_size > limits.MAX_ZIP_MEMBER_BYTES:
+                raise CorruptFileError(f"member {member.filename!r} claims {member.file_size:,} bytes")
+            with self._zip.open(member) as f:
+                self._headers[member.filename[:-4]] = (member, *_header(f, member.file_size, member.filename))
+
+    def tensors(self) -> list[TensorInfo]:
+        return listing_by_name([(k, h[2], h[1].name) for k, h in self._headers.items()], ARRAYS,
+                               "first weight in natural name order")
+
+    def read(self, name: str, rows: int | None = None) -> np.ndarray:
+        member, dtype, shape, fortran, used = self._headers[name]
+        with self._zip.open(member) as f:
+            f.read(used)
+            return _read(f, dtype, shape, fortran, rows)
+
+    def close(self) -> None:
+        self._zip.close()
+
+
+def open(path: Path) -> NpyReader | NpzReader:  # noqa: A001 - the registry's verb
+    with io.open(path, "rb") as f:
+        is_npy = f.read(len(MAGIC)) == MAGIC
+    return NpyReader(path) if is_npy else NpzReader(path)

@@ -1,0 +1,107 @@
+"""safetensors: an 8-byte header length, a JSON index, then raw little-endian tensors.
+
+Spec: https://github.com/huggingface/safetensors#format. The index is validated as strictly as the
+reference reader (offsets contiguous, inside the file, matching shape x dtype) before any tensor is
+touched; then only the chosen tensor's bytes are read through an mmap.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import mmap
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from .. import dtypes, limits
+from ..bank import TensorInfo
+from ..errors import CorruptFileError
+from ..layout import CHANNELS_FIRST
+from ..safeio import check_extent
+from .base import Probe, listing_by_name
+
+DTYPES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8",
+    "U64": "uint64", "U32": "uint32", "U16": "uint16", "U8": "uint8", "BOOL": "bool",
+}
+
+
+def sniff(probe: Probe) -> bool:
+    """Header length that fits the file, followed by a JSON object."""
+    head = probe.head
+    if len(head) < 10:
+        return False
+    (n,) = struct.unpack("<Q", head[:8])
+    return 2 <= n <= probe.size - 8 and head[8:9] == b"{"
+
+
+def read_index(path: Path, size: int, f) -> tuple[int, dict[str, tuple[str, tuple[int, ...], int, int]], dict]:
+    """(data start, {name: (dtype, shape, begin, end)}, metadata) after checking every entry."""
+    (n,) = struct.unpack("<Q", f.read(8).ljust(8, b"\0"))
+    if n > limits.MAX_HEADER_BYTES:
+        raise CorruptFileError(f"header claims {n:,} bytes, over MAX_HEADER_BYTES={limits.MAX_HEADER_BYTES:,}")
+    check_extent(8, n, size, "header")
+    try:
+        header = json.loads(f.read(n))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CorruptFileError(f"header is not valid JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise CorruptFileError("header is not a JSON object")
+    metadata = header.pop("__metadata__", None) or {}
+    if len(header) > limits.MAX_TENSORS:
+        raise CorruptFileError(f"header lists {len(header):,} tensors, over MAX_TENSORS")
+    data_size = size - 8 - n
+    entries = {}
+    for name, entry in header.items():
+        if not isinstance(entry, dict) or entry.get("dtype") not in DTYPES:
+            raise CorruptFileError(f"tensor {name!r} has no known dtype ({str(entry)[:80]})")
+        offsets = entry.get("data_offsets")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
+            raise CorruptFileError(f"tensor {name!r} has malformed data_offsets {offsets!r}")
+        begin, end = offsets
+        dtype = DTYPES[entry["dtype"]]
+        shape = dtypes.check_shape(entry.get("shape", []))
+        check_extent(begin, end - begin, data_size, f"tensor {name!r}")
+        if dtypes.nbytes(shape, dtype) != end - begin:
+            raise CorruptFileError(
+                f"tensor {name!r} declares {list(shape)} {dtype} but spans {end - begin:,} bytes")
+        entries[name] = (dtype, shape, begin, end)
+    spans = sorted((b, e, name) for name, (_, _, b, e) in entries.items())
+    for (_, end, first), (begin, _, second) in zip(spans, spans[1:]):
+        if begin < end:
+            raise CorruptFileError(f"tensors {first!r} and {second!r} overlap")
+    return 8 + n, entries, metadata
+
+
+class SafetensorsReader:
+    def __init__(self, path: Path):
+        self.path = path
+        self._file = io.open(path, "rb")
+        size = path.stat().st_size
+        self._start, self._entries, self.metadata = read_index(path, size, self._file)
+        self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+
+    def tensors(self) -> list[TensorInfo]:
+        return listing_by_name([(k, shape, dt) for k, (dt, shape, _, _) in self._entries.items()],
+                               CHANNELS_FIRST, "first weight in natural name order")
+
+    def read(self, name: str, rows: int | None = None) -> np.ndarray:
+        dtype, shape, begin, end = self._entries[name]
+        if rows is not None and shape and rows < shape[0]:
+            end = begin + dtypes.nbytes((rows, *shape[1:]), dtype)
+            shape = (rows, *shape[1:])
+        stored = dtypes.from_buffer(self._map, dtype, shape, offset=self._start + begin)
+        return dtypes.to_float32(stored, dtype) if dtype in ("bfloat16", "float8_e4m3fn", "float8_e5m2") else np.array(stored)
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+        self._file.close()
+
+
+def open(path: Path) -> SafetensorsReader:  # noqa: A001 - the registry's verb
+    return SafetensorsReader(path)

@@ -1,0 +1,44 @@
+"""Element-type decoding and dequantization, shared by every converter."""
+
+import numpy as np
+import pytest
+
+from filtergrid import dtypes, limits
+from filtergrid.errors import CorruptFileError, LimitError
+
+
+def test_bfloat16_bits_decode_exactly():
+    values = np.array([1.0, -2.5, 3.140625, 0.0, np.inf], dtype=np.float32)
+    bits = (values.view(np.uint32) >> 16).astype(np.uint16)  # bf16 = the high half of a float32
+    np.testing.assert_array_equal(dtypes.to_float32(bits, "bfloat16"), values)
+
+
+def test_float8_tables_match_known_values():
+    e4m3 = dtypes.to_float32(np.array([0x38, 0x40, 0xB8, 0x7E, 0x01, 0x7F], dtype=np.uint8), "float8_e4m3fn")
+    np.testing.assert_array_equal(e4m3[:5], [1.0, 2.0, -1.0, 448.0, 2.0**-9])
+    assert np.isnan(e4m3[5])
+    e5m2 = dtypes.to_float32(np.array([0x3C, 0x7C], dtype=np.uint8), "float8_e5m2")
+    np.testing.assert_array_equal(e5m2, [1.0, np.inf])
+
+
+def test_dequantize_per_tensor_and_per_axis():
+    q = np.array([[0, 10], [20, 30]], dtype=np.int8)
+    np.testing.assert_allclose(dtypes.dequantize(q, 0.5, 10), [[-5, 0], [5, 10]])
+    out = dtypes.dequantize(q, [1.0, 0.1], [0, 10], axis=0)
+    np.testing.assert_allclose(out, [[0, 10], [1, 2]], rtol=1e-6)
+    with pytest.raises(CorruptFileError):
+        dtypes.dequantize(q, [1.0, 2.0, 3.0], 0, axis=0)
+
+
+def test_check_fits_refuses_declared_sizes_the_bytes_cannot_hold():
+    with pytest.raises(CorruptFileError, match="only 10 bytes"):
+        dtypes.check_fits((100,), "float32", 10, "tensor")
+    with pytest.raises(CorruptFileError):
+        dtypes.check_shape((-1, 3))
+
+
+def test_tensor_size_limit(monkeypatch):
+    monkeypatch.setattr(limits, "MAX_TENSOR_BYTES", 1000)
+    with pytest.raises(LimitError, match="MAX_TENSOR_BYTES"):
+        dtypes.check_shape((1000,))
+    dtypes.check_shape((250,))

@@ -1,0 +1,116 @@
+"""Every layout rule against an independent construction of the expected (filters, H, W, C) array."""
+
+import numpy as np
+import pytest
+
+from filtergrid.errors import UsageError
+from filtergrid.layout import guess_layout, image_shape_for, parse_image_shape, place
+
+rng = np.random.default_rng(0)
+
+
+def test_oihw_to_nhwc_puts_input_channels_last():
+    w = rng.standard_normal((8, 3, 5, 7))
+    out = place(w, "OIHW").array
+    assert out.shape == (8, 5, 7, 3) and out.dtype == np.float32
+    assert out[2, 4, 6, 1] == np.float32(w[2, 1, 4, 6])
+
+
+def test_hwio_keras_kernel():
+    w = rng.standard_normal((3, 5, 2, 16))
+    out = place(w, "HWIO").array
+    assert out.shape == (16, 3, 5, 2)
+    assert out[15, 2, 4, 1] == np.float32(w[2, 4, 1, 15])
+
+
+def test_ohwi_tflite_and_transposed_layouts():
+    w = rng.standard_normal((4, 3, 3, 2))
+    np.testing.assert_array_equal(place(w, "OHWI").array, w.astype(np.float32))
+    iohw = rng.standard_normal((2, 6, 3, 3))  # ConvTranspose: (in, out, kH, kW) -> filters are outputs
+    assert place(iohw, "IOHW").array[5, 1, 2, 0] == np.float32(iohw[0, 5, 1, 2])
+    hwoi = rng.standard_normal((3, 3, 6, 2))
+    assert place(hwoi, "HWOI").array[5, 1, 2, 0] == np.float32(hwoi[1, 2, 5, 0])
+
+
+def test_depthwise_tflite_1hwo_and_keras_hwim():
+    w = rng.standard_normal((1, 3, 3, 8))
+    out = place(w, "IHWO").array
+    assert out.shape == (8, 3, 3, 1) and out[7, 1, 2, 0] == np.float32(w[0, 1, 2, 7])
+    k = rng.standard_normal((3, 3, 4, 2))  # 4 channels x multiplier 2 -> 8 single-channel filters
+    out = place(k, "HWIM").array
+    assert out.shape == (8, 3, 3, 1)
+    assert out[3 * 2 + 1, 2, 0, 0] == np.float32(k[2, 0, 3, 1])
+
+
+def test_conv1d_both_conventions():
+    torch_w = rng.standard_normal((6, 2, 5))
+    out = place(torch_w, "OIK").array
+    assert out.shape == (6, 1, 5, 2) and out[5, 0, 4, 1] == np.float32(torch_w[5, 1, 4])
+    keras_w = rng.standard_normal((5, 2, 6))
+    out = place(keras_w, "KIO").array
+    assert out.shape == (6, 1, 5, 2) and out[5, 0, 4, 1] == np.float32(keras_w[4, 1, 5])
+
+
+def test_dense_cs231n_w1_rows_become_32x32x3_images():
+    w1 = rng.standard_normal((3072, 100)).astype(np.float32)
+    placed = place(w1, "IO")
+    assert placed.array.shape == (100, 32, 32, 3) and placed.kind == "filters"
+    np.testing.assert_array_equal(placed.array[7], w1[:, 7].reshape(32, 32, 3))
+    assert "32x32x3" in placed.notes[0]
+
+
+def test_dense_out_in_and_chw_flatten():
+    w = rng.standard_normal((10, 3 * 4 * 4))
+    out = place(w, "OI", flatten="CHW").array
+    assert out.shape == (10, 4, 4, 3)
+    np.testing.assert_array_equal(out[3], np.transpose(w[3].reshape(3, 4, 4), (1, 2, 0)).astype(np.float32))
+
+
+@pytest.mark.parametrize("n,expected", [(3072, (32, 32, 3)), (784, (28, 28, 1)), (64, (8, 8, 1)),
+                                        (75, (5, 5, 3)), (100, (10, 10, 1)), (10, None), (3, None)])
+def test_image_shape_guess(n, expected):
+    assert image_shape_for(n) == expected
+
+
+def test_dense_with_explicit_image_shape_and_wrong_one():
+    w = rng.standard_normal((50, 10))
+    assert place(w, "IO", image_shape=(5, 10, 1)).array.shape == (10, 5, 10, 1)
+    with pytest.raises(UsageError, match="has 12 values"):
+        place(w, "IO", image_shape=(2, 2, 3))
+
+
+def test_dense_that_is_no_image_becomes_a_bounded_heatmap(monkeypatch):
+    from filtergrid import limits
+
+    monkeypatch.setattr(limits, "MAX_HEATMAP_ROWS", 6)
+    w = rng.standard_normal((10, 7))  # (in=10, out=7): 10 inputs are no square image
+    placed = place(w, "IO")
+    assert placed.kind == "matrix" and placed.array.shape == (1, 6, 10, 1)
+    np.testing.assert_array_equal(placed.array[0, :, :, 0], w.T[:6].astype(np.float32))
+    assert any("cut to" in n for n in placed.notes)
+
+
+def test_conv3d_middle_slice_and_wrong_rank():
+    w = rng.standard_normal((4, 2, 5, 3, 3))
+    out = place(w, "OIDHW").array
+    np.testing.assert_array_equal(out, np.transpose(w[:, :, 2], (0, 2, 3, 1)).astype(np.float32))
+    with pytest.raises(UsageError, match="rank-4"):
+        place(rng.standard_normal((3, 3)), "OIHW")
+    with pytest.raises(UsageError, match="unknown layout"):
+        place(w, "XYZ")
+
+
+def test_guess_layout_prefers_the_hint_and_guesses_sensibly():
+    assert guess_layout((3, 3, 3, 64), "auto") == "HWIO"
+    assert guess_layout((64, 3, 7, 7), "auto") == "OIHW"
+    assert guess_layout((64, 3, 7, 7), "HWIO") == "HWIO"
+    assert guess_layout((64, 3), "OIHW") == "OI"  # a hint of the wrong rank is ignored
+    assert guess_layout((3, 3), "matrix") == "matrix"
+
+
+def test_parse_image_shape():
+    assert parse_image_shape("32x32x3") == (32, 32, 3)
+    assert parse_image_shape("28x28") == (28, 28, 1)
+    assert parse_image_shape("8,8,1") == (8, 8, 1)
+    with pytest.raises(UsageError):
+        parse_image_shape("axb")
