@@ -1,0 +1,98 @@
+"""Tile geometry and pasting: where every tile goes, how big, and the one allocation of the image."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import limits
+from ..errors import LimitError
+
+#: Automatic upscaling makes a tile's longer side at least this many pixels (3x3 -> 33, 7x7 -> 35).
+TARGET_TILE_PX = 32
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where tiles go: ``rows`` x ``cols`` tiles of ``tile_h`` x ``tile_w`` pixels each upscaled by
+    ``scale``, ``pad`` pixels between them and around the edge."""
+
+    rows: int
+    cols: int
+    tile_h: int
+    tile_w: int
+    scale: int
+    pad: int
+
+    @property
+    def width(self) -> int:
+        return self.cols * (self.tile_w * self.scale + self.pad) + self.pad
+
+    @property
+    def height(self) -> int:
+        return self.rows * (self.tile_h * self.scale + self.pad) + self.pad
+
+
+def near_square_cols(tiles: int, tile_h: int, tile_w: int) -> int:
+    """Columns that make the grid about as wide as it is tall in pixels (8 for 64 square tiles)."""
+    return max(1, min(tiles, math.ceil(math.sqrt(tiles * tile_h / tile_w))))
+
+
+def auto_scale(tile_h: int, tile_w: int) -> int:
+    """Nearest-neighbour factor that turns a small kernel into a tile one can see."""
+    return max(1, math.ceil(TARGET_TILE_PX / max(tile_h, tile_w)))
+
+
+def fit(tiles: int, cols: int, tile_h: int, tile_w: int, pad: int, scale: int | None) -> Geometry:
+    """The geometry under ``limits.MAX_OUTPUT_PIXELS``, decided before any pixel is allocated.
+
+    An automatic scale shrinks until the image fits; an explicit one is honoured or refused.
+    """
+    rows = math.ceil(tiles / cols)
+    cap = limits.MAX_OUTPUT_PIXELS
+    chosen = scale if scale is not None else auto_scale(tile_h, tile_w)
+    geometry = Geometry(rows, cols, tile_h, tile_w, chosen, pad)
+    while scale is None and geometry.scale > 1 and geometry.width * geometry.height > cap:
+        geometry = Geometry(rows, cols, tile_h, tile_w, geometry.scale - 1, pad)
+    if geometry.width * geometry.height > cap:
+        how = "lower --scale or pad, change --cols" if scale is not None else "even at scale 1; change --cols or pad"
+        raise LimitError(
+            f"image would be {geometry.width}x{geometry.height} = {geometry.width * geometry.height:,} pixels, "
+            f"over the limit of {cap:,} ({how}, or raise FILTERGRID_MAX_OUTPUT_PIXELS)"
+        )
+    return geometry
+
+
+def paste(tiles: np.ndarray, geometry: Geometry, background: tuple[int, int, int]) -> np.ndarray:
+    """One (height, width, 3) uint8 image of ``tiles`` (T, h, w, 3) laid out row by row.
+
+    The image is allocated once; tiles are upscaled by broadcasting straight into a strided view of
+    it, so no upscaled copy of the tiles ever exists.
+    """
+    g = geometry
+    count = tiles.shape[0]
+    fill = np.array(background, dtype=np.uint8)
+    slots = np.empty((g.rows * g.cols, g.tile_h, g.tile_w, 3), dtype=np.uint8)
+    slots[:count] = tiles
+    slots[count:] = fill
+    image = np.empty((g.height, g.width, 3), dtype=np.uint8)
+    image[...] = fill
+    pixels = _tile_pixels(image, g)
+    by_row = slots.reshape(g.rows, g.cols, g.tile_h, g.tile_w, 3).transpose(0, 2, 1, 3, 4)
+    pixels[...] = by_row[:, :, None, :, :, None, :]
+    return image
+
+
+def _tile_pixels(image: np.ndarray, g: Geometry) -> np.ndarray:
+    """A writeable (rows, tile_h, scale, cols, tile_w, scale, 3) view of the tile pixels of ``image``:
+    writing one source pixel broadcast over both ``scale`` axes is nearest-neighbour upscaling."""
+    row, col, channel = image.strides
+    cell_h, cell_w = g.tile_h * g.scale + g.pad, g.tile_w * g.scale + g.pad
+    return np.lib.stride_tricks.as_strided(
+        image[g.pad:, g.pad:],
+        shape=(g.rows, g.tile_h, g.scale, g.cols, g.tile_w, g.scale, 3),
+        strides=(cell_h * row, g.scale * row, row, cell_w * col, g.scale * col, col, channel),
+        writeable=True,
+    )

@@ -1,0 +1,83 @@
+"""What a caller may ask of the renderer, checked once, with defaults resolved against the bank."""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+from ..bank import FilterBank
+from ..errors import UsageError
+from . import colormaps
+
+NORMALIZATIONS = ("per-filter", "global", "symmetric", "percentile")
+CHANNEL_MODES = ("split", "mean", "first3")
+
+#: Diverging map for a matrix heatmap: zero is white, sign is hue.
+MATRIX_CMAP = "RdBu_r"
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """How to draw a bank; ``None`` means "choose from the bank" (see :meth:`resolve`).
+
+    normalize: one of NORMALIZATIONS (``per-filter`` for filters, ``symmetric`` for a matrix).
+    cols: tiles per row (near-square by default; fixed to the channel count in ``split`` mode).
+    pad: pixels between tiles and around the border, filled with ``background``.
+    scale: nearest-neighbour upscale factor (automatic: small kernels become ~32-64 px tiles).
+    cmap: colormap for single-channel tiles (gray; ``RdBu_r`` for a matrix); RGB tiles ignore it.
+    bgr: the model was trained on BGR images: swap the first and third channel.
+    channels: filters whose channel count is neither 1 nor 3: ``split`` into one gray tile per
+        channel (one row per filter), ``mean`` over channels, or ``first3`` as RGB.
+    """
+
+    normalize: str | None = None
+    cols: int | None = None
+    pad: int = 1
+    scale: int | None = None
+    cmap: str | None = None
+    bgr: bool = False
+    channels: str = "split"
+    background: str = "black"
+    nan_color: str = "magenta"
+
+    def __post_init__(self) -> None:
+        if self.normalize is not None and self.normalize not in NORMALIZATIONS:
+            raise UsageError(f"unknown normalization {self.normalize!r}; choose from {', '.join(NORMALIZATIONS)}")
+        if self.channels not in CHANNEL_MODES:
+            raise UsageError(f"unknown channel mode {self.channels!r}; choose from {', '.join(CHANNEL_MODES)}")
+        _check_int("cols", self.cols, 1, optional=True)
+        _check_int("scale", self.scale, 1, optional=True)
+        _check_int("pad", self.pad, 0, optional=False)
+        if not isinstance(self.bgr, bool):
+            raise UsageError(f"bgr must be true or false, got {self.bgr!r}")
+        if self.cmap is not None:
+            colormaps.lut(self.cmap)
+        colormaps.rgb(self.background, "background")
+        colormaps.rgb(self.nan_color, "nan colour")
+
+    @classmethod
+    def from_kwargs(cls, options: dict[str, Any]) -> RenderOptions:
+        """Keyword options as a library caller passes them; unknown names are a usage error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise UsageError(f"unknown render option {unknown[0]!r}; choose from {', '.join(sorted(known))}")
+        return cls(**options)
+
+    def resolve(self, bank: FilterBank) -> RenderOptions:
+        """These options with the bank-dependent defaults filled in (what the picture records)."""
+        matrix = bank.kind == "matrix"
+        return dataclasses.replace(
+            self,
+            normalize=self.normalize or ("symmetric" if matrix else "per-filter"),
+            cmap=self.cmap or (MATRIX_CMAP if matrix else None),
+        )
+
+
+def _check_int(name: str, value: int | None, least: int, *, optional: bool) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        raise UsageError(f"{name} must be a whole number >= {least}, got {value!r}")

@@ -1,0 +1,75 @@
+"""Writing a rendered grid to disk: atomically, in the format its suffix names, PNGs with provenance."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from PIL import Image, PngImagePlugin
+
+from ..bank import FilterBank
+from ..errors import FiltergridError, UsageError
+from ..safeio import atomic_write
+
+if TYPE_CHECKING:
+    from .core import RenderResult
+
+#: Encoder settings for formats whose defaults would blur a pixel grid.
+_ENCODER_OPTIONS: dict[str, dict[str, Any]] = {
+    "JPEG": {"quality": 95, "subsampling": 0},
+    "WEBP": {"lossless": True},
+}
+
+
+def image_format(path: str | os.PathLike) -> str:
+    """The Pillow format a file name asks for (``grid.png`` -> PNG), or a usage error."""
+    suffix = Path(path).suffix.lower()
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt is None or fmt not in Image.SAVE:
+        raise UsageError(f"cannot tell an image format from {Path(path).name!r}; end the name in .png, .jpg, .webp or another suffix Pillow writes")
+    return fmt
+
+
+def png_text(result: RenderResult, bank: FilterBank) -> PngImagePlugin.PngInfo:
+    """Text chunks that say where the picture came from (read back with ``Image.open(p).text``)."""
+    from .. import __version__
+
+    p = bank.provenance
+    options = result.options
+    info = PngImagePlugin.PngInfo()
+    fields = {
+        "source": p.source,
+        "format": p.format,
+        "tensor": p.tensor,
+        "original_shape": "x".join(str(d) for d in p.original_shape),
+        "dtype": p.original_dtype,
+        "layout": p.layout,
+        "chosen_by": p.chosen_by,
+        "normalization": options.normalize,
+        "cmap": options.cmap or "gray",
+        "channels": options.channels,
+        "scale": str(result.scale),
+        "filtergrid_version": __version__,
+        "Software": f"filtergrid {__version__}",
+    }
+    for key, value in fields.items():
+        info.add_text(key, str(value))  # falls back to UTF-8 iTXt for non-Latin-1 paths
+    return info
+
+
+def save(result: RenderResult, bank: FilterBank, path: str | os.PathLike) -> Path:
+    """Write ``result.image`` to ``path`` through a temporary file; returns the path written."""
+    fmt = image_format(path)
+    options = dict(_ENCODER_OPTIONS.get(fmt, {}))
+    if fmt == "PNG":
+        options["pnginfo"] = png_text(result, bank)
+
+    def write(f: BinaryIO) -> None:
+        result.image.save(f, format=fmt, **options)
+
+    try:
+        return atomic_write(path, write)
+    except (OSError, ValueError, KeyError) as e:
+        detail = " ".join(str(e).split()) or type(e).__name__
+        raise FiltergridError(f"cannot write {fmt} image {path}: {detail}") from e
