@@ -91,7 +91,8 @@ def to_float32(stored: np.ndarray, dtype: str | None = None) -> np.ndarray:
         return _float8_table(dtype)[np.asarray(stored, dtype=np.uint8)]
     if dtype not in STORAGE and stored.dtype.kind not in "fiub":
         raise CorruptFileError(f"unsupported element type {dtype!r}")
-    return np.asarray(stored).astype(np.float32, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):  # float64 beyond float32's range becomes inf, shown as such
+        return np.asarray(stored).astype(np.float32, copy=False)
 
 
 @lru_cache(maxsize=None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,23 @@ def resolve_inside(folder: str | os.PathLike, name: str, what: str = "file") -> 
     if target != root and root not in target.parents:
         raise UnsafeFileError(f"{what} {name!r} resolves to {target}, outside the model's folder {root}")
     return target
+
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def check_member_name(name: str, what: str = "archive member") -> str:
+    """An archive member's name must be a relative path that stays inside the archive.
+
+    filtergrid reads members in place and never extracts them, so such a name could do no harm
+    here; it is refused anyway: a name that climbs out marks a crafted archive, and a tool that
+    extracts the archive would be hurt.
+    ``:`` inside names is allowed: Keras/TF variable names (``dense/kernel:0``) become npz keys.
+    """
+    parts = name.replace("\\", "/").split("/")
+    if not name or "\x00" in name or name.startswith(("/", "\\")) or _DRIVE.match(name) or ".." in parts:
+        raise UnsafeFileError(f"{what} name {name!r} is not a relative path inside the archive")
+    return name
 
 
 def check_extent(offset: int, length: int, size: int, what: str) -> None:

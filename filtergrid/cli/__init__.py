@@ -44,7 +44,11 @@ def _version() -> str:
 
 
 def _arm_timeout(seconds: float | None) -> None:
-    """Bound the whole command's wall time (checked between Python steps, so C calls finish first)."""
+    """Bound the whole command's wall time (checked between Python steps, so C calls finish first).
+
+    The alarm repeats every 0.2 s after it first fires, so a library that swallows the first
+    TimeLimitError (a broad ``except Exception``) still gets stopped; :func:`main` disarms it.
+    """
     if not seconds or not hasattr(signal, "setitimer"):
         return
 
@@ -52,7 +56,12 @@ def _arm_timeout(seconds: float | None) -> None:
         raise TimeLimitError(f"gave up after --timeout {seconds:g} s")
 
     signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, seconds, 0.2)
+
+
+def _disarm_timeout() -> None:
+    if hasattr(signal, "setitimer"):
+        signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -77,7 +86,10 @@ def fail(message: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning every user-caused failure into one line and exit 2."""
     try:
-        cli.main(args=argv, prog_name="filtergrid", standalone_mode=False)
+        try:
+            cli.main(args=argv, prog_name="filtergrid", standalone_mode=False)
+        finally:
+            _disarm_timeout()  # no alarm may interrupt the one-line report below
     except FiltergridError as e:
         fail(str(e))
     except click.exceptions.NoArgsIsHelpError as e:

@@ -10,9 +10,13 @@ Heavy libraries (onnx, h5py, gguf) are imported inside ``open`` so that detectio
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import re
+import struct
 import zipfile
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -21,11 +25,28 @@ from typing import Protocol
 import numpy as np
 
 from ..bank import TensorInfo
-from ..errors import MissingExtraError
+from ..errors import CorruptFileError, FiltergridError, MissingExtraError
 from ..layout import Convention
 
 #: Bytes read from the start of a file for sniffing.
 PROBE_BYTES = 4096
+
+#: What ``zipfile`` (and zlib under it) raise on a damaged archive: bad CRCs, truncated or lying
+#: headers (negative offsets give OSError), unknown compression or zip versions, encrypted members.
+ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError,
+              RuntimeError, struct.error)
+
+
+@contextlib.contextmanager
+def archive_errors(what: str) -> Iterator[None]:
+    """Turn a damaged zip archive's exceptions into one CorruptFileError naming ``what``."""
+    try:
+        yield
+    except FiltergridError:
+        raise
+    except ZIP_ERRORS as e:
+        detail = " ".join(str(e).split())[:200] or "no detail"
+        raise CorruptFileError(f"{what} is a damaged zip archive ({type(e).__name__}: {detail})") from None
 
 
 @dataclass
@@ -54,8 +75,8 @@ class Probe:
         try:
             with zipfile.ZipFile(self.path) as z:
                 return tuple(z.namelist())
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-            self.notes.append(f"zip: {e}")
+        except ZIP_ERRORS as e:
+            self.notes.append(f"zip: {' '.join(str(e).split())[:200]}")
             return ()
 
 

@@ -10,6 +10,7 @@ from the ``config.json`` beside it in a ``.keras`` archive (see :mod:`keras_zip`
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,11 +18,14 @@ import numpy as np
 
 from .. import dtypes, limits
 from ..bank import TensorInfo
-from ..errors import CorruptFileError
+from ..errors import CorruptFileError, UnsafeFileError
 from ..layout import CHANNELS_LAST
 from .base import Probe, natural_key, tensor_info
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+#: Most a filtered (compressed) HDF5 dataset may expand over its stored bytes: deflate's maximum.
+MAX_FILTER_EXPANSION = 1032
 
 #: Stored layout of a layer's kernel by Keras class (others follow the channels-last convention).
 KERNEL_LAYOUTS = {
@@ -48,9 +52,56 @@ def _text(value) -> str:
 
 
 def _names(attr) -> list[str]:
-    if len(attr) > limits.MAX_TENSORS:
-        raise CorruptFileError(f"attribute lists {len(attr):,} names, over MAX_TENSORS")
-    return [_text(v) for v in attr]
+    values = attr.ravel() if isinstance(attr, np.ndarray) else [attr]
+    if len(values) > limits.MAX_TENSORS:
+        raise CorruptFileError(f"attribute lists {len(values):,} names, over MAX_TENSORS")
+    return [_text(v) for v in values]
+
+
+def child(group, path: str, depth: int = 0):
+    """The object at ``path`` below ``group`` (None if absent), walked one link at a time.
+
+    HDF5 links can point into other files (external links); filtergrid reads nothing outside the
+    model file, so such a link is refused before HDF5 opens its target. Soft links stay in the
+    file and are followed, at most MAX_NESTING deep.
+    """
+    import h5py
+
+    if depth > limits.MAX_NESTING:
+        raise CorruptFileError(f"soft links nest deeper than MAX_NESTING={limits.MAX_NESTING}")
+    node = group.file if path.startswith("/") else group
+    for part in (p for p in path.split("/") if p not in ("", ".")):
+        if not isinstance(node, h5py.Group):
+            return None
+        link = node.get(part, getlink=True)
+        if link is None:
+            return None
+        if isinstance(link, h5py.ExternalLink):
+            raise UnsafeFileError(f"{node.name.rstrip('/')}/{part} is a link into another file "
+                                  f"({link.filename!r}); filtergrid reads nothing outside the model file")
+        node = child(node, link.path, depth + 1) if isinstance(link, h5py.SoftLink) else node[part]
+        if node is None:
+            return None
+    return node
+
+
+def checked_dataset(ds, name: str):
+    """``ds`` once its data is known to be numbers stored inside this file, in the bytes it declares."""
+    if ds.external:
+        raise UnsafeFileError(f"dataset {name!r} keeps its data in other files ({ds.external[0][0]!r}); "
+                              "filtergrid reads nothing outside the model file")
+    if ds.is_virtual:
+        raise UnsafeFileError(f"dataset {name!r} is a virtual dataset mapping other files")
+    if ds.dtype.kind not in "fiub":
+        raise CorruptFileError(f"dataset {name!r} has non-numeric type {ds.dtype}")
+    shape = dtypes.check_shape(ds.shape)
+    need = math.prod(shape) * ds.dtype.itemsize
+    stored = ds.id.get_storage_size()
+    expansion = MAX_FILTER_EXPANSION if ds.id.get_create_plist().get_nfilters() else 1
+    if need > stored * expansion:
+        raise CorruptFileError(f"dataset {name!r} declares {list(shape)} {ds.dtype} = {need:,} bytes "
+                               f"but the file stores {stored:,} bytes of it")
+    return ds
 
 
 def layer_classes(config_json: str | bytes | None) -> tuple[list[str], dict[str, str]]:
@@ -82,9 +133,12 @@ def layer_classes(config_json: str | bytes | None) -> tuple[list[str], dict[str,
 def keras2_variables(root, classes: dict[str, str]) -> list[Variable]:
     """Keras 2 layout: ``layer_names`` then each layer's ``weight_names``, in that order."""
     out = []
-    for layer in _names(root.attrs["layer_names"]):
-        group = root.get(layer)
-        if group is None:
+    layers = _names(root.attrs["layer_names"])
+    if len(set(layers)) != len(layers):
+        raise CorruptFileError("layer_names lists a layer more than once")
+    for layer in layers:
+        group = child(root, layer)
+        if group is None or not hasattr(group, "attrs"):
             raise CorruptFileError(f"layer {layer!r} is listed in layer_names but has no group")
         for weight in _names(group.attrs.get("weight_names", [])):
             out.append(Variable(weight, f"{group.name}/{weight}", layer, classes.get(layer, "")))
@@ -99,20 +153,20 @@ def keras3_variables(f, order: list[str], classes: dict[str, str]) -> list[Varia
         if depth > limits.MAX_NESTING:
             raise CorruptFileError(f"layers nest deeper than MAX_NESTING={limits.MAX_NESTING}")
         for key in sorted(group.keys(), key=natural_key):
-            child = group[key]
-            if not hasattr(child, "keys"):
+            node = child(group, key)
+            if not hasattr(node, "keys"):
                 continue
             if key == "vars":
-                found.append((_text(child.attrs.get("name", group.name.rsplit("/", 1)[-1])), child.name))
+                found.append((_text(node.attrs.get("name", group.name.rsplit("/", 1)[-1])), f"{group.name}/{key}"))
             else:
-                visit(child, depth + 1)
+                visit(node, depth + 1)
 
-    visit(f["layers"], 0)
+    visit(child(f, "layers"), 0)
     rank = {name: i for i, name in enumerate(order)}
     found.sort(key=lambda item: rank.get(item[0], len(rank)))  # stable: natural order for the rest
     out = []
     for layer, path in found:
-        group = f[path]
+        group = child(f, path)
         for key in sorted(group.keys(), key=natural_key):
             out.append(Variable(f"{layer}/vars/{key}", f"{path}/{key}", layer, classes.get(layer, "")))
     return out
@@ -121,15 +175,19 @@ def keras3_variables(f, order: list[str], classes: dict[str, str]) -> list[Varia
 class KerasH5Reader:
     def __init__(self, path: Path | None = None, *, fileobj=None, config_json: str | None = None):
         import h5py
-        self._file = h5py.File(fileobj if fileobj is not None else path, "r")
+        try:
+            self._file = h5py.File(fileobj if fileobj is not None else path, "r")
+        except OSError as e:  # libhdf5's "file signature not found", "truncated file", ...
+            raise CorruptFileError(f"not a readable HDF5 file ({' '.join(str(e).split())[:200]})") from None
         f = self._file
         model_config = config_json or (_text(f.attrs["model_config"]) if "model_config" in f.attrs else None)
         order, classes = layer_classes(model_config)
+        model_weights = child(f, "model_weights")
         if "layer_names" in f.attrs:
             self.variant, variables = "Keras 2 weights", keras2_variables(f, classes)
-        elif "model_weights" in f and "layer_names" in f["model_weights"].attrs:
-            self.variant, variables = "Keras 2 model", keras2_variables(f["model_weights"], classes)
-        elif "layers" in f:
+        elif model_weights is not None and "layer_names" in model_weights.attrs:
+            self.variant, variables = "Keras 2 model", keras2_variables(model_weights, classes)
+        elif hasattr(child(f, "layers"), "keys"):
             self.variant, variables = "Keras 3 weights", keras3_variables(f, order, classes)
         else:
             raise CorruptFileError("HDF5 file but no Keras weights (no layer_names attribute, no layers/ group)")
@@ -141,7 +199,7 @@ class KerasH5Reader:
                else "first kernel in natural layer-name order (a bare .weights.h5 stores no layer order)")
         infos = []
         for var in self._variables.values():
-            ds = self._file[var.dataset]
+            ds = self._dataset(var)
             shape = tuple(ds.shape)
             if "depthwise_kernel" in var.name:
                 layout = "HWIM"
@@ -153,11 +211,14 @@ class KerasH5Reader:
             infos.append(tensor_info(var.name, shape, str(ds.dtype), layout, CHANNELS_LAST.flatten, role))
         return infos
 
+    def _dataset(self, var: Variable):
+        ds = child(self._file, var.dataset)
+        if not hasattr(ds, "dtype"):
+            raise CorruptFileError(f"weight {var.name!r} names no dataset ({var.dataset!r})")
+        return ds
+
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
-        ds = self._file[self._variables[name].dataset]
-        if ds.dtype.kind not in "fiub":
-            raise CorruptFileError(f"dataset {name!r} has non-numeric type {ds.dtype}")
-        dtypes.check_shape(ds.shape)
+        ds = checked_dataset(self._dataset(self._variables[name]), name)
         return np.asarray(ds[:rows] if rows is not None and ds.ndim else ds[()])
 
     def close(self) -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from .. import limits
 from ..errors import CorruptFileError
-from .base import Probe
+from ..safeio import check_member_name
+from .base import Probe, archive_errors
 from .keras_h5 import KerasH5Reader
 
 CONFIG, WEIGHTS = "config.json", "model.weights.h5"
@@ -22,14 +23,18 @@ class KerasZipReader(KerasH5Reader):
     """The HDF5 reader over the archive's weights member (read in place, never extracted)."""
 
     def __init__(self, path: Path):
-        self._zip = zipfile.ZipFile(path)
-        info = self._zip.getinfo(CONFIG)
-        if info.file_size > limits.MAX_HEADER_BYTES:
-            raise CorruptFileError(f"{CONFIG} claims {info.file_size:,} bytes, over MAX_HEADER_BYTES")
-        config = self._zip.read(info)
-        if self._zip.getinfo(WEIGHTS).file_size > limits.MAX_ZIP_MEMBER_BYTES:
-            raise CorruptFileError(f"{WEIGHTS} is larger than MAX_ZIP_MEMBER_BYTES")
-        self._member = self._zip.open(WEIGHTS)
+        with archive_errors(path.name):
+            self._zip = zipfile.ZipFile(path)
+            members = {check_member_name(i.filename, ".keras member"): i for i in self._zip.infolist()}
+            if CONFIG not in members or WEIGHTS not in members:
+                raise CorruptFileError(f"a .keras archive holds {CONFIG} and {WEIGHTS}; this one has "
+                                       f"{', '.join(list(members)[:8]) or 'no members'}")
+            if members[CONFIG].file_size > limits.MAX_HEADER_BYTES:
+                raise CorruptFileError(f"{CONFIG} claims {members[CONFIG].file_size:,} bytes, over MAX_HEADER_BYTES")
+            config = self._zip.read(members[CONFIG])
+            if members[WEIGHTS].file_size > limits.MAX_ZIP_MEMBER_BYTES:
+                raise CorruptFileError(f"{WEIGHTS} is larger than MAX_ZIP_MEMBER_BYTES")
+            self._member = self._zip.open(members[WEIGHTS])
         super().__init__(fileobj=self._member, config_json=config.decode("utf-8", "replace"))
 
     def close(self) -> None:

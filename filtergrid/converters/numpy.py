@@ -16,9 +16,10 @@ import numpy as np
 
 from .. import dtypes, limits
 from ..bank import TensorInfo
-from ..errors import CorruptFileError, UnsafeFileError
+from ..errors import CorruptFileError, FiltergridError, UnsafeFileError
 from ..layout import ARRAYS
-from .base import Probe, listing_by_name
+from ..safeio import check_member_name
+from .base import Probe, archive_errors, listing_by_name
 
 MAGIC = b"\x93NUMPY"
 
@@ -39,8 +40,11 @@ def _header(f: BinaryIO, available: int, what: str) -> tuple[np.dtype, tuple[int
         if version not in read:
             raise CorruptFileError(f"{what}: unsupported .npy version {version}")
         shape, fortran, dtype = read[version](f)
-    except ValueError as e:
-        raise CorruptFileError(f"{what}: bad .npy header ({' '.join(str(e).split())[:200]})") from None
+    except FiltergridError:
+        raise
+    except Exception as e:  # noqa: BLE001 - NumPy's literal parser raises ValueError, SyntaxError, TokenError, ...
+        detail = " ".join(str(e).split())[:200] or type(e).__name__
+        raise CorruptFileError(f"{what}: bad .npy header ({detail})") from None
     if dtype.hasobject:
         raise UnsafeFileError(f"{what} holds Python objects (dtype {dtype}); they need pickle, which filtergrid never runs")
     if dtype.kind not in "fiub":
@@ -72,12 +76,13 @@ class NpyReader:
     def __init__(self, path: Path):
         self.path, self.name = path, path.stem
         self._file = io.open(path, "rb")
-        self._dtype, self._shape, self._fortran, _ = _header(self._file, path.stat().st_size, path.name)
+        self._dtype, self._shape, self._fortran, self._data_start = _header(self._file, path.stat().st_size, path.name)
 
     def tensors(self) -> list[TensorInfo]:
         return listing_by_name([(self.name, self._shape, self._dtype.name)], ARRAYS, "the file's only array")
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
+        self._file.seek(self._data_start)  # a second read starts at the data again
         return _read(self._file, self._dtype, self._shape, self._fortran, rows)
 
     def close(self) -> None:
@@ -89,16 +94,24 @@ class NpzReader:
 
     def __init__(self, path: Path):
         self.path = path
-        self._zip = zipfile.ZipFile(path)
-        members = [m for m in self._zip.infolist() if m.filename.endswith(".npy")]
-        if len(members) > limits.MAX_TENSORS:
-            raise CorruptFileError(f"{len(members):,} arrays, over MAX_TENSORS")
-        self._headers = {}
-        for member in members:
+        with archive_errors(path.name):
+            self._zip = zipfile.ZipFile(path)
+            self._headers = self._read_headers()
+
+    def _read_headers(self) -> dict:
+        infos = self._zip.infolist()
+        if len(infos) > limits.MAX_TENSORS:
+            raise CorruptFileError(f"{len(infos):,} arrays, over MAX_TENSORS")
+        headers = {}
+        for member in infos:
+            check_member_name(member.filename, "npz member")
+            if not member.filename.endswith(".npy"):
+                continue
             if member.file_size > limits.MAX_ZIP_MEMBER_BYTES:
                 raise CorruptFileError(f"member {member.filename!r} claims {member.file_size:,} bytes")
             with self._zip.open(member) as f:
-                self._headers[member.filename[:-4]] = (member, *_header(f, member.file_size, member.filename))
+                headers[member.filename[:-4]] = (member, *_header(f, member.file_size, member.filename))
+        return headers
 
     def tensors(self) -> list[TensorInfo]:
         return listing_by_name([(k, h[2], h[1].name) for k, h in self._headers.items()], ARRAYS,
@@ -106,7 +119,7 @@ class NpzReader:
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
         member, dtype, shape, fortran, used = self._headers[name]
-        with self._zip.open(member) as f:
+        with archive_errors(self.path.name), self._zip.open(member) as f:
             f.read(used)
             return _read(f, dtype, shape, fortran, rows)
 

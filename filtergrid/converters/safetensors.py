@@ -47,8 +47,8 @@ def read_index(path: Path, size: int, f) -> tuple[int, dict[str, tuple[str, tupl
     check_extent(8, n, size, "header")
     try:
         header = json.loads(f.read(n))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CorruptFileError(f"header is not valid JSON ({e})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise CorruptFileError(f"header is not valid JSON ({' '.join(str(e).split())[:200]})") from None
     if not isinstance(header, dict):
         raise CorruptFileError("header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}
@@ -57,14 +57,16 @@ def read_index(path: Path, size: int, f) -> tuple[int, dict[str, tuple[str, tupl
     data_size = size - 8 - n
     entries = {}
     for name, entry in header.items():
-        if not isinstance(entry, dict) or entry.get("dtype") not in DTYPES:
+        if not isinstance(entry, dict) or not isinstance(entry.get("dtype"), str) or entry["dtype"] not in DTYPES:
             raise CorruptFileError(f"tensor {name!r} has no known dtype ({str(entry)[:80]})")
-        offsets = entry.get("data_offsets")
+        offsets, shape = entry.get("data_offsets"), entry.get("shape")
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
-            raise CorruptFileError(f"tensor {name!r} has malformed data_offsets {offsets!r}")
+            raise CorruptFileError(f"tensor {name!r} has malformed data_offsets {str(offsets)[:80]}")
+        if not (isinstance(shape, list) and all(type(d) is int for d in shape)):
+            raise CorruptFileError(f"tensor {name!r} has malformed shape {str(shape)[:80]}")
         begin, end = offsets
         dtype = DTYPES[entry["dtype"]]
-        shape = dtypes.check_shape(entry.get("shape", []))
+        shape = dtypes.check_shape(shape)
         check_extent(begin, end - begin, data_size, f"tensor {name!r}")
         if dtypes.nbytes(shape, dtype) != end - begin:
             raise CorruptFileError(

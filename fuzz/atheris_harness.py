@@ -1,0 +1,159 @@
+"""Coverage-guided fuzzing of ``filtergrid.load`` (and the renderer) with atheris / libFuzzer.
+
+    pip install atheris
+    python fuzz/atheris_harness.py FORMAT [--seeds DIR]... [--findings DIR] [libFuzzer flags]
+    python fuzz/atheris_harness.py numpy -runs=20000 -rss_limit_mb=2048 -timeout=20
+
+Seeds are the fixtures of FORMAT (``fixtures/*/manifest.json``) plus any file of that format under
+``--seeds`` folders. Each input is written to a file with the format's suffix and loaded; a
+FiltergridError is the expected outcome for broken bytes. Recorded as findings (without stopping,
+so one run finds them all): any other exception; the API's safety net firing (a converter leaked a
+raw exception that ``api._guarded`` had to wrap); running out of memory; an input slower than
+``--slow`` seconds. Each distinct finding is saved once under ``--findings`` with its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import atheris
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+with atheris.instrument_imports(include=["filtergrid"]):
+    import filtergrid
+    from filtergrid import converters
+    from filtergrid.errors import FiltergridError
+    from filtergrid.render import RenderOptions, render_result
+
+    for _fmt in converters.FORMATS:
+        try:
+            _fmt.load_module()
+        except ImportError:  # a converter whose optional package is missing here
+            pass
+
+import hostile_corpus  # noqa: E402
+
+
+def safety_net_fired(error: BaseException) -> bool:
+    """True when ``api._guarded`` had to wrap a raw exception (its frame raised ``error``)."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_name == "_guarded" and error.__context__ is not None
+
+
+def signature(error: BaseException) -> str:
+    """Exception type plus the innermost filtergrid frame: one finding per distinct bug."""
+    root = error.__context__ if safety_net_fired(error) else error
+    frames = [f for f in traceback.extract_tb(root.__traceback__) if "filtergrid" in f.filename]
+    where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
+    return f"{type(root).__name__} at {where}"
+
+
+class Recorder:
+    """Counts every input and keeps the first example of each distinct finding."""
+
+    def __init__(self, findings: Path, fmt: str):
+        self.findings, self.fmt = findings, fmt
+        self.findings.mkdir(parents=True, exist_ok=True)
+        self.seen: dict[str, int] = {}
+        self.inputs = 0
+        self.outcomes: dict[str, int] = {}
+
+    def count(self, outcome: str) -> None:
+        self.inputs += 1
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        if self.inputs % 500 == 0:  # libFuzzer exits the process at the end: keep the summary current
+            self.write_summary()
+
+    def record(self, kind: str, key: str, data: bytes, detail: str) -> None:
+        key = f"{kind}: {key}"
+        self.seen[key] = self.seen.get(key, 0) + 1
+        if self.seen[key] > 1:
+            return
+        n = len(self.seen)
+        (self.findings / f"{self.fmt}-{n:03d}.bin").write_bytes(data)
+        with (self.findings / "findings.jsonl").open("a") as log:
+            log.write(json.dumps({"format": self.fmt, "n": n, "kind": kind, "key": key, "detail": detail}) + "\n")
+        print(f"\n[finding] {self.fmt}-{n:03d} {key}\n{detail}", file=sys.stderr, flush=True)
+
+    def write_summary(self) -> None:
+        summary = {"format": self.fmt, "inputs": self.inputs, "outcomes": self.outcomes, "findings": self.seen}
+        (self.findings / f"summary-{self.fmt}.json").write_text(json.dumps(summary, indent=1) + "\n")
+
+
+def detected(path: Path) -> str | None:
+    """The format filtergrid detects for ``path``, or None."""
+    try:
+        return converters.detect(path).name
+    except Exception:  # noqa: BLE001 - unreadable seeds are simply not seeds
+        return None
+
+
+def seed_files(fmt: str, extra_dirs: list[Path]) -> list[Path]:
+    """Fixtures of ``fmt`` and files under ``extra_dirs`` that filtergrid detects as ``fmt``."""
+    candidates = hostile_corpus.manifest_files()
+    for folder in extra_dirs:
+        candidates += sorted(p for p in folder.rglob("*") if p.is_file())
+    return [p for p in candidates if detected(p) == fmt]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("format", choices=[f.name for f in converters.FORMATS])
+    parser.add_argument("--seeds", type=Path, action="append", default=[], help="more seed folders")
+    parser.add_argument("--findings", type=Path, default=Path("fuzz-findings"))
+    parser.add_argument("--slow", type=float, default=5.0, help="seconds after which an input is a finding")
+    parser.add_argument("--no-render", action="store_true", help="only load, do not render")
+    ours, libfuzzer = parser.parse_known_args()
+    fmt = converters.BY_NAME[ours.format]
+    seeds = seed_files(fmt.name, ours.seeds)
+    if not seeds:
+        sys.exit(f"no seed files of format {fmt.name}")
+    work = Path(tempfile.mkdtemp(prefix=f"fg-fuzz-{fmt.name}-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
+    corpus = work / "corpus"
+    corpus.mkdir()
+    for i, path in enumerate(seeds):
+        shutil.copyfile(path, corpus / f"seed{i}{path.suffix}")
+    target = work / "input" / f"model{fmt.suffixes[0]}"
+    target.parent.mkdir()
+    recorder = Recorder(ours.findings, fmt.name)
+
+    def one_input(data: bytes) -> None:
+        target.write_bytes(data)
+        start = time.monotonic()
+        try:
+            bank = filtergrid.load(target)
+            if not ours.no_render:
+                render_result(bank, RenderOptions())
+            recorder.count("bank")
+        except FiltergridError as e:
+            recorder.count(type(e).__name__)
+            if safety_net_fired(e):
+                recorder.record("safety-net", signature(e), data, str(e))
+            elif "ran out of memory" in str(e):
+                recorder.record("memory", signature(e), data, str(e))
+        except Exception as e:  # the contract says this never happens: a finding
+            recorder.count("other")
+            recorder.record("exception", signature(e), data, "".join(traceback.format_exception(e))[-3000:])
+        elapsed = time.monotonic() - start
+        if elapsed > ours.slow:
+            recorder.record("slow", f"{elapsed:.0f}s", data, f"{len(data)} bytes took {elapsed:.1f} s")
+
+    print(f"fuzzing {fmt.name} from {len(seeds)} seeds: {', '.join(p.name for p in seeds)}", file=sys.stderr)
+    atheris.Setup([sys.argv[0], *libfuzzer, str(corpus)], one_input)
+    atheris.Fuzz()  # does not return: libFuzzer exits when its -runs or -max_total_time are used up
+
+
+if __name__ == "__main__":
+    main()
