@@ -63,10 +63,15 @@ class Seed:
 
 @dataclass(frozen=True)
 class Case:
-    """One hostile input: ``make(folder)`` creates it inside ``folder`` and returns the path to open."""
+    """One hostile input: ``make(folder)`` creates it inside ``folder`` and returns the path to open.
+
+    ``native_hang`` marks inputs on which a C library (libhdf5) loops forever: only a separate
+    process with a hard deadline (the CLI's ``--timeout``, the audit's workers) can stop those.
+    """
 
     name: str
     make: Callable[[Path], Path]
+    native_hang: bool = False
 
 
 def manifest_files(fixtures: Path = FIXTURES) -> list[Path]:
@@ -318,6 +323,25 @@ def _h5_shape(shape: tuple[int, ...]) -> Callable[[Path], Path]:
         "kernel:0", shape=shape, dtype="<f4", chunks=(1, 1, 3, shape[-1])))
 
 
+def _h5_global_heap_loop(folder: Path) -> Path:
+    """h5py writes strings into a global heap; a heap object header with index 0 and size 0 in the
+    middle of the collection sends libhdf5 (1.14) into an endless loop when the string is read.
+    Found by the atheris run on a keras-made file; reduced to these 16 bytes."""
+    import h5py
+
+    path = folder / "heap.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["model_config"] = '{"class_name": "Sequential", "config": {"layers": []}}'
+        f.attrs["keras_version"] = "3.15.1"
+    data = bytearray(path.read_bytes())
+    heap = data.find(b"GCOL")
+    first_size = struct.unpack_from("<Q", data, heap + 16 + 8)[0]
+    second = heap + 16 + 16 + (first_size + 7) // 8 * 8
+    data[second:second + 16] = bytes(16)
+    path.write_bytes(bytes(data))
+    return path
+
+
 def _data(name: str, data: bytes) -> Case:
     return Case(name, _file(name.split("/", 1)[1], data))
 
@@ -366,6 +390,7 @@ def crafted_cases() -> Iterator[Case]:
     yield Case("h5/layer-names-1e6.h5", _h5_many_layer_names)
     yield Case("h5/shape-over-limit.h5", _h5_shape((65536, 65536, 3, 3)))
     yield Case("h5/data-absent-800MB.h5", _h5_shape((8192, 8192, 3, 1)))
+    yield Case("h5/global-heap-loop.h5", _h5_global_heap_loop, native_hang=True)
 
 
 def cases(fixtures: Path = FIXTURES) -> list[Case]:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import importlib
 import os
-import signal
 import sys
 
 import click
 
-from ..errors import FiltergridError, TimeLimitError
+from ..errors import FiltergridError
+from . import deadline
 
 #: Subcommand name -> module under filtergrid.cli (each defines a click command named ``command``).
 COMMANDS = {
@@ -43,27 +43,6 @@ def _version() -> str:
     return __version__
 
 
-def _arm_timeout(seconds: float | None) -> None:
-    """Bound the whole command's wall time (checked between Python steps, so C calls finish first).
-
-    The alarm repeats every 0.2 s after it first fires, so a library that swallows the first
-    TimeLimitError (a broad ``except Exception``) still gets stopped; :func:`main` disarms it.
-    """
-    if not seconds or not hasattr(signal, "setitimer"):
-        return
-
-    def expired(signum, frame):
-        raise TimeLimitError(f"gave up after --timeout {seconds:g} s")
-
-    signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds, 0.2)
-
-
-def _disarm_timeout() -> None:
-    if hasattr(signal, "setitimer"):
-        signal.setitimer(signal.ITIMER_REAL, 0)
-
-
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(version=None, package_name="filtergrid", prog_name="filtergrid",
                       message="%(prog)s %(version)s")
@@ -75,7 +54,7 @@ def cli(timeout: float | None) -> None:
     Formats are recognised by their bytes (safetensors, ONNX, Keras, NumPy, ...); no torch or
     tensorflow is needed, and nothing in a model file is ever executed.
     """
-    _arm_timeout(timeout)
+    deadline.arm(timeout)
 
 
 def fail(message: str) -> None:
@@ -89,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             cli.main(args=argv, prog_name="filtergrid", standalone_mode=False)
         finally:
-            _disarm_timeout()  # no alarm may interrupt the one-line report below
+            deadline.disarm()
     except FiltergridError as e:
         fail(str(e))
     except click.exceptions.NoArgsIsHelpError as e:

@@ -9,8 +9,10 @@ from the ``config.json`` beside it in a ``.keras`` archive (see :mod:`keras_zip`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import numpy as np
 
 from .. import dtypes, limits
 from ..bank import TensorInfo
-from ..errors import CorruptFileError, UnsafeFileError
+from ..errors import CorruptFileError, FiltergridError, UnsafeFileError
 from ..layout import CHANNELS_LAST
 from .base import Probe, natural_key, tensor_info
 
@@ -26,6 +28,21 @@ HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 #: Most a filtered (compressed) HDF5 dataset may expand over its stored bytes: deflate's maximum.
 MAX_FILTER_EXPANSION = 1032
+
+#: What h5py raises when libhdf5 meets damaged structures (it maps HDF5's error classes onto these).
+HDF5_ERRORS = (OSError, RuntimeError, KeyError, ValueError)
+
+
+@contextlib.contextmanager
+def hdf5_errors() -> Iterator[None]:
+    """libhdf5's complaints about a damaged file as one CorruptFileError with its reason."""
+    try:
+        yield
+    except FiltergridError:
+        raise
+    except HDF5_ERRORS as e:
+        detail = " ".join(str(e).split())[:200] or "no detail"
+        raise CorruptFileError(f"damaged HDF5 structure ({type(e).__name__}: {detail})") from None
 
 #: Stored layout of a layer's kernel by Keras class (others follow the channels-last convention).
 KERNEL_LAYOUTS = {
@@ -175,10 +192,19 @@ def keras3_variables(f, order: list[str], classes: dict[str, str]) -> list[Varia
 class KerasH5Reader:
     def __init__(self, path: Path | None = None, *, fileobj=None, config_json: str | None = None):
         import h5py
-        try:
-            self._file = h5py.File(fileobj if fileobj is not None else path, "r")
-        except OSError as e:  # libhdf5's "file signature not found", "truncated file", ...
-            raise CorruptFileError(f"not a readable HDF5 file ({' '.join(str(e).split())[:200]})") from None
+
+        with self._errors():
+            try:
+                self._file = h5py.File(fileobj if fileobj is not None else path, "r")
+            except OSError as e:  # libhdf5's "file signature not found", "truncated file", ...
+                raise CorruptFileError(f"not a readable HDF5 file ({' '.join(str(e).split())[:200]})") from None
+            self._variables = self._list_variables(config_json)
+
+    def _errors(self) -> contextlib.AbstractContextManager:
+        """Where damaged-file exceptions come from: libhdf5 here, also zipfile in a .keras archive."""
+        return hdf5_errors()
+
+    def _list_variables(self, config_json: str | None) -> dict[str, Variable]:
         f = self._file
         model_config = config_json or (_text(f.attrs["model_config"]) if "model_config" in f.attrs else None)
         order, classes = layer_classes(model_config)
@@ -192,9 +218,13 @@ class KerasH5Reader:
         else:
             raise CorruptFileError("HDF5 file but no Keras weights (no layer_names attribute, no layers/ group)")
         self._ordered = bool(order) or self.variant.startswith("Keras 2")
-        self._variables = {v.name: v for v in variables}
+        return {v.name: v for v in variables}
 
     def tensors(self) -> list[TensorInfo]:
+        with self._errors():
+            return self._listing()
+
+    def _listing(self) -> list[TensorInfo]:
         why = ("first kernel in layer order" if self._ordered
                else "first kernel in natural layer-name order (a bare .weights.h5 stores no layer order)")
         infos = []
@@ -218,8 +248,9 @@ class KerasH5Reader:
         return ds
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
-        ds = checked_dataset(self._dataset(self._variables[name]), name)
-        return np.asarray(ds[:rows] if rows is not None and ds.ndim else ds[()])
+        with self._errors():
+            ds = checked_dataset(self._dataset(self._variables[name]), name)
+            return np.asarray(ds[:rows] if rows is not None and ds.ndim else ds[()])
 
     def close(self) -> None:
         self._file.close()

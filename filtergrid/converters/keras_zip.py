@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from .. import limits
@@ -23,6 +25,7 @@ class KerasZipReader(KerasH5Reader):
     """The HDF5 reader over the archive's weights member (read in place, never extracted)."""
 
     def __init__(self, path: Path):
+        self.path = path
         with archive_errors(path.name):
             self._zip = zipfile.ZipFile(path)
             members = {check_member_name(i.filename, ".keras member"): i for i in self._zip.infolist()}
@@ -36,6 +39,12 @@ class KerasZipReader(KerasH5Reader):
                 raise CorruptFileError(f"{WEIGHTS} is larger than MAX_ZIP_MEMBER_BYTES")
             self._member = self._zip.open(members[WEIGHTS])
         super().__init__(fileobj=self._member, config_json=config.decode("utf-8", "replace"))
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """h5py reads the weights through the zip member: CRC and inflate errors surface here too."""
+        with archive_errors(self.path.name), super()._errors():
+            yield
 
     def close(self) -> None:
         super().close()
