@@ -16,7 +16,7 @@ import pytest
 import filtergrid
 from filtergrid import converters
 
-from .conftest import FIXTURES, manifest_entries
+from conftest import FIXTURES, manifest_entries
 
 ENTRIES = manifest_entries()
 

@@ -29,6 +29,7 @@ class Format:
 
 #: Every format, in sniffing order: specific magic first, the ONNX protobuf heuristic last.
 FORMATS: tuple[Format, ...] = (
+    Format("huggingface", "filtergrid.converters.hf", (), "Hugging Face model folder (config.json + weights)"),
     Format("safetensors", "filtergrid.converters.safetensors", (".safetensors",), "safetensors"),
     Format("numpy", "filtergrid.converters.numpy", (".npz", ".npy"), "NumPy .npz / .npy"),
     Format("keras", "filtergrid.converters.keras_zip", (".keras",), "Keras 3 .keras archive"),
