@@ -140,6 +140,8 @@ def prefer_layer_weights(infos: list[TensorInfo]) -> list[TensorInfo]:
 def tensor_info(name: str, shape, dtype: str, layout: str, flatten: str, why: str) -> TensorInfo:
     """A listing entry with the shared candidate rules: weights are candidates, embeddings are heatmaps."""
     shape = tuple(shape)
+    if is_embedding(name, shape) and re.search(r"position|token_type|wpe|pos_emb", name, re.IGNORECASE):
+        return TensorInfo(name, shape, dtype, "matrix", flatten, "a position/type embedding, not the input layer", False)
     if is_embedding(name, shape):
         return TensorInfo(name, shape, dtype, "matrix", flatten, f"{why}; an embedding table, shown as a heatmap", True)
     if is_weight(name, shape):
