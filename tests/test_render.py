@@ -288,6 +288,7 @@ def test_explicit_scale_over_the_pixel_cap_is_refused_before_allocating(monkeypa
         raise AssertionError("work started before the size was checked")
 
     monkeypatch.setattr(limits, "MAX_OUTPUT_PIXELS", 10_000)
+    monkeypatch.setattr(core.channels, "select", must_not_run)
     monkeypatch.setattr(core, "normalize", must_not_run)
     monkeypatch.setattr(grid, "paste", must_not_run)
     with pytest.raises(LimitError, match=r"(?=.*pixels)(?=.*--scale)(?=.*FILTERGRID_MAX_OUTPUT_PIXELS)"):
