@@ -45,6 +45,8 @@ def detect(path: str | Path) -> Format:
     """The format of ``path``; a wrong suffix still works because the bytes decide first."""
     path = Path(path)
     probe = Probe.of(path)
+    if not probe.is_dir and probe.size == 0:
+        raise UnknownFormatError("empty file: not a model", path=str(path))
     for fmt in FORMATS:
         if fmt.load_module().sniff(probe):
             return fmt
