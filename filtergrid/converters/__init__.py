@@ -33,6 +33,7 @@ FORMATS: tuple[Format, ...] = (
     Format("numpy", "filtergrid.converters.numpy", (".npz", ".npy"), "NumPy .npz / .npy"),
     Format("keras-h5", "filtergrid.converters.keras_h5", (".h5", ".hdf5"), "Keras HDF5 (Keras 2 model or weights)"),
     Format("tflite", "filtergrid.converters.tflite", (".tflite",), "TensorFlow Lite flatbuffer", "tflite"),
+    Format("gguf", "filtergrid.converters.gguf", (".gguf",), "GGUF (llama.cpp)", "gguf"),
     Format("onnx", "filtergrid.converters.onnx", (".onnx",), "ONNX"),
 )
 
