@@ -111,24 +111,7 @@ class TFLiteReader:
         n_tensors = self._count(graph.TensorsLength(), "tensors")
         ops = self._operators(model, graph, n_tensors)
         constants = self._constant_tensors(model, graph, n_tensors)
-
-        dequantized_from = {outs[0]: ins[0] for op, ins, outs in ops
-                            if op == "DEQUANTIZE" and ins and outs and ins[0] in constants}
-        order: dict[int, int] = {}  # constant -> position of its first use (its weight use for weights)
-        weights: dict[int, tuple[str, int]] = {}  # constant -> (operator, operator position)
-        for k, (op, ins, _) in enumerate(ops):
-            if op == "DEQUANTIZE":
-                continue
-            sources = [dequantized_from.get(t, t) for t in ins]
-            for t in sources:
-                if t in constants:
-                    order.setdefault(t, k)
-            if (op in WEIGHT_OPS or op in UNSHOWN_WEIGHT_OPS) and len(sources) > 1 and sources[1] in constants:
-                if sources[1] not in weights:
-                    weights[sources[1]] = (op, k)
-                    order[sources[1]] = k
-        for t in constants:
-            order.setdefault(t, len(ops) + t)
+        order, weights, dequantized = _model_order(ops, constants)
 
         names: dict[str, _Constant] = {}
         infos: list[TensorInfo] = []
@@ -137,22 +120,21 @@ class TFLiteReader:
             c = constants[t]
             name = self._name(c, names)
             names[name] = c
-            op, k = weights.get(t, (None, -1))
-            via = " (float16 behind a DEQUANTIZE operator)" if t in dequantized_from.values() else ""
+            op, k = weights.get(t, ("", -1))
             if op in WEIGHT_OPS:
                 why = (f"weight of the first {op} operator (operator {k})" if not shown else
                        f"weight of {op} operator {k} (weight-bearing operator #{shown + 1})")
                 shown += 1
-                infos.append(TensorInfo(name, c.shape, c.dtype, WEIGHT_OPS[op], "HWC", why + via, True))
-            elif op in UNSHOWN_WEIGHT_OPS:
-                infos.append(TensorInfo(name, c.shape, c.dtype, "auto", "HWC", UNSHOWN_WEIGHT_OPS[op], False))
+                if t in dequantized:
+                    why += f" ({c.dtype} behind a DEQUANTIZE operator)"
+                infos.append(TensorInfo(name, c.shape, c.dtype, WEIGHT_OPS[op], "HWC", why, True))
             else:
-                infos.append(TensorInfo(name, c.shape, c.dtype, "auto", "HWC",
-                                        "not a conv or dense weight (bias, shape or other constant)", False))
+                why = UNSHOWN_WEIGHT_OPS.get(op, "not a conv or dense weight (bias, shape or other constant)")
+                infos.append(TensorInfo(name, c.shape, c.dtype, "auto", "HWC", why, False))
         return names, infos
 
     def _operators(self, model: Any, graph: Any, n_tensors: int) -> list[tuple[str, list[int], list[int]]]:
-        """(operator name, input tensors, output tensors) in execution order; -1 inputs dropped."""
+        """(operator name, input tensors, output tensors) in execution order."""
         n_codes = self._count(model.OperatorCodesLength(), "operator codes")
         op_names = {v: k for k, v in vars(self._tfl.BuiltinOperator).items() if isinstance(v, int)}
         codes = []
@@ -173,8 +155,9 @@ class TFLiteReader:
 
     @staticmethod
     def _tensor_list(indices: Any, n_tensors: int, what: str) -> list[int]:
-        out = [int(t) for t in indices if t != -1]
-        bad = [t for t in out if not 0 <= t < n_tensors]
+        """Tensor indices of an operator, -1 (an omitted optional input) kept so positions hold."""
+        out = [int(t) for t in indices]
+        bad = [t for t in out if not -1 <= t < n_tensors]
         if bad:
             raise CorruptFileError(f"{what} refers to tensor {bad[0]} of {n_tensors}")
         return out
@@ -182,9 +165,9 @@ class TFLiteReader:
     def _constant_tensors(self, model: Any, graph: Any, n_tensors: int) -> dict[int, _Constant]:
         """Tensors whose buffer holds data, with the data's extent and quantization."""
         n_buffers = self._count(model.BuffersLength(), "buffers")
-        types = {v: k.lower() for k, v in vars(self._tfl.TensorType).items()
-                 if isinstance(v, int) and k.lower() in dtypes.STORAGE}
-        names = {v: k for k, v in vars(self._tfl.TensorType).items() if isinstance(v, int)}
+        # TensorType names are the dtypes vocabulary in upper case; the others (INT4, STRING, ...)
+        # are listed under their own name and refused by dtypes when read.
+        types = {v: k.lower() for k, v in vars(self._tfl.TensorType).items() if isinstance(v, int)}
         constants = {}
         for t in range(n_tensors):
             tensor = self._table(graph.Tensors(t), f"tensor {t}")
@@ -196,16 +179,14 @@ class TFLiteReader:
             extent = self._buffer_extent(self._table(model.Buffers(b), f"buffer {b}"), b)
             if extent is None:
                 continue
-            kind = tensor.Type()
-            if kind not in types:
-                raise CorruptFileError(f"tensor {t} has element type {names.get(kind, kind)}, which filtergrid cannot decode")
+            dtype = types.get(tensor.Type(), f"tensor type {tensor.Type()}")
             rank = self._count(tensor.ShapeLength(), f"tensor {t} shape")
             if rank > 8:
                 raise CorruptFileError(f"tensor {t} has rank {rank}")
             shape = tuple(int(d) for d in tensor.ShapeAsNumpy()) if rank else ()
             if any(d < 0 for d in shape):
                 raise CorruptFileError(f"tensor {t} has shape {list(shape)}")
-            constants[t] = _Constant(t, tensor.Name() or b"", shape, types[kind], extent, self._quantization(tensor, t))
+            constants[t] = _Constant(t, tensor.Name() or b"", shape, dtype, extent, self._quantization(tensor, t))
         return constants
 
     def _buffer_extent(self, buffer: Any, b: int) -> tuple[int, int] | None:
@@ -261,3 +242,30 @@ class TFLiteReader:
     def close(self) -> None:
         with contextlib.suppress(BufferError):
             self._map.close()
+
+
+def _model_order(ops: list[tuple[str, list[int], list[int]]], constants: dict[int, Any]
+                 ) -> tuple[dict[int, int], dict[int, tuple[str, int]], set[int]]:
+    """Where each constant is first used, which are weights (and of which operator), which are dequantized.
+
+    A weight's position is its weight-bearing operator's, so the first weight listed is the first
+    layer's. A constant behind a DEQUANTIZE operator counts as used where its output is used.
+    """
+    dequantized_from = {outs[0]: ins[0] for op, ins, outs in ops
+                        if op == "DEQUANTIZE" and ins and outs and ins[0] in constants}
+    order: dict[int, int] = {}
+    weights: dict[int, tuple[str, int]] = {}
+    for k, (op, ins, _) in enumerate(ops):
+        if op == "DEQUANTIZE":
+            continue
+        sources = [dequantized_from.get(t, t) for t in ins]
+        for t in sources:
+            if t in constants:
+                order.setdefault(t, k)
+        weight = sources[1] if len(sources) > 1 else -1
+        if (op in WEIGHT_OPS or op in UNSHOWN_WEIGHT_OPS) and weight in constants and weight not in weights:
+            weights[weight] = (op, k)
+            order[weight] = k
+    for t in constants:
+        order.setdefault(t, len(ops) + t)
+    return order, weights, set(dequantized_from.values())
