@@ -125,11 +125,11 @@ class GGUFFile:
         if bytes(self._map[:4]) != MAGIC:
             raise CorruptFileError("not a GGUF file (magic)")
         h.take(4, "magic")
-        version = h.u32("version")
-        if version & 0xFFFF == 0:
+        file_version = h.u32("version")
+        if file_version & 0xFFFF == 0:
             raise CorruptFileError("big-endian GGUF files are not supported")
-        if version not in VERSIONS:
-            raise CorruptFileError(f"GGUF version {version} is not supported (only {VERSIONS})")
+        if file_version not in VERSIONS:
+            raise CorruptFileError(f"GGUF version {file_version} is not supported (only {VERSIONS})")
         n_tensors, n_kv = h.u64("tensor count"), h.u64("metadata count")
         if n_tensors > limits.MAX_TENSORS:
             raise LimitError(f"{n_tensors:,} tensors declared, over MAX_TENSORS={limits.MAX_TENSORS:,}")
@@ -139,13 +139,14 @@ class GGUFFile:
         alignment = DEFAULT_ALIGNMENT
         for k in range(n_kv):
             key = h.string(f"metadata key {k}")
-            vtype = h.u32(f"metadata {key!r}")
+            what = f"metadata {key[:80]!r}"
+            vtype = h.u32(what)
             if key == b"general.alignment" and vtype == UINT32:
                 alignment = h.u32("general.alignment")
                 if alignment == 0 or alignment & (alignment - 1):
                     raise CorruptFileError(f"general.alignment {alignment} is not a power of two")
             else:
-                h.skip_value(vtype, f"metadata {key[:80]!r}")
+                h.skip_value(vtype, what)
 
         infos = []
         for t in range(n_tensors):
