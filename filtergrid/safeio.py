@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import tempfile
 from collections.abc import Callable
@@ -35,6 +36,14 @@ def check_extent(offset: int, length: int, size: int, what: str) -> None:
         raise CorruptFileError(
             f"{what} spans bytes {offset:,}..{offset + length:,} but the file has {size:,} bytes"
         )
+
+
+def map_readonly(path: str | os.PathLike) -> mmap.mmap:
+    """The whole file mapped read-only: tensors are sliced out of it on demand, never all read."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            raise CorruptFileError("the file is empty")
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
 
 
 def read_exact(f: BinaryIO, n: int, what: str) -> bytes:

@@ -35,6 +35,8 @@ FORMATS: tuple[Format, ...] = (
     Format("keras", "filtergrid.converters.keras_zip", (".keras",), "Keras 3 .keras archive"),
     Format("keras-h5", "filtergrid.converters.keras_h5", (".h5", ".hdf5"),
            "Keras HDF5 (Keras 2 model/weights, Keras 3 .weights.h5)"),
+    Format("tflite", "filtergrid.converters.tflite", (".tflite",), "TensorFlow Lite flatbuffer", "tflite"),
+    Format("gguf", "filtergrid.converters.gguf", (".gguf",), "GGUF (llama.cpp)", "gguf"),
     Format("onnx", "filtergrid.converters.onnx", (".onnx",), "ONNX"),
 )
 
