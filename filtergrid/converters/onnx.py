@@ -10,6 +10,7 @@ only from files inside the model's folder.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import math
 import mmap
@@ -668,8 +669,17 @@ def open(path) -> OnnxReader:  # noqa: A001 - the converter protocol's name
 _MODEL_FIELDS = {1: VARINT, 2: LEN, 3: LEN, 4: LEN, 5: VARINT, 6: LEN, 7: LEN, 8: LEN, 14: LEN,
                  20: LEN, 25: LEN, 26: LEN}
 _TEXT_FIELDS = (2, 3, 4, 6)
-#: Tags a GraphProto may start with (node, name, initializer, doc_string, input, output, ...).
-_GRAPH_FIRST_TAGS = {0x0A, 0x12, 0x2A, 0x52, 0x5A, 0x62, 0x6A, 0x72, 0x7A, 0x82}
+#: Fields some writers put before the graph (declaration order): opset_import, metadata_props.
+_SMALL_MESSAGES = {8: {1: LEN, 2: VARINT}, 14: {1: LEN, 2: LEN}}
+#: GraphProto fields (all length-delimited) -> the tags their payload may start with (None: text).
+_NODE_TAGS = frozenset(range(0x0A, 0x53, 8))
+_TENSOR_TAGS = frozenset({0x08, 0x0A, 0x10, 0x1A, 0x22, 0x25, 0x2A, 0x28, 0x32, 0x3A, 0x38, 0x42, 0x4A,
+                          0x52, 0x51, 0x5A, 0x58, 0x62, 0x6A, 0x70, 0x82})
+_VALUE_INFO_TAGS = frozenset({0x0A, 0x12, 0x1A, 0x22})
+_GRAPH_FIELDS: dict[int, frozenset[int] | None] = {
+    1: _NODE_TAGS, 2: None, 5: _TENSOR_TAGS, 10: None, 11: _VALUE_INFO_TAGS, 12: _VALUE_INFO_TAGS,
+    13: _VALUE_INFO_TAGS, 14: frozenset({0x0A, 0x12}), 15: frozenset({0x0A, 0x12, 0x18, 0x1A}),
+    16: frozenset({0x0A, 0x12})}
 #: Highest ONNX IR version accepted while sniffing (IR 11 in 2025; room for growth).
 _MAX_IR_VERSION = 32
 
@@ -700,8 +710,46 @@ def _reads_as_model(head: bytes, size: int) -> bool:
         if value > size - pos:
             return False
         if number == 7:
-            return value == 0 or pos >= len(head) or head[pos] in _GRAPH_FIRST_TAGS
-        if number in _TEXT_FIELDS and pos + value <= len(head):
+            return _graph_start_ok(head, pos, pos + value)
+        if number in _TEXT_FIELDS:
+            if pos + value > len(head):  # a long doc_string: what is visible must be UTF-8 text
+                return _is_text_start(head[pos:])
             text(head, pos, pos + value, "ModelProto string")
+        elif number in _SMALL_MESSAGES and pos + value <= len(head):
+            for field_number, field_wire, a, b in iter_fields(head, pos, pos + value, "ModelProto"):
+                if _SMALL_MESSAGES[number].get(field_number) != field_wire:
+                    return False
+                if field_wire == LEN:
+                    text(head, a, b, "ModelProto entry")
+        else:
+            return False  # the rest follow the graph in files that writers make
         pos += value
     return False
+
+
+def _graph_start_ok(head: bytes, start: int, end: int) -> bool:
+    """The visible start of the graph reads as GraphProto fields whose payloads start plausibly."""
+    pos, checked = start, 0
+    while pos < min(end, len(head)):
+        key, pos = read_varint(head, pos, len(head), "GraphProto")
+        if key & 7 != LEN or (key >> 3) not in _GRAPH_FIELDS:
+            return False
+        length, pos = read_varint(head, pos, len(head), "GraphProto")
+        if length > end - pos:
+            return False
+        tags = _GRAPH_FIELDS[key >> 3]
+        visible = head[pos:min(pos + length, len(head))]
+        if tags is None and not _is_text_start(visible) or tags is not None and visible and visible[0] not in tags:
+            return False
+        checked += 1
+        pos += length
+    return checked >= 2 or checked == 1 and (pos == end or pos > len(head))
+
+
+def _is_text_start(data: bytes) -> bool:
+    """True when ``data`` is UTF-8, allowing a character cut at its end."""
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(data, final=False)
+    except UnicodeDecodeError:
+        return False
+    return True
