@@ -6,6 +6,7 @@ DequantizeLinear) and a NumPy transpose written here, never from filtergrid's ow
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from pathlib import Path
@@ -58,6 +59,10 @@ def conv(weight: str, name: str = "conv1", x: str = "x", y: str = "y", **attrs):
     return helper.make_node("Conv", [x, weight], [y], name=name, **attrs)
 
 
+def initializers(**arrays: np.ndarray) -> list[TensorProto]:
+    return [numpy_helper.from_array(a, name) for name, a in arrays.items()]
+
+
 def weights(shape=(8, 3, 5, 5), dtype=np.float32) -> np.ndarray:
     return RNG.standard_normal(shape).astype(dtype)
 
@@ -68,7 +73,7 @@ def dequantize_with_onnx(q: TensorProto, scale: TensorProto, zero: TensorProto |
 
     inputs = ["q", "s"] + (["z"] if zero is not None else [])
     inits = [q, scale] + ([zero] if zero is not None else [])
-    for t, n in zip(inits, inputs):
+    for t, n in zip(inits, inputs, strict=True):
         t.name = n
     node = helper.make_node("DequantizeLinear", inputs, ["out"], axis=axis)
     graph = helper.make_graph([node], "dq", [], [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)], inits)
@@ -123,6 +128,30 @@ def test_weight_inside_if_branch_comes_before_later_conv(tmp_path):
     np.testing.assert_array_equal(load(path, tensor="w").array, outer.transpose(OIHW_TO_NHWC))
 
 
+def test_then_branch_before_else_branch(tmp_path):
+    """onnx.helper stores attributes sorted by name (else_branch first); then_branch is still searched first."""
+    branches = {}
+    for branch in ("then", "else"):
+        w = weights((4, 3, 3, 3))
+        branches[branch] = helper.make_graph(
+            [conv(f"w_{branch}", name=branch, y="t")], branch, [],
+            [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)], [numpy_helper.from_array(w, f"w_{branch}")])
+        branches[f"{branch}_w"] = w
+    path = save(tmp_path / "m.onnx", [helper.make_node("If", ["x"], ["i"], then_branch=branches["then"],
+                                                       else_branch=branches["else"])])
+    assert onnx.load(str(path)).graph.node[0].attribute[0].name == "else_branch"
+    assert first(path).name == "w_then"
+    np.testing.assert_array_equal(load(path).array, branches["then_w"].transpose(OIHW_TO_NHWC))
+
+
+def test_untraceable_weight_falls_back_to_matrices_by_name(tmp_path):
+    w = weights((8, 27))
+    path = save(tmp_path / "m.onnx", [helper.make_node("Reshape", ["w2d", "shape"], ["w"]), conv("w")],
+                [numpy_helper.from_array(w, "w2d"), numpy_helper.from_array(np.array([8, 3, 3, 3]), "shape")])
+    info = first(path)
+    assert info.name == "w2d" and "could be traced" in info.role
+
+
 def test_subgraph_conv_uses_outer_scope_weight(tmp_path):
     w = weights()
     body = helper.make_graph([conv("w", name="in_loop", y="t")], "body", [],
@@ -154,7 +183,7 @@ def test_transpose_before_conv_gives_the_stored_layout(tmp_path):
 def test_dequantize_linear_per_tensor(tmp_path):
     q = RNG.integers(-128, 128, (8, 3, 5, 5)).astype(np.int8)
     scale, zero = np.array(0.05, np.float32), np.array(3, np.int8)
-    inits = [numpy_helper.from_array(q, "wq"), numpy_helper.from_array(scale, "ws"), numpy_helper.from_array(zero, "wz")]
+    inits = initializers(wq=q, ws=scale, wz=zero)
     path = save(tmp_path / "m.onnx", [helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], name="dq"),
                                       conv("w")], inits)
     info = first(path)
@@ -168,7 +197,7 @@ def test_dequantize_linear_per_axis(tmp_path):
     q = RNG.integers(0, 256, (8, 3, 5, 5)).astype(np.uint8)
     scale = RNG.uniform(0.01, 0.1, 8).astype(np.float32)
     zero = RNG.integers(100, 150, 8).astype(np.uint8)
-    inits = [numpy_helper.from_array(q, "wq"), numpy_helper.from_array(scale, "ws"), numpy_helper.from_array(zero, "wz")]
+    inits = initializers(wq=q, ws=scale, wz=zero)
     path = save(tmp_path / "m.onnx", [
         helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], name="dq", axis=0), conv("w")], inits)
     expected = dequantize_with_onnx(*[numpy_helper.from_array(a) for a in (q, scale, zero)], axis=0)
@@ -180,8 +209,7 @@ def test_qlinearconv_per_channel(tmp_path):
     scale = RNG.uniform(0.01, 0.1, 8).astype(np.float32)
     zero = np.zeros(8, np.int8)
     scalar = numpy_helper.from_array(np.array(0.1, np.float32), "s")
-    inits = [numpy_helper.from_array(q, "wq"), numpy_helper.from_array(scale, "ws"), numpy_helper.from_array(zero, "wz"),
-             scalar, numpy_helper.from_array(np.array(0, np.uint8), "z")]
+    inits = [*initializers(wq=q, ws=scale, wz=zero), scalar, numpy_helper.from_array(np.array(0, np.uint8), "z")]
     node = helper.make_node("QLinearConv", ["x", "s", "z", "wq", "ws", "wz", "s", "z"], ["y"], name="qconv")
     path = save(tmp_path / "m.onnx", [node], inits)
     info = first(path)
@@ -224,7 +252,7 @@ def test_matmul_of_two_activations_is_skipped(tmp_path):
 
 def test_conv_transpose_is_in_out(tmp_path):
     w = weights((3, 8, 4, 4))
-    path = save(tmp_path / "m.onnx", [helper.make_node("ConvTranspose", ["x", "w"], ["y"])], [numpy_helper.from_array(w, "w")])
+    path = save(tmp_path / "m.onnx", [helper.make_node("ConvTranspose", ["x", "w"], ["y"])], initializers(w=w))
     assert first(path).layout == "IOHW"
     np.testing.assert_array_equal(load(path).array, w.transpose(1, 2, 3, 0))
 
@@ -372,8 +400,9 @@ def rich_model(tmp_path: Path) -> Path:
     body = helper.make_graph([conv("w16", name="inner", y="t")], "then", [],
                              [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)],
                              [typed_tensor("w16", TensorProto.FLOAT16, weights((2, 3, 3, 3)).astype(np.float16))])
+    scales = numpy_helper.from_array(np.linspace(0.1, 0.4, 4, dtype=np.float32))
     return save(tmp_path / "rich.onnx", [
-        helper.make_node("Constant", [], ["s"], value=numpy_helper.from_array(np.linspace(0.1, 0.4, 4).astype(np.float32), "")),
+        helper.make_node("Constant", [], ["s"], value=scales),
         helper.make_node("DequantizeLinear", ["wq", "s"], ["w"], axis=0), conv("w"),
         helper.make_node("If", ["cond"], ["i"], then_branch=body, else_branch=body),
         helper.make_node("MatMul", ["i", "m"], ["o"])],
@@ -388,10 +417,8 @@ def read_everything(path: Path) -> None:
         return
     try:
         for info in reader.tensors():
-            try:
+            with contextlib.suppress(FiltergridError):
                 reader.read(info.name)
-            except FiltergridError:
-                pass
     finally:
         reader.close()
 
@@ -442,38 +469,13 @@ def test_huge_dims_hit_the_tensor_limit_before_allocating(tmp_path):
         load(path)
 
 
-def test_truncated_files_raise_filtergrid_errors(tmp_path):
-    data = small_model(tmp_path).read_bytes()
-    cut = tmp_path / "cut.onnx"
-    for n in sorted({0, 1, 2, 3, 5, 9, 17, 40, len(data) // 2, len(data) - 100, len(data) - 1}):
-        cut.write_bytes(data[:n])
-        try:
-            load(cut)
-        except FiltergridError:
-            pass
-
-
-def test_bit_flips_raise_only_filtergrid_errors(tmp_path):
-    data = bytearray(small_model(tmp_path).read_bytes())
-    rnd = random.Random(3)
-    bad = tmp_path / "bad.onnx"
-    for _ in range(300):
-        mutated = bytearray(data)
-        for _ in range(rnd.randint(1, 4)):
-            mutated[rnd.randrange(len(mutated))] = rnd.randrange(256)
-        bad.write_bytes(bytes(mutated))
-        try:
-            load(bad)
-        except FiltergridError:
-            pass
-
-
 def test_deep_subgraph_nesting_is_bounded(tmp_path, monkeypatch):
     monkeypatch.setattr(limits, "MAX_NESTING", 5)
-    inner = helper.make_graph([conv("w", y="t")], "g0", [], [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)])
+    out = [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)]
+    inner = helper.make_graph([conv("w", y="t")], "g0", [], out)
     for level in range(10):
         node = helper.make_node("If", ["cond"], ["t"], then_branch=inner, else_branch=inner)
-        inner = helper.make_graph([node], f"g{level + 1}", [], [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)])
+        inner = helper.make_graph([node], f"g{level + 1}", [], out)
     path = save(tmp_path / "m.onnx", list(inner.node), [numpy_helper.from_array(weights(), "w")])
     with pytest.raises(LimitError):
         load(path)
@@ -552,7 +554,8 @@ def test_sniff_accepts_onnx_models(tmp_path):
 
 @pytest.mark.parametrize("head", [
     b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }",
-    b"PK\x03\x04" + bytes(40), b"\x89HDF\r\n\x1a\n" + bytes(40), b"\x80\x02}q\x00.", b"GGUF\x03\x00\x00\x00" + bytes(40),
+    b"PK\x03\x04" + bytes(40), b"\x89HDF\r\n\x1a\n" + bytes(40), b"\x80\x02}q\x00.",
+    b"GGUF\x03\x00\x00\x00" + bytes(40),
     b"\x1c\x00\x00\x00TFL3" + bytes(40), b"\x08\x01\x00\x00\x00\x00\x00\x00{\"w\": {}}" + b" " * 256,
     b"\x08\x00\x00\x00\x00\x00\x00\x00{\"__metadata__\":{}}", b"# a text file\n" * 20, b"\x08\x08\x08\x08" * 100,
 ])

@@ -26,7 +26,7 @@ from ..bank import TensorInfo
 from ..errors import CorruptFileError, LimitError, TensorNotFoundError, UnsafeFileError
 from ..layout import LAYOUTS
 from ..safeio import check_extent, resolve_inside
-from .base import Probe
+from .base import Probe, is_weight
 from .protowire import (I32, I64, LEN, MAX_VARINT_BYTES, VARINT, iter_fields, packed_varints, read_varint,
                         signed, text)
 
@@ -95,6 +95,7 @@ class Node:
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     attributes: dict[str, Attribute] = field(default_factory=dict)
+    subgraphs: list[Graph] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -183,6 +184,11 @@ class _Parser:
         if n.op_type == "Constant" and value and value.tensor and n.outputs:
             value.tensor.name = n.outputs[0]
             self.keep(value.tensor)
+        if any(attr.graphs for attr in n.attributes.values()):
+            # an If's then_branch before its else_branch, whatever order the attributes are stored
+            # in (onnx.helper sorts them by name); other subgraphs in stored order
+            ordered = sorted(n.attributes.items(), key=lambda item: item[0] != "then_branch")
+            n.subgraphs = [g for _, attr in ordered for g in attr.graphs]
         return n
 
     def attribute(self, start: int, end: int, depth: int) -> tuple[str, Attribute]:
@@ -372,9 +378,8 @@ class _Walk:
                 tensor, _ = scope.find(value) if value else (None, None)
                 if tensor is not None:
                     self.uses.append(_Use(tensor, f"input {i} of {node.label}"))
-            for attribute in node.attributes.values():
-                for sub in attribute.graphs:
-                    self.graph(sub, scope)
+            for sub in node.subgraphs:
+                self.graph(sub, scope)
 
     def weight(self, node: Node, op: WeightOp, scope: _Scope) -> Traced | None:
         if len(node.inputs) <= op.weight or not node.inputs[op.weight]:
@@ -386,7 +391,7 @@ class _Walk:
             return None
         scale = self.constant(node.inputs, op.scale, scope)
         zero = self.constant(node.inputs, op.zero_point, scope)
-        traced.quant = Quantization(scale, zero, op.quant_axis, f"dequantized with the scale and zero point of {node.label}")
+        traced.quant = Quantization(scale, zero, op.quant_axis, "dequantized with its scale and zero point")
         return traced
 
     def trace(self, value: str, scope: _Scope) -> Traced | None:
@@ -407,7 +412,7 @@ class _Walk:
                 quant = Quantization(self.constant(producer.inputs, 1, scope),
                                      self.constant(producer.inputs, 2, scope),
                                      producer.int_attribute("axis", 1),
-                                     f"dequantized by {producer.label}")
+                                     "dequantized")
                 if producer.int_attribute("block_size", 0):
                     return None
                 return Traced(q, quant, perms, via)
@@ -481,12 +486,15 @@ class OnnxReader:
         placed: set[int] = set()
         seen_weight = False
 
-        def place(tensor: StoredTensor, info: TensorInfo, quant: Quantization | None = None) -> None:
-            name, k = info.name, 1
+        def place(tensor: StoredTensor, layout: str, role: str, candidate: bool,
+                  quant: Quantization | None = None) -> None:
+            name = base = tensor.name or "(unnamed)"
+            k = 1
             while name in entries:
                 k += 1
-                name = f"{info.name}#{k}"
-            entries[name] = _Entry(dataclasses.replace(info, name=name), tensor, quant)
+                name = f"{base}#{k}"
+            info = TensorInfo(name, tensor.dims, type_name(tensor.data_type), layout, "CHW", role, candidate)
+            entries[name] = _Entry(info, tensor, quant)
             placed.add(id(tensor))
 
         for use in uses:
@@ -495,7 +503,7 @@ class OnnxReader:
                 continue
             t = use.tensor
             if use.weight is None:
-                place(t, self._info(t, "auto", use.role, False))
+                place(t, "auto", use.role, False)
                 continue
             traced, op, node = use.weight
             role = f"weight of the {'' if seen_weight else 'first '}{node.label}"
@@ -505,15 +513,16 @@ class OnnxReader:
             if traced.quant:
                 role += f" ({traced.quant.how})"
             layout = stored_layout(weight_layout(op, node, len(t.dims)), traced.perms, len(t.dims))
-            place(t, self._info(t, layout, role, True), traced.quant)
+            place(t, layout, role, True, traced.quant)
         for t in everything:
             if id(t) not in placed:
-                place(t, self._info(t, "auto", "not consumed by any node", False))
+                place(t, "auto", "not consumed by any node", False)
+        if not seen_weight:  # no weight could be traced (reshaped or computed): offer matrices by name
+            for name, e in entries.items():
+                if is_weight(name, e.info.shape):
+                    role = f"rank-{len(e.info.shape)} tensor (no Conv/Gemm/MatMul weight could be traced to a constant)"
+                    entries[name] = _Entry(dataclasses.replace(e.info, role=role, candidate=True), e.tensor, e.quant)
         return entries
-
-    @staticmethod
-    def _info(t: StoredTensor, layout: str, role: str, candidate: bool) -> TensorInfo:
-        return TensorInfo(t.name or "(unnamed)", t.dims, type_name(t.data_type), layout, "CHW", role, candidate)
 
     def tensors(self) -> list[TensorInfo]:
         return [e.info for e in self.entries.values()]
@@ -535,7 +544,8 @@ class OnnxReader:
     def _decode(self, t: StoredTensor, rows: int | None = None) -> np.ndarray:
         dtype = ONNX_DTYPES.get(t.data_type)
         if dtype is None:
-            raise CorruptFileError(f"tensor {t.name!r} has element type {type_name(t.data_type)}, which filtergrid cannot decode")
+            raise CorruptFileError(f"tensor {t.name!r} has element type {type_name(t.data_type)}, which filtergrid "
+                                   "cannot decode")
         if any(d < 0 for d in t.dims):
             raise CorruptFileError(f"tensor {t.name!r} has negative dims {list(t.dims)}")
         if t.sparse is not None:
@@ -552,7 +562,8 @@ class OnnxReader:
         elif t.raw is not None:
             start, end = t.raw
             if end - start != need:
-                raise CorruptFileError(f"{what} declares {list(t.dims)} {dtype} = {need:,} bytes but its raw_data has {end - start:,}")
+                raise CorruptFileError(f"{what} declares {list(t.dims)} {dtype} = {need:,} bytes but its raw_data has "
+                                       f"{end - start:,}")
             stored = np.frombuffer(self.mm, dtypes.STORAGE[dtype], count=wanted, offset=start).copy()
         else:
             stored = self._typed(t, dtype, count)[:wanted]
@@ -570,7 +581,8 @@ class OnnxReader:
             fixed = _FIXED_DTYPE[number]
             size = sum(b - a for _, wire, a, b in chunks if wire in (LEN, I32, I64))
             if size != count * fixed.itemsize or any(w == VARINT for _, w, _, _ in chunks):
-                raise CorruptFileError(f"{what} holds {size:,} bytes, {list(t.dims)} {dtype} needs {count * fixed.itemsize:,}")
+                raise CorruptFileError(f"{what} holds {size:,} bytes, {list(t.dims)} {dtype} needs "
+                                       f"{count * fixed.itemsize:,}")
             parts = [np.frombuffer(self.mm, fixed, count=(b - a) // fixed.itemsize, offset=a).copy()
                      for _, _, a, b in chunks]
         else:
@@ -614,7 +626,8 @@ class OnnxReader:
                 length = max(st.st_size - offset, 0)
             check_extent(offset, length, st.st_size, f"external data of {t.name!r} in {location!r}")
             if length != need:
-                raise CorruptFileError(f"tensor {t.name!r} declares {list(t.dims)} = {need:,} bytes but its external data has {length:,}")
+                raise CorruptFileError(f"tensor {t.name!r} declares {list(t.dims)} = {need:,} bytes but its external "
+                                       f"data has {length:,}")
             data = np.empty(wanted, np.uint8)
             f.seek(offset)
             if f.readinto(memoryview(data)) != wanted:
@@ -634,7 +647,8 @@ class OnnxReader:
             indices = np.ravel_multi_index(tuple(indices.T), dims)
         indices = indices.reshape(-1)
         if indices.size != values.size or (indices.size and (indices.min() < 0 or indices.max() >= math.prod(dims))):
-            raise CorruptFileError(f"sparse tensor {t.name!r} has {indices.size} indices for {values.size} values in {list(dims)}")
+            raise CorruptFileError(f"sparse tensor {t.name!r} has {indices.size} indices for {values.size} values in "
+                                   f"{list(dims)}")
         dense = np.zeros(math.prod(dims), values.dtype)
         dense[indices] = values
         return dense.reshape(dims)

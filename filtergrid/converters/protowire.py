@@ -51,20 +51,34 @@ def iter_fields(buf, start: int, end: int, what: str) -> Iterator[tuple[int, int
     """
     pos = start
     while pos < end:
-        key, pos = read_varint(buf, pos, end, what)
+        key = buf[pos]
+        if key < 0x80:  # one-byte tags and lengths are the common case: no call
+            pos += 1
+        else:
+            key, pos = read_varint(buf, pos, end, what)
         number, wire = key >> 3, key & 7
-        if number == 0:
-            raise CorruptFileError(f"{what}: field number 0 at byte {pos:,}")
-        if wire == VARINT:
-            value, pos = read_varint(buf, pos, end, f"{what} field {number}")
+        if wire == LEN:
+            length = buf[pos] if pos < end else 0x80
+            if length < 0x80:
+                pos += 1
+            else:
+                length, pos = read_varint(buf, pos, end, what)
+        elif wire == VARINT:
+            value = buf[pos] if pos < end else 0x80
+            if value < 0x80:
+                pos += 1
+            else:
+                value, pos = read_varint(buf, pos, end, what)
+            if number == 0:
+                raise CorruptFileError(f"{what}: field number 0 at byte {pos:,}")
             yield number, wire, value, pos
             continue
-        if wire == LEN:
-            length, pos = read_varint(buf, pos, end, f"{what} field {number}")
         elif wire in _FIXED_SIZE:
             length = _FIXED_SIZE[wire]
         else:
             raise CorruptFileError(f"{what} field {number}: unsupported wire type {wire} at byte {pos:,}")
+        if number == 0:
+            raise CorruptFileError(f"{what}: field number 0 at byte {pos:,}")
         if length > end - pos:
             raise CorruptFileError(
                 f"{what} field {number}: {length:,} bytes at byte {pos:,} run past the end of "
@@ -77,7 +91,7 @@ def iter_fields(buf, start: int, end: int, what: str) -> Iterator[tuple[int, int
 def text(buf, start: int, end: int, what: str) -> str:
     """A UTF-8 string field (protobuf rejects invalid UTF-8, so do we)."""
     try:
-        return bytes(buf[start:end]).decode("utf-8")
+        return buf[start:end].decode("utf-8")  # slicing an mmap or bytes copies just this field
     except UnicodeDecodeError:
         raise CorruptFileError(f"{what} is not valid UTF-8") from None
 
