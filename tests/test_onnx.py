@@ -123,7 +123,7 @@ def test_weight_inside_if_branch_comes_before_later_conv(tmp_path):
         conv("w", name="outer", x="i"),
     ], [numpy_helper.from_array(outer, "w"), numpy_helper.from_array(np.array(True), "cond")])
     info = first(path)
-    assert info.name == "w_inner" and "'inner'" in info.role
+    assert info.name == "w_inner" and info.role == "weight of the first Conv node 'inner' in subgraph 'then'"
     np.testing.assert_array_equal(load(path).array, inner.transpose(OIHW_TO_NHWC))
     np.testing.assert_array_equal(load(path, tensor="w").array, outer.transpose(OIHW_TO_NHWC))
 
@@ -202,6 +202,17 @@ def test_dequantize_linear_per_axis(tmp_path):
         helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], name="dq", axis=0), conv("w")], inits)
     expected = dequantize_with_onnx(*[numpy_helper.from_array(a) for a in (q, scale, zero)], axis=0)
     np.testing.assert_allclose(load(path).array, expected.transpose(OIHW_TO_NHWC), rtol=1e-6)
+
+
+def test_blocked_dequantize_linear_is_named_not_skipped(tmp_path):
+    q = RNG.integers(-128, 128, (8, 4, 3, 3)).astype(np.int8)
+    scale = RNG.uniform(0.01, 0.1, (8, 2, 3, 3)).astype(np.float32)
+    path = save(tmp_path / "m.onnx", [
+        helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"], axis=1, block_size=2), conv("w")],
+        initializers(wq=q, ws=scale))
+    assert first(path).name == "wq"
+    with pytest.raises(CorruptFileError, match="blocked quantization"):
+        load(path)
 
 
 def test_qlinearconv_per_channel(tmp_path):
@@ -375,6 +386,23 @@ def test_external_data_outside_the_folder_is_refused(tmp_path, location):
     rewrite_external(path, location=location)
     with pytest.raises(UnsafeFileError):
         load(path)
+
+
+def test_external_data_that_is_no_regular_file_is_refused(tmp_path):
+    path, _ = external_model(tmp_path)
+    (tmp_path / "w.data").unlink()
+    os.mkfifo(tmp_path / "w.data")  # opening a FIFO for reading would wait for a writer forever
+    with pytest.raises(UnsafeFileError, match="regular file"):
+        load(path)
+
+
+def test_many_unnamed_tensors_are_listed_quickly(tmp_path):
+    nodes = [helper.make_node("Constant", [], [""], value=numpy_helper.from_array(np.ones(2, np.float32)))
+             for _ in range(5_000)]
+    path = save(tmp_path / "m.onnx", [*nodes, helper.make_node("Relu", ["x"], ["y"])],
+                [numpy_helper.from_array(np.ones(2, np.float32), "") for _ in range(5_000)])
+    infos = listing(path)
+    assert len(infos) == 10_000 and infos[-1].name == "(unnamed)#10000"
 
 
 @pytest.mark.parametrize("entries", [{"offset": "999999999"}, {"length": "12"}, {"length": "99999999"},

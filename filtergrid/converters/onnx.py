@@ -355,6 +355,8 @@ class _Scope:
 
 @dataclass
 class _Use:
+    """A tensor consumed by a node: as its weight (``weight`` set, ``role`` says where) or otherwise."""
+
     tensor: StoredTensor
     role: str
     weight: tuple[Traced, WeightOp, Node] | None = None
@@ -368,16 +370,17 @@ class _Walk:
 
     def graph(self, graph: Graph, parent: _Scope | None) -> None:
         scope = _Scope(graph, parent)
+        where = "" if parent is None else f" in subgraph {graph.name!r}"
         for node in graph.nodes:
             op = WEIGHT_OPS.get(node.op_type) if node.domain in _STANDARD_DOMAINS else None
             if op is not None:
                 traced = self.weight(node, op, scope)
                 if traced is not None:
-                    self.uses.append(_Use(traced.tensor, "", (traced, op, node)))
+                    self.uses.append(_Use(traced.tensor, where, (traced, op, node)))
             for i, value in enumerate(node.inputs):
                 tensor, _ = scope.find(value) if value else (None, None)
                 if tensor is not None:
-                    self.uses.append(_Use(tensor, f"input {i} of {node.label}"))
+                    self.uses.append(_Use(tensor, f"input {i} of {node.label}{where}"))
             for sub in node.subgraphs:
                 self.graph(sub, scope)
 
@@ -412,9 +415,7 @@ class _Walk:
                 quant = Quantization(self.constant(producer.inputs, 1, scope),
                                      self.constant(producer.inputs, 2, scope),
                                      producer.int_attribute("axis", 1),
-                                     "dequantized")
-                if producer.int_attribute("block_size", 0):
-                    return None
+                                     "dequantized")  # blocked scales (block_size) are refused when read
                 return Traced(q, quant, perms, via)
             if producer.op_type == "Transpose":
                 attr = producer.attributes.get("perm")
@@ -461,7 +462,6 @@ class _Entry:
 
 class OnnxReader:
     def __init__(self, path: Path) -> None:
-        self.path = path
         self.folder = path.parent
         try:
             with path.open("rb") as f:
@@ -484,15 +484,15 @@ class OnnxReader:
         weights = {id(u.tensor) for u in uses if u.weight}
         entries: dict[str, _Entry] = {}
         placed: set[int] = set()
+        repeats: dict[str, int] = {}  # names used more than once (one per subgraph) get #2, #3, ...
         seen_weight = False
 
         def place(tensor: StoredTensor, layout: str, role: str, candidate: bool,
                   quant: Quantization | None = None) -> None:
             name = base = tensor.name or "(unnamed)"
-            k = 1
             while name in entries:
-                k += 1
-                name = f"{base}#{k}"
+                repeats[base] = repeats.get(base, 1) + 1
+                name = f"{base}#{repeats[base]}"
             info = TensorInfo(name, tensor.dims, type_name(tensor.data_type), layout, "CHW", role, candidate)
             entries[name] = _Entry(info, tensor, quant)
             placed.add(id(tensor))
@@ -506,7 +506,7 @@ class OnnxReader:
                 place(t, "auto", use.role, False)
                 continue
             traced, op, node = use.weight
-            role = f"weight of the {'' if seen_weight else 'first '}{node.label}"
+            role = f"weight of the {'' if seen_weight else 'first '}{node.label}{use.role}"
             seen_weight = True
             if traced.via:
                 role += f", through {' <- '.join(traced.via)}"
@@ -613,7 +613,8 @@ class OnnxReader:
         except ValueError:
             raise CorruptFileError(f"external data of {t.name!r} has a non-numeric offset or length") from None
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            # no following a link swapped in after resolve_inside, no blocking on a FIFO
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
         except FileNotFoundError:
             raise CorruptFileError(f"external data file {location!r} of tensor {t.name!r} is missing") from None
         except OSError as e:
