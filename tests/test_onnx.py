@@ -161,6 +161,39 @@ def test_subgraph_conv_uses_outer_scope_weight(tmp_path):
     np.testing.assert_array_equal(load(path).array, w.transpose(OIHW_TO_NHWC))
 
 
+def function_model(path: Path, w: np.ndarray, *, calls: int = 1, depth: int = 1) -> Path:
+    """A graph whose Conv sits in a model-local function (nested ``depth`` deep, each called ``calls`` times)."""
+    functions = [helper.make_function("local", "Block0", ["inp", "k"], ["out"],
+                                      [conv("k", name="fconv", x="inp", y="out")], [helper.make_opsetid("", 21)])]
+    for level in range(1, depth):
+        chain = [helper.make_node(f"Block{level - 1}", ["inp" if i == 0 else f"h{i}", "k"],
+                                  ["out" if i == calls - 1 else f"h{i + 1}"], domain="local") for i in range(calls)]
+        functions.append(helper.make_function("local", f"Block{level}", ["inp", "k"], ["out"], chain,
+                                              [helper.make_opsetid("", 21), helper.make_opsetid("local", 1)]))
+    graph = helper.make_graph([helper.make_node(f"Block{depth - 1}", ["x", "w"], ["y"], domain="local")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, functions=functions,
+                              opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("local", 1)])
+    onnx.save_model(model, str(path))
+    return path
+
+
+def test_conv_inside_a_model_local_function(tmp_path):
+    w = weights()
+    path = function_model(tmp_path / "m.onnx", w, depth=2)
+    assert first(path).role == "weight of the first Conv node 'fconv' in function 'Block0'"
+    np.testing.assert_array_equal(load(path).array, w.transpose(OIHW_TO_NHWC))
+
+
+def test_functions_calling_functions_are_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(limits, "MAX_TENSORS", 1000)
+    path = function_model(tmp_path / "m.onnx", weights(), calls=4, depth=12)  # 4**11 calls if walked naively
+    with pytest.raises(LimitError):
+        load(path)
+
+
 def test_identity_and_cast_are_followed(tmp_path):
     w = weights()
     path = save(tmp_path / "m.onnx", [

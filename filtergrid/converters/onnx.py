@@ -91,6 +91,7 @@ class Attribute:
 class Node:
     op_type: str = ""
     domain: str = ""
+    overload: str = ""
     name: str = ""
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
@@ -112,6 +113,11 @@ class Graph:
     name: str = ""
     nodes: list[Node] = field(default_factory=list)
     initializers: list[StoredTensor] = field(default_factory=list)
+    inputs: list[str] = field(default_factory=list)  # a model-local function's formal inputs
+
+
+#: A model-local function is called by a node whose (domain, op_type, overload) is its key.
+FunctionKey = tuple[str, str, str]
 
 
 class _Parser:
@@ -120,6 +126,7 @@ class _Parser:
     def __init__(self, buf) -> None:
         self.buf = buf
         self.tensors: list[StoredTensor] = []  # initializers and Constant values, in storage order
+        self.functions: dict[FunctionKey, Graph] = {}
         self.kept = 0
 
     def count(self, n: int = 1) -> None:
@@ -134,9 +141,30 @@ class _Parser:
         for number, wire, a, b in iter_fields(self.buf, 0, len(self.buf), "ModelProto"):
             if number == 7 and wire == LEN:
                 graph = (a, b)
+            elif number == 25 and wire == LEN:
+                self.function(a, b)
         if graph is None:
             raise CorruptFileError("ModelProto has no graph (field 7)")
         return self.graph(*graph, depth=0)
+
+    def function(self, start: int, end: int) -> None:
+        """A FunctionProto, kept as a graph of its nodes with its formal inputs."""
+        g, domain, overload = Graph(), "", ""
+        for number, wire, a, b in iter_fields(self.buf, start, end, "FunctionProto"):
+            if wire != LEN:
+                continue
+            if number == 1:
+                g.name = text(self.buf, a, b, "FunctionProto.name")
+            elif number == 4:
+                self.count()
+                g.inputs.append(text(self.buf, a, b, "FunctionProto.input"))
+            elif number == 7:
+                g.nodes.append(self.node(a, b, depth=1))
+            elif number == 10:
+                domain = text(self.buf, a, b, "FunctionProto.domain")
+            elif number == 13:
+                overload = text(self.buf, a, b, "FunctionProto.overload")
+        self.functions[(domain, g.name, overload)] = g
 
     def graph(self, start: int, end: int, depth: int) -> Graph:
         if depth > limits.MAX_NESTING:
@@ -177,6 +205,8 @@ class _Parser:
                 n.op_type = text(self.buf, a, b, "NodeProto.op_type")
             elif number == 7:
                 n.domain = text(self.buf, a, b, "NodeProto.domain")
+            elif number == 8:
+                n.overload = text(self.buf, a, b, "NodeProto.overload")
             elif number == 5:
                 name, attribute = self.attribute(a, b, depth)
                 n.attributes[name] = attribute
@@ -329,10 +359,15 @@ class Traced:
 
 
 class _Scope:
-    """Names visible in one graph: its constants and producers, then the enclosing graph's."""
+    """Names visible in one graph: its constants and producers, then the enclosing graph's.
 
-    def __init__(self, graph: Graph, parent: _Scope | None) -> None:
+    A function body sees nothing of its caller but its inputs: ``arguments`` maps each formal
+    input to the caller's value.
+    """
+
+    def __init__(self, graph: Graph, parent: _Scope | None, arguments: dict[str, str] | None = None) -> None:
         self.parent = parent
+        self.arguments = arguments
         self.constants = {t.name: t for t in graph.initializers}
         self.producers: dict[str, Node] = {}
         for node in graph.nodes:
@@ -349,6 +384,10 @@ class _Scope:
                 return scope.constants[name], None
             if name in scope.producers:
                 return None, scope.producers[name]
+            if scope.arguments is not None:
+                if name not in scope.arguments or scope.parent is None:
+                    return None, None
+                name = scope.arguments[name]
             scope = scope.parent
         return None, None
 
@@ -365,12 +404,19 @@ class _Use:
 class _Walk:
     """Visits nodes in graph order, descending into subgraphs where their node sits."""
 
-    def __init__(self) -> None:
+    def __init__(self, functions: dict[FunctionKey, Graph]) -> None:
         self.uses: list[_Use] = []
+        self.functions = functions
+        self.calls = 0  # depth of function calls being walked
+        self.visits = 0  # nodes walked, counting a function's body once per call
 
-    def graph(self, graph: Graph, parent: _Scope | None) -> None:
-        scope = _Scope(graph, parent)
-        where = "" if parent is None else f" in subgraph {graph.name!r}"
+    def graph(self, graph: Graph, parent: _Scope | None, scope: _Scope | None = None) -> None:
+        scope = scope or _Scope(graph, parent)
+        kind = "function" if scope.arguments is not None else "subgraph"
+        where = "" if parent is None else f" in {kind} {graph.name!r}"
+        self.visits += len(graph.nodes)
+        if self.visits > _ITEMS_PER_TENSOR * limits.MAX_TENSORS:  # functions calling functions many times
+            raise LimitError(f"walking the graph visits more than {_ITEMS_PER_TENSOR} x MAX_TENSORS nodes")
         for node in graph.nodes:
             op = WEIGHT_OPS.get(node.op_type) if node.domain in _STANDARD_DOMAINS else None
             if op is not None:
@@ -383,6 +429,18 @@ class _Walk:
                     self.uses.append(_Use(tensor, f"input {i} of {node.label}{where}"))
             for sub in node.subgraphs:
                 self.graph(sub, scope)
+            function = self.functions.get((node.domain, node.op_type, node.overload))
+            if function is not None:
+                self.call(function, node, scope)
+
+    def call(self, function: Graph, node: Node, scope: _Scope) -> None:
+        """Walk a model-local function's body where the node that calls it sits."""
+        if self.calls >= limits.MAX_NESTING:
+            raise LimitError(f"model-local functions call each other deeper than MAX_NESTING={limits.MAX_NESTING}")
+        self.calls += 1
+        arguments = dict(zip(function.inputs, node.inputs, strict=False))  # trailing inputs are optional
+        self.graph(function, scope, _Scope(function, scope, arguments))
+        self.calls -= 1
 
     def weight(self, node: Node, op: WeightOp, scope: _Scope) -> Traced | None:
         if len(node.inputs) <= op.weight or not node.inputs[op.weight]:
@@ -472,8 +530,9 @@ class OnnxReader:
             raise CorruptFileError("empty file") from None
         try:
             parser = _Parser(self.mm)
-            walk = _Walk()
-            walk.graph(parser.model(), None)
+            graph = parser.model()
+            walk = _Walk(parser.functions)
+            walk.graph(graph, None)
             self.entries = self._listing(walk.uses, parser.tensors)
         except BaseException:
             self.mm.close()
