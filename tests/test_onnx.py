@@ -171,7 +171,7 @@ def function_model(path: Path, w: np.ndarray, *, calls: int = 1, depth: int = 1)
         functions.append(helper.make_function("local", f"Block{level}", ["inp", "k"], ["out"], chain,
                                               [helper.make_opsetid("", 21), helper.make_opsetid("local", 1)]))
     graph = helper.make_graph([helper.make_node(f"Block{depth - 1}", ["x", "w"], ["y"], domain="local")], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                               [numpy_helper.from_array(w, "w")])
     model = helper.make_model(graph, functions=functions,
