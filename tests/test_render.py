@@ -275,11 +275,11 @@ def test_cols_beyond_the_tile_count_are_not_drawn_empty():
     assert render_result(bank_of(np.ones((3, 2, 2, 1))), RenderOptions(cols=50)).cols == 3
 
 
-@pytest.mark.parametrize(("side", "scale"), [(3, 11), (5, 7), (7, 5), (11, 3), (16, 2), (32, 1), (224, 1)])
+@pytest.mark.parametrize(("side", "scale"), [(3, 22), (5, 13), (7, 10), (11, 6), (16, 4), (32, 2), (224, 1)])
 def test_small_kernels_are_scaled_up_to_viewable_tiles(side, scale):
     result = render_result(bank_of(np.ones((4, side, side, 3))), RenderOptions(pad=1))
     assert result.scale == scale
-    assert 32 <= side * scale <= 64 or scale == 1
+    assert 64 <= side * scale <= 96 or scale == 1
     assert result.image.size == (2 * (side * scale + 1) + 1,) * 2
 
 
@@ -297,7 +297,7 @@ def test_explicit_scale_over_the_pixel_cap_is_refused_before_allocating(monkeypa
 
 def test_automatic_scale_shrinks_to_fit_the_cap(monkeypatch):
     bank = bank_of(np.ones((64, 3, 3, 3)))
-    assert render_result(bank, RenderOptions()).scale == 11  # 8 * 34 + 1 = 273 px square
+    assert render_result(bank, RenderOptions()).scale == 22  # 8 * 67 + 1 = 537 px square
     monkeypatch.setattr(limits, "MAX_OUTPUT_PIXELS", 200 * 200)
     result = render_result(bank, RenderOptions())
     assert result.scale == 7  # 8 * 22 + 1 = 177; scale 8 would give 201
@@ -324,8 +324,8 @@ def test_a_vast_bank_is_refused_without_allocating_the_image(monkeypatch):
 def test_a_large_bank_renders_in_one_vectorized_pass():
     bank = grid_bank(np.random.default_rng(0).normal(size=(4096, 3, 16, 16)).astype(np.float32), "OIHW")
     result = render_result(bank, RenderOptions())
-    assert (result.cols, result.rows, result.scale) == (64, 64, 2)
-    assert result.image.size == (64 * 33 + 1, 64 * 33 + 1)
+    assert (result.cols, result.rows, result.scale) == (64, 64, 4)
+    assert result.image.size == (64 * 65 + 1, 64 * 65 + 1)
 
 
 # --- options -----------------------------------------------------------------------------------
