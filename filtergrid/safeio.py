@@ -64,3 +64,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def check_member_name(name: str, what: str = "archive member") -> None:
+    """Refuse an archive member name that would land outside the archive's folder if extracted.
+
+    filtergrid never extracts, but a name like ``../../x`` or ``/etc/x`` marks a hostile archive.
+    """
+    parts = name.replace("\\", "/").split("/")
+    if not name or "\x00" in name or name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
+        raise UnsafeFileError(f"{what} name {name!r} points outside the archive")

@@ -32,6 +32,9 @@ FORMATS: tuple[Format, ...] = (
     Format("safetensors", "filtergrid.converters.safetensors", (".safetensors",), "safetensors"),
     Format("numpy", "filtergrid.converters.numpy", (".npz", ".npy"), "NumPy .npz / .npy"),
     Format("keras-h5", "filtergrid.converters.keras_h5", (".h5", ".hdf5"), "Keras HDF5 (Keras 2 model or weights)"),
+    Format("torchscript", "filtergrid.converters.torchscript", (), "TorchScript (torch.jit.save)"),
+    Format("pytorch", "filtergrid.converters.pytorch", (".pt", ".pth", ".bin", ".ckpt"),
+           "PyTorch (torch.save zip or legacy pickle, Lightning .ckpt)"),
     Format("onnx", "filtergrid.converters.onnx", (".onnx",), "ONNX"),
 )
 
