@@ -150,13 +150,17 @@ def _complex(real: Any = 0.0, imag: Any = 0.0) -> complex:
     return complex(real, imag)
 
 
-def _bytearray(data: Any = b"", *encoding: Any) -> bytearray:
-    # Never bytearray(n): an integer argument allocates n bytes the file never held.
+def _bytes(data: Any = b"", *encoding: Any) -> bytes:
+    # Never bytes(n): an integer argument allocates n bytes the file never held.
     if isinstance(data, (bytes, bytearray)) and not encoding:
-        return bytearray(data)
+        return bytes(data)
     if isinstance(data, str) and encoding and encoding[0] in _TEXT_ENCODINGS:
-        return bytearray(data, encoding[0])
-    raise CorruptFileError("bytearray() takes bytes or text with a text encoding")
+        return data.encode(encoding[0])
+    raise CorruptFileError("bytes() and bytearray() take bytes, or text with a text encoding")
+
+
+def _bytearray(data: Any = b"", *encoding: Any) -> bytearray:
+    return bytearray(_bytes(data, *encoding))
 
 
 def _encode(text: Any, encoding: Any = "utf-8", errors: Any = "strict") -> bytes:
@@ -179,6 +183,7 @@ BASE_ALLOWED: dict[str, Any] = {
         "builtins.frozenset": _frozenset,
         "builtins.slice": _slice,
         "builtins.complex": _complex,
+        "builtins.bytes": _bytes,
         "builtins.bytearray": _bytearray,
         "collections.OrderedDict": _ordered_dict,
         "_codecs.encode": _encode,
@@ -188,16 +193,29 @@ BASE_ALLOWED: dict[str, Any] = {
 
 
 def check_global(module: str, name: str) -> None:
-    """Refuse a global that is not a dotted Python name or that can run code."""
+    """Refuse a global that is not a dotted Python name or that can run code.
+
+    Both the spelling in the file and its Python 3 name (``__builtin__`` -> ``builtins``) are checked.
+    """
     if not _DOTTED_NAME.match(module) or not _DOTTED_NAME.match(name):
         raise UnsafeFileError(f"refused to load global {module!r} {name!r}: not a Python name")
-    qualname = f"{module}.{name}"
+    python3 = _python3_name(module, name)
+    for mod, nam in (python3, (module, name)):
+        reason = _refusal(mod, nam)
+        if reason:
+            written = f" (written {module}.{name})" if python3 != (module, name) else ""
+            raise UnsafeFileError(f"refused to load global {mod}.{nam}{written}: {reason}")
+
+
+def _refusal(module: str, name: str) -> str | None:
     if module == "builtins":
-        why = "it can run code" if name.split(".")[0] in _CODE_RUNNING_BUILTINS else "only set, frozenset, slice, complex, bytearray and object are allowed from builtins"
-        raise UnsafeFileError(f"refused to load global {qualname}: {why}")
-    for prefix in DENIED:
-        if qualname == prefix or qualname.startswith(prefix + "."):
-            raise UnsafeFileError(f"refused to load global {qualname}: it can run code")
+        if name.split(".")[0] in _CODE_RUNNING_BUILTINS:
+            return "it can run code"
+        return "only set, frozenset, slice, complex, bytes, bytearray and object are allowed from builtins"
+    qualname = f"{module}.{name}"
+    if any(qualname == prefix or qualname.startswith(prefix + ".") for prefix in DENIED):
+        return "it can run code"
+    return None
 
 
 def _python3_name(module: str, name: str) -> tuple[str, str]:
@@ -272,15 +290,15 @@ class SafeUnpickler(pickle._Unpickler):
         self._allowed = allowed
         self._persistent = persistent_load
         self._build_ignored = build_ignored
+        self._tuple_depths: dict[int, tuple[tuple, int]] = {}  # id -> (tuple kept alive, depth)
 
     def find_class(self, module: str, name: str) -> Any:
-        spellings = ((module, name), _python3_name(module, name))
-        for mod, nam in spellings:
+        python3 = _python3_name(module, name)
+        for mod, nam in ((module, name), python3):
             if f"{mod}.{nam}" in self._allowed:
                 return self._allowed[f"{mod}.{nam}"]
-        for mod, nam in spellings:
-            check_global(mod, nam)
-        return Global(*spellings[1])
+        check_global(module, name)
+        return Global(*python3)
 
     def persistent_load(self, pid: Any) -> Any:
         if self._persistent is None:
@@ -332,6 +350,35 @@ class SafeUnpickler(pickle._Unpickler):
         elif not isinstance(inst, self._build_ignored):
             raise CorruptFileError(f"pickle sets the state of {_describe(inst)}, which filtergrid does not do")
 
+    def _nesting(self, value: Any) -> int:
+        known = self._tuple_depths.get(id(value))
+        return known[1] if known is not None and known[0] is value else 0
+
+    def _check_tuple(self) -> None:
+        """Bound how deeply tuples nest: hashing a million nested tuples (a dict key) overflows
+        CPython's C stack, which no exception handler can catch."""
+        made = self.stack[-1]
+        depth = 1 + max(map(self._nesting, made), default=0)
+        if depth > limits.MAX_NESTING:
+            raise CorruptFileError(f"pickle nests tuples deeper than MAX_NESTING={limits.MAX_NESTING}")
+        self._tuple_depths[id(made)] = (made, depth)
+
+    def load_tuple(self) -> None:
+        pickle._Unpickler.load_tuple(self)
+        self._check_tuple()
+
+    def load_tuple1(self) -> None:
+        pickle._Unpickler.load_tuple1(self)
+        self._check_tuple()
+
+    def load_tuple2(self) -> None:
+        pickle._Unpickler.load_tuple2(self)
+        self._check_tuple()
+
+    def load_tuple3(self) -> None:
+        pickle._Unpickler.load_tuple3(self)
+        self._check_tuple()
+
     def load_ext(self) -> None:
         raise CorruptFileError("pickle uses the copyreg extension registry (EXT opcodes), which filtergrid does not read")
 
@@ -349,6 +396,8 @@ SafeUnpickler.dispatch.update({
     _opcode("OBJ"): SafeUnpickler.load_obj, _opcode("BUILD"): SafeUnpickler.load_build,
     _opcode("EXT1"): SafeUnpickler.load_ext, _opcode("EXT2"): SafeUnpickler.load_ext,
     _opcode("EXT4"): SafeUnpickler.load_ext,
+    _opcode("TUPLE"): SafeUnpickler.load_tuple, _opcode("TUPLE1"): SafeUnpickler.load_tuple1,
+    _opcode("TUPLE2"): SafeUnpickler.load_tuple2, _opcode("TUPLE3"): SafeUnpickler.load_tuple3,
 })
 
 
