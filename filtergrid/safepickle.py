@@ -100,8 +100,9 @@ DENIED = frozenset({
     "numpy.load", "numpy.loads", "numpy.fromfile", "numpy.memmap", "numpy.f2py", "numpy.testing",
     "numpy.distutils", "numpy.ctypeslib", "numpy.lib.npyio", "pandas.read_pickle", "pandas.io",
     "torch.load", "torch.hub", "torch.serialization", "torch._C", "torch.ops", "torch.jit",
-    "torch.compile", "torch._dynamo", "torch._inductor", "torch.package", "torch.utils",
-    "torch.fx.experimental", "torch.backends", "torch.cuda", "torch.distributed",
+    "torch.compile", "torch._dynamo", "torch._inductor", "torch.package", "torch.utils.cpp_extension",
+    "torch.utils.collect_env", "torch.utils.bottleneck", "torch.utils._config_module",
+    "torch.utils.data.datapipes.utils.decoder", "torch.fx.experimental", "torch.distributed.rpc",
     "builtins",
 })
 

@@ -235,3 +235,13 @@ def test_cli_refuses_hostile_files(name: str, tmp_path: Path) -> None:
         assert run.returncode != 0
         assert "Traceback" not in run.stderr
     assert not (tmp_path / CANARY).exists()
+
+
+def test_training_state_is_skipped_but_similar_names_are_not() -> None:
+    from filtergrid.converters.torch_objects import StorageRef, TensorRef, model_tensors
+
+    t = TensorRef(StorageRef("0", "float32", 4), 0, (2, 2), (2, 1), "float32")
+    checkpoint = {"optimizer": {"state": {0: {"momentum_buffer": t}}, "param_groups": []},
+                  "optim_proj.weight": t, "lr_schedulers": [t], "encoder": {"w": t}}
+    found, where = model_tensors(checkpoint)
+    assert [f.name for f in found] == ["optim_proj.weight", "encoder.w"] and where == "the state dict"

@@ -25,7 +25,7 @@ import numpy as np
 from .. import dtypes, limits, safepickle
 from ..bank import TensorInfo
 from ..errors import CorruptFileError, LimitError, TensorNotFoundError
-from ..safeio import check_extent, check_member_name, read_exact
+from ..safeio import check_extent, check_member_name, read_exact, zip_errors
 from .base import Probe, is_weight
 from .torch_objects import (BUILD_IGNORED, ELEMENT_SIZE, QUANTIZED, TORCH_ALLOWED, NamedTensor, StorageRef,
                             TensorRef, model_tensors, storage_of)
@@ -173,7 +173,12 @@ class _ArchiveStorages:
     def read(self, key: str, start: int, length: int) -> bytes:
         info = self._member(key)
         check_extent(start, length, info.file_size, f"storage {key}")
+        with zip_errors(f"storage {key}"):
+            return self._read(info, key, start, length)
+
+    def _read(self, info: zipfile.ZipInfo, key: str, start: int, length: int) -> bytes:
         if info.compress_type == zipfile.ZIP_STORED:
+            check_extent(info.header_offset, _LOCAL_HEADER.size, self._size, f"zip header of {info.filename}")
             self._file.seek(info.header_offset)
             magic, name_length, extra_length = _LOCAL_HEADER.unpack(read_exact(self._file, _LOCAL_HEADER.size, "zip header"))
             if magic != b"PK\x03\x04":
@@ -195,10 +200,8 @@ class _ArchiveStorages:
 
 def open_archive(path: Path, module_kind: str = "pickled module") -> TorchReader:
     """A torch zip (``torch.save`` or ``torch.jit.save``): unpickle ``data.pkl``, storages stay on disk."""
-    try:
+    with zip_errors("torch archive"):
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
-        raise CorruptFileError(f"not a readable zip archive ({e})") from None
     try:
         names = archive.namelist()
         for name in names:
@@ -210,7 +213,9 @@ def open_archive(path: Path, module_kind: str = "pickled module") -> TorchReader
         info = archive.getinfo(f"{prefix}/data.pkl")
         if info.file_size > limits.MAX_PICKLE_BYTES:
             raise LimitError(f"data.pkl has {info.file_size:,} bytes, over MAX_PICKLE_BYTES={limits.MAX_PICKLE_BYTES:,}")
-        root = safepickle.loads(archive.read(info), TORCH_ALLOWED, lambda pid: storage_of(pid, legacy=False),
+        with zip_errors("data.pkl"):
+            data = archive.read(info)
+        root = safepickle.loads(data, TORCH_ALLOWED, lambda pid: storage_of(pid, legacy=False),
                                 BUILD_IGNORED, what="data.pkl")
         found, found_in = model_tensors(root, module_kind)
         return TorchReader(found, found_in, _ArchiveStorages(path, archive, prefix), big_endian)
@@ -224,7 +229,8 @@ def _byteorder(archive: zipfile.ZipFile, prefix: str) -> str:
         info = archive.getinfo(f"{prefix}/byteorder")
     except KeyError:
         return "little"  # written since torch 1.12; older files are little-endian
-    order = archive.read(info).decode("ascii", "replace").strip() if info.file_size <= 16 else ""
+    with zip_errors("byteorder record"):
+        order = archive.read(info).decode("ascii", "replace").strip() if info.file_size <= 16 else ""
     if order not in ("little", "big"):
         raise CorruptFileError(f"byteorder record says {order[:16]!r}, not little or big")
     return order

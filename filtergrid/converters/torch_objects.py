@@ -238,7 +238,9 @@ class NamedTensor:
 
 #: Checkpoint entries that hold the model, in the order they are looked for.
 MODEL_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "params")
-_OPTIMIZER_KEY = re.compile(r"optim|lr_sched|scheduler", re.IGNORECASE)
+#: Checkpoint entries holding training state, not the model (skipped when they hold containers).
+_TRAINING_STATE = re.compile(r"(optimizers?|optimizer_states?|optimizer_state_dict|optim|opt_state|"
+                             r"lr_schedulers?|schedulers?|scheduler_state_dict)", re.IGNORECASE)
 
 
 def model_tensors(root: Any, module_kind: str = "pickled module") -> tuple[list[NamedTensor], str]:
@@ -296,7 +298,7 @@ class _Walk:
             if {"state", "param_groups"} <= obj.keys():  # an optimizer's state dict
                 return
             for key, value in obj.items():
-                if not (isinstance(key, str) and _OPTIMIZER_KEY.search(key)):
+                if not (isinstance(key, str) and _TRAINING_STATE.fullmatch(key) and isinstance(value, (dict, list))):
                     yield join(key), value, owner
         elif isinstance(obj, (list, tuple)):
             for index, value in enumerate(obj):
