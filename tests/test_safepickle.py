@@ -9,13 +9,12 @@ import re
 from pathlib import Path
 
 import pytest
+from hostile import CANARY, PAYLOADS, Call, G, assemble, nested_pickle_payload
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from filtergrid import limits, safepickle
 from filtergrid.errors import CorruptFileError, FiltergridError, LimitError, UnsafeFileError
-
-from hostile import CANARY, PAYLOADS, G, Call, assemble, nested_pickle_payload
 
 ROOT = Path(__file__).resolve().parent.parent
 

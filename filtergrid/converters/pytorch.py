@@ -27,8 +27,17 @@ from ..bank import TensorInfo
 from ..errors import CorruptFileError, LimitError, TensorNotFoundError
 from ..safeio import check_extent, check_member_name, read_exact, zip_errors
 from .base import Probe, is_weight
-from .torch_objects import (BUILD_IGNORED, ELEMENT_SIZE, QUANTIZED, TORCH_ALLOWED, NamedTensor, StorageRef,
-                            TensorRef, model_tensors, storage_of)
+from .torch_objects import (
+    BUILD_IGNORED,
+    ELEMENT_SIZE,
+    QUANTIZED,
+    TORCH_ALLOWED,
+    NamedTensor,
+    StorageRef,
+    TensorRef,
+    model_tensors,
+    storage_of,
+)
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
@@ -272,9 +281,10 @@ def open_legacy(path: Path) -> TorchReader:
 
         def persistent(pid: object) -> object:
             storage = storage_of(pid, legacy=True)
-            if isinstance(storage, StorageRef):
-                if ELEMENT_SIZE[elements.setdefault(storage.key, storage.element)] != ELEMENT_SIZE[storage.element]:
-                    raise CorruptFileError(f"storage {storage.key} is named with two element sizes")
+            # The first mention of a key fixes its element size, which the record layout depends on.
+            if isinstance(storage, StorageRef) and (
+                    ELEMENT_SIZE[elements.setdefault(storage.key, storage.element)] != ELEMENT_SIZE[storage.element]):
+                raise CorruptFileError(f"storage {storage.key} is named with two element sizes")
             return storage
 
         root = safepickle.load(f, TORCH_ALLOWED, persistent, BUILD_IGNORED, what="legacy object pickle")
