@@ -96,7 +96,8 @@ class TorchReader:
             if dtype not in dtypes.STORAGE and dtype not in QUANTIZED:
                 role, ok = f"element type {dtype} is not supported", False
             elif is_weight(item.name, shape):
-                role, ok = f"{'first' if first else 'a later'} weight of {self.what} in module order", True
+                role = f"first weight of {self.what} in module order" if first else "a later weight in module order"
+                ok = True
                 first = False
             else:
                 role, ok = "not a weight (rank < 2, bias or normalization)", False
