@@ -26,7 +26,8 @@ from .. import dtypes, limits, safepickle
 from ..bank import TensorInfo
 from ..errors import CorruptFileError, LimitError, TensorNotFoundError
 from ..safeio import check_extent, check_member_name, read_exact, zip_errors
-from .base import Probe, is_weight
+from ..layout import CHANNELS_FIRST
+from .base import Probe, prefer_layer_weights, tensor_info
 from .torch_objects import (
     BUILD_IGNORED,
     ELEMENT_SIZE,
@@ -90,19 +91,16 @@ class TorchReader:
             self.by_name.setdefault(item.name, item.tensor)
 
     def tensors(self) -> list[TensorInfo]:
-        infos, first = [], True
+        infos = []
         for item in self.found:
             shape, dtype = item.tensor.size, item.tensor.dtype
             if dtype not in dtypes.STORAGE and dtype not in QUANTIZED:
-                role, ok = f"element type {dtype} is not supported", False
-            elif is_weight(item.name, shape):
-                role = f"first weight of {self.what} in module order" if first else "a later weight in module order"
-                ok = True
-                first = False
+                infos.append(TensorInfo(item.name, shape, dtype, layout_of(item), CHANNELS_FIRST.flatten,
+                                        f"element type {dtype} is not supported", False))
             else:
-                role, ok = "not a weight (rank < 2, bias or normalization)", False
-            infos.append(TensorInfo(item.name, shape, dtype, layout_of(item), "CHW", role, ok))
-        return infos
+                infos.append(tensor_info(item.name, shape, dtype, layout_of(item), CHANNELS_FIRST.flatten,
+                                         f"weight of {self.what}, in module order"))
+        return prefer_layer_weights(infos)
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
         if name not in self.by_name:
@@ -154,13 +152,10 @@ class TorchReader:
 
 
 def layout_of(item: NamedTensor) -> str:
-    """Stored layout by rank (torch is channels-first); embeddings are matrices, ConvTranspose is IOHW."""
-    shape, lowered = item.tensor.size, item.name.lower()
-    if len(shape) == 2 and "embed" in lowered and "patch" not in lowered:
-        return "matrix"
-    if len(shape) == 4 and "ConvTranspose" in item.owner:
+    """Stored layout: torch is channels-first, and a ConvTranspose module's weight is IOHW."""
+    if len(item.tensor.size) == 4 and "ConvTranspose" in item.owner:
         return "IOHW"
-    return {4: "OIHW", 3: "OIK", 5: "OIDHW", 2: "OI"}.get(len(shape), "auto")
+    return CHANNELS_FIRST.layout_for(item.tensor.size)
 
 
 class _ArchiveStorages:
