@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 import os
 import re
 import tempfile
-from collections.abc import Callable
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,23 +34,6 @@ def resolve_inside(folder: str | os.PathLike, name: str, what: str = "file") -> 
     return target
 
 
-_DRIVE = re.compile(r"^[A-Za-z]:")
-
-
-def check_member_name(name: str, what: str = "archive member") -> str:
-    """An archive member's name must be a relative path that stays inside the archive.
-
-    filtergrid reads members in place and never extracts them, so such a name could do no harm
-    here; it is refused anyway: a name that climbs out marks a crafted archive, and a tool that
-    extracts the archive would be hurt.
-    ``:`` inside names is allowed: Keras/TF variable names (``dense/kernel:0``) become npz keys.
-    """
-    parts = name.replace("\\", "/").split("/")
-    if not name or "\x00" in name or name.startswith(("/", "\\")) or _DRIVE.match(name) or ".." in parts:
-        raise UnsafeFileError(f"{what} name {name!r} is not a relative path inside the archive")
-    return name
-
-
 def check_extent(offset: int, length: int, size: int, what: str) -> None:
     """A declared [offset, offset+length) must lie inside a file of ``size`` bytes."""
     if offset < 0 or length < 0 or offset + length > size:
@@ -55,12 +42,26 @@ def check_extent(offset: int, length: int, size: int, what: str) -> None:
         )
 
 
+def map_readonly(path: str | os.PathLike) -> mmap.mmap:
+    """The whole file mapped read-only: tensors are sliced out of it on demand, never all read."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            raise CorruptFileError("the file is empty")
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+
 def read_exact(f: BinaryIO, n: int, what: str) -> bytes:
     """Read exactly ``n`` bytes (the caller has bounded ``n``) or fail naming what was short."""
     data = f.read(n)
     if len(data) != n:
         raise CorruptFileError(f"file ends inside {what} ({len(data)} of {n} bytes)")
     return data
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
@@ -73,6 +74,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -82,3 +84,33 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def check_member_name(name: str, what: str = "archive member") -> None:
+    """Refuse an archive member name that would land outside the archive's folder if extracted.
+
+    filtergrid never extracts, but a name like ``../../x``, ``/etc/x`` or ``C:/x`` marks a hostile
+    archive. Other colons are fine: Keras/TF variable names (``kernel:0``) become npz keys.
+    """
+    parts = name.replace("\\", "/").split("/")
+    if not name or "\x00" in name or name.startswith(("/", "\\")) or ".." in parts or _DRIVE.match(name):
+        raise UnsafeFileError(f"{what} name {name!r} points outside the archive")
+
+
+#: What Python's zipfile raises on a damaged archive (bad CRC, headers that disagree, unknown
+#: compression or version, encryption, truncated data, undecodable names, offsets past the file).
+ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, EOFError, OSError,
+              UnicodeDecodeError, ValueError, zlib.error)
+
+
+@contextlib.contextmanager
+def zip_errors(what: str) -> Iterator[None]:
+    """Turn zipfile's own exceptions inside the block into one-line CorruptFileErrors."""
+    try:
+        yield
+    except ZIP_ERRORS as e:
+        detail = " ".join(str(e).split())[:200] or "no detail"
+        raise CorruptFileError(f"{what}: damaged zip archive ({type(e).__name__}: {detail})") from None

@@ -10,13 +10,10 @@ Heavy libraries (onnx, h5py, gguf) are imported inside ``open`` so that detectio
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import importlib
 import re
-import struct
 import zipfile
-import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -25,28 +22,12 @@ from typing import Protocol
 import numpy as np
 
 from ..bank import TensorInfo
-from ..errors import CorruptFileError, FiltergridError, MissingExtraError
+from ..errors import MissingExtraError
 from ..layout import Convention
+from ..safeio import ZIP_ERRORS
 
 #: Bytes read from the start of a file for sniffing.
 PROBE_BYTES = 4096
-
-#: What ``zipfile`` (and zlib under it) raise on a damaged archive: bad CRCs, truncated or lying
-#: headers (negative offsets give OSError), unknown compression or zip versions, encrypted members.
-ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError,
-              RuntimeError, struct.error)
-
-
-@contextlib.contextmanager
-def archive_errors(what: str) -> Iterator[None]:
-    """Turn a damaged zip archive's exceptions into one CorruptFileError naming ``what``."""
-    try:
-        yield
-    except FiltergridError:
-        raise
-    except ZIP_ERRORS as e:
-        detail = " ".join(str(e).split())[:200] or "no detail"
-        raise CorruptFileError(f"{what} is a damaged zip archive ({type(e).__name__}: {detail})") from None
 
 
 @dataclass
@@ -135,14 +116,33 @@ def is_embedding(name: str, shape: tuple[int, ...]) -> bool:
 
 def listing_by_name(entries: list[tuple[str, tuple[int, ...], str]], convention: Convention,
                     why: str) -> list[TensorInfo]:
-    """TensorInfos for a flat name -> tensor store (safetensors, npz, state dicts) in natural name order."""
-    return [tensor_info(name, shape, dtype, convention.layout_for(tuple(shape)), convention.flatten, why)
-            for name, shape, dtype in sorted(entries, key=lambda e: natural_key(e[0]))]
+    """TensorInfos for a flat name -> tensor store (safetensors, npz, state dicts) in natural name order.
+
+    Where some names end in ``weight``/``kernel`` (every PyTorch state dict), only those are layer
+    weights: ``cls_token`` (1, 1, 768) or ``pos_embed`` are parameters, not filters.
+    """
+    infos = [tensor_info(name, shape, dtype, convention.layout_for(tuple(shape)), convention.flatten, why)
+             for name, shape, dtype in sorted(entries, key=lambda e: natural_key(e[0]))]
+    return prefer_layer_weights(infos)
+
+
+_LAYER_WEIGHT = re.compile(r"(weight|kernel)(:\d+)?$", re.IGNORECASE)
+
+
+def prefer_layer_weights(infos: list[TensorInfo]) -> list[TensorInfo]:
+    """Demote candidates that are not named like a layer's weight when the store names its weights."""
+    if not any(i.candidate and _LAYER_WEIGHT.search(i.name) for i in infos):
+        return infos
+    return [i if not i.candidate or _LAYER_WEIGHT.search(i.name)
+            else dataclasses.replace(i, candidate=False, role="a parameter, not a layer's weight")
+            for i in infos]
 
 
 def tensor_info(name: str, shape, dtype: str, layout: str, flatten: str, why: str) -> TensorInfo:
     """A listing entry with the shared candidate rules: weights are candidates, embeddings are heatmaps."""
     shape = tuple(shape)
+    if is_embedding(name, shape) and re.search(r"position|token_type|wpe|pos_emb", name, re.IGNORECASE):
+        return TensorInfo(name, shape, dtype, "matrix", flatten, "a position/type embedding, not the input layer", False)
     if is_embedding(name, shape):
         return TensorInfo(name, shape, dtype, "matrix", flatten, f"{why}; an embedding table, shown as a heatmap", True)
     if is_weight(name, shape):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from .. import limits
 from ..errors import CorruptFileError
-from ..safeio import check_member_name
-from .base import Probe, archive_errors
+from ..safeio import check_member_name, zip_errors
+from .base import Probe
 from .keras_h5 import KerasH5Reader
 
 CONFIG, WEIGHTS = "config.json", "model.weights.h5"
@@ -26,9 +26,11 @@ class KerasZipReader(KerasH5Reader):
 
     def __init__(self, path: Path):
         self.path = path
-        with archive_errors(path.name):
+        with zip_errors(path.name):
             self._zip = zipfile.ZipFile(path)
-            members = {check_member_name(i.filename, ".keras member"): i for i in self._zip.infolist()}
+            members = {i.filename: i for i in self._zip.infolist()}
+            for name in members:
+                check_member_name(name, ".keras member")
             if CONFIG not in members or WEIGHTS not in members:
                 raise CorruptFileError(f"a .keras archive holds {CONFIG} and {WEIGHTS}; this one has "
                                        f"{', '.join(list(members)[:8]) or 'no members'}")
@@ -43,7 +45,7 @@ class KerasZipReader(KerasH5Reader):
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
         """h5py reads the weights through the zip member: CRC and inflate errors surface here too."""
-        with archive_errors(self.path.name), super()._errors():
+        with zip_errors(self.path.name), super()._errors():
             yield
 
     def close(self) -> None:

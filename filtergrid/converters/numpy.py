@@ -18,8 +18,8 @@ from .. import dtypes, limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError, FiltergridError, UnsafeFileError
 from ..layout import ARRAYS
-from ..safeio import check_member_name
-from .base import Probe, archive_errors, listing_by_name
+from ..safeio import check_member_name, zip_errors
+from .base import Probe, listing_by_name
 
 MAGIC = b"\x93NUMPY"
 
@@ -94,7 +94,7 @@ class NpzReader:
 
     def __init__(self, path: Path):
         self.path = path
-        with archive_errors(path.name):
+        with zip_errors(path.name):
             self._zip = zipfile.ZipFile(path)
             self._headers = self._read_headers()
 
@@ -119,7 +119,7 @@ class NpzReader:
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
         member, dtype, shape, fortran, used = self._headers[name]
-        with archive_errors(self.path.name), self._zip.open(member) as f:
+        with zip_errors(self.path.name), self._zip.open(member) as f:
             f.read(used)
             return _read(f, dtype, shape, fortran, rows)
 
