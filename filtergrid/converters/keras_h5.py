@@ -92,7 +92,11 @@ def keras2_variables(root, classes: dict[str, str]) -> list[Variable]:
 
 
 def keras3_variables(f, order: list[str], classes: dict[str, str]) -> list[Variable]:
-    """Keras 3 layout: every ``.../vars`` group is a layer; ordered by ``order`` when known."""
+    """Keras 3 layout: every ``.../vars`` group is a layer; ordered by ``order`` when known.
+
+    Functional and sequential models keep their layers under ``layers/``; a subclassed model keeps
+    them under its attribute names at the root (``block1/layers/conv2d/vars/0``).
+    """
     found: list[tuple[str, str]] = []  # (layer name, vars group path)
 
     def visit(group, depth: int) -> None:
@@ -102,12 +106,14 @@ def keras3_variables(f, order: list[str], classes: dict[str, str]) -> list[Varia
             child = group[key]
             if not hasattr(child, "keys"):
                 continue
+            if key == "optimizer" and depth == 0:  # optimizer slots mirror the kernels' shapes
+                continue
             if key == "vars":
                 found.append((_text(child.attrs.get("name", group.name.rsplit("/", 1)[-1])), child.name))
             else:
                 visit(child, depth + 1)
 
-    visit(f["layers"], 0)
+    visit(f["layers"] if "layers" in f else f, 0)
     rank = {name: i for i, name in enumerate(order)}
     found.sort(key=lambda item: rank.get(item[0], len(rank)))  # stable: natural order for the rest
     out = []
@@ -129,10 +135,12 @@ class KerasH5Reader:
             self.variant, variables = "Keras 2 weights", keras2_variables(f, classes)
         elif "model_weights" in f and "layer_names" in f["model_weights"].attrs:
             self.variant, variables = "Keras 2 model", keras2_variables(f["model_weights"], classes)
-        elif "layers" in f:
+        elif "layers" in f or any("vars" in f[k] for k in f if hasattr(f[k], "keys")):
+            # Keras 3: a functional or sequential model keeps layers under layers/; a subclassed one
+            # under its attribute names (block1/layers/conv2d/vars/0)
             self.variant, variables = "Keras 3 weights", keras3_variables(f, order, classes)
         else:
-            raise CorruptFileError("HDF5 file but no Keras weights (no layer_names attribute, no layers/ group)")
+            raise CorruptFileError("HDF5 file but no Keras weights (no layer_names attribute, no layers/ or vars/ groups)")
         self._ordered = bool(order) or self.variant.startswith("Keras 2")
         self._variables = {v.name: v for v in variables}
 
