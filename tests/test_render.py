@@ -191,10 +191,12 @@ def test_matrix_defaults_to_percentile_so_outliers_do_not_wash_it_out():
 def test_one_d_kernels_become_rows_of_one_image():
     taps = np.arange(4 * 16, dtype=np.float32).reshape(4, 1, 16, 1)  # 4 filters of 1x16
     result = render_result(bank_of(taps), RenderOptions(pad=0, scale=1))
-    assert (result.tiles, result.image.size) == (1, (16, 4))
-    assert (np.asarray(result.image)[:, 0] == 0).all() and (np.asarray(result.image)[:, -1] == 255).all()
+    assert (result.tiles, result.image.size) == (1, (16, 8))  # each row doubled: half as tall as wide
+    image = np.asarray(result.image)
+    assert (image[:, 0] == 0).all() and (image[:, -1] == 255).all()  # each filter normalized on its own
+    np.testing.assert_array_equal(image[0::2], image[1::2])
     column = np.transpose(taps, (0, 2, 1, 3))  # 4 filters of 16x1: drawn the same way
-    assert render_result(bank_of(column), RenderOptions(pad=0, scale=1)).image.size == (16, 4)
+    assert render_result(bank_of(column), RenderOptions(pad=0, scale=1)).image.size == (16, 8)
 
 
 def test_one_d_kernels_with_many_channels_become_channel_by_tap_tiles():

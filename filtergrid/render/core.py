@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+import numpy as np
 
 from PIL import Image
 
@@ -11,6 +14,11 @@ from ..errors import UsageError
 from . import channels, colormaps, grid
 from .normalize import normalize
 from .options import RenderOptions
+
+
+#: Filters of 1-D kernels stacked as rows get up to this many pixel rows each, so that a few long
+#: filters (128 x 512 taps) make an image about half as tall as wide rather than a thin strip.
+MAX_ROW_HEIGHT = 8
 
 
 @dataclass(frozen=True)
@@ -54,8 +62,9 @@ def render_result(bank: FilterBank, options: RenderOptions) -> RenderResult:
         raise UsageError(f"cols does not apply to channels split (one row per filter, {c} tiles each); "
                          "use channels mean or first3")
     stacked = one_d and h == 1  # filters as the rows of one image, each normalized on its own
+    row_height = min(MAX_ROW_HEIGHT, max(1, math.ceil(w / (2 * n)))) if stacked else 1
     if stacked:
-        tiles, cols, tile_h, tile_w = 1, 1, n, w
+        tiles, cols, tile_h, tile_w = 1, 1, n * row_height, w
     else:
         tiles = n * c if split else n
         cols = c if split else min(opts.cols or grid.near_square_cols(tiles, h, w), tiles)
@@ -66,7 +75,7 @@ def render_result(bank: FilterBank, options: RenderOptions) -> RenderResult:
     normalized = normalize(shown, opts.normalize)
     unit = channels.split(normalized.unit) if split else normalized.unit
     if stacked:
-        unit = unit.reshape(1, n, w, unit.shape[-1])
+        unit = np.repeat(unit.reshape(1, n, w, unit.shape[-1]), row_height, axis=1)
     table = colormaps.lut(opts.cmap)
     pixels, nan_pixels = colormaps.colorize(unit, table, colormaps.rgb(opts.nan_color, "nan colour"))
     image = grid.paste(pixels, geometry, colormaps.rgb(opts.background, "background"))
