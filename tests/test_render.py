@@ -176,11 +176,33 @@ def test_colormap_pixels_are_the_lut_entries():
     assert not (image[..., 0] == image[..., 1]).all()  # really coloured
 
 
-def test_matrix_defaults_to_symmetric_diverging_map():
-    matrix = bank_of(np.array([[-1.0, 0.0, 1.0]], dtype=np.float32)[None, :, :, None], kind="matrix")
+def test_matrix_defaults_to_percentile_so_outliers_do_not_wash_it_out():
+    values = np.concatenate([np.linspace(-1, 1, 200), [50.0]]).astype(np.float32)  # one outlier weight
+    matrix = bank_of(values.reshape(1, 1, -1, 1), kind="matrix")
     result = render_result(matrix, RenderOptions(pad=0, scale=1))
-    assert result.options.normalize == "symmetric" and result.options.cmap == "RdBu_r"
-    np.testing.assert_array_equal(np.asarray(result.image)[0], lut("RdBu_r")[[0, 128, 255]])
+    assert result.options.normalize == "percentile" and result.options.cmap == "viridis"
+    row = np.asarray(result.image)[0]
+    table = lut("viridis")
+    np.testing.assert_array_equal(row[-1], table[255])  # the outlier is clipped to the top colour
+    np.testing.assert_array_equal(row[100], table[np.argmin(np.abs(table - row[100]).sum(axis=1))])
+    assert len({tuple(p) for p in row[:200]}) > 100  # the ordinary weights keep their contrast
+
+
+def test_one_d_kernels_become_rows_of_one_image():
+    taps = np.arange(4 * 16, dtype=np.float32).reshape(4, 1, 16, 1)  # 4 filters of 1x16
+    result = render_result(bank_of(taps), RenderOptions(pad=0, scale=1))
+    assert (result.tiles, result.image.size) == (1, (16, 8))  # each row doubled: half as tall as wide
+    image = np.asarray(result.image)
+    assert (image[:, 0] == 0).all() and (image[:, -1] == 255).all()  # each filter normalized on its own
+    np.testing.assert_array_equal(image[0::2], image[1::2])
+    column = np.transpose(taps, (0, 2, 1, 3))  # 4 filters of 16x1: drawn the same way
+    assert render_result(bank_of(column), RenderOptions(pad=0, scale=1)).image.size == (16, 8)
+
+
+def test_one_d_kernels_with_many_channels_become_channel_by_tap_tiles():
+    taps = np.random.default_rng(0).normal(size=(6, 1, 3, 10)).astype(np.float32)
+    result = render_result(bank_of(taps), RenderOptions(pad=0, scale=1))
+    assert result.tiles == 6 and (result.image.size[0] % 3, result.image.size[1] % 10) == (0, 0)
 
 
 def test_colormap_does_not_touch_rgb_tiles():

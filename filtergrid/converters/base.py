@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -105,7 +106,7 @@ _NOT_A_WEIGHT = re.compile(
 def is_weight(name: str, shape: tuple[int, ...]) -> bool:
     """A first-layer candidate by name and shape: rank >= 2, not a bias, norm or running statistic."""
     bare = re.sub(r":\d+$", "", name)  # Keras/TF variable names end in ":0"
-    return len(shape) >= 2 and min(shape, default=0) > 0 and not _NOT_A_WEIGHT.search(bare)
+    return len(shape) >= 2 and math.prod(shape) > 1 and not _NOT_A_WEIGHT.search(bare)
 
 
 def is_embedding(name: str, shape: tuple[int, ...]) -> bool:
@@ -126,7 +127,9 @@ def listing_by_name(entries: list[tuple[str, tuple[int, ...], str]], convention:
     return prefer_layer_weights(infos)
 
 
-_LAYER_WEIGHT = re.compile(r"(weight|kernel)(:\d+)?$", re.IGNORECASE)
+#: A layer's weight by name: ``weight``, ``weight_ih_l0`` (LSTM input), ``weight_v``/``weight_orig``
+#: (weight norm, pruning), ``kernel``; not ``weight_hh_*`` (recurrent) nor ``weight_g`` (a norm scale).
+_LAYER_WEIGHT = re.compile(r"(^|[._/])(weight(?!_hh|_g$)\w*|kernel)(:\d+)?$", re.IGNORECASE)
 
 
 def prefer_layer_weights(infos: list[TensorInfo]) -> list[TensorInfo]:

@@ -163,7 +163,11 @@ def keras2_variables(root, classes: dict[str, str]) -> list[Variable]:
 
 
 def keras3_variables(f, order: list[str], classes: dict[str, str]) -> list[Variable]:
-    """Keras 3 layout: every ``.../vars`` group is a layer; ordered by ``order`` when known."""
+    """Keras 3 layout: every ``.../vars`` group is a layer; ordered by ``order`` when known.
+
+    Functional and sequential models keep their layers under ``layers/``; a subclassed model keeps
+    them under its attribute names at the root (``block1/layers/conv2d/vars/0``).
+    """
     found: list[tuple[str, str]] = []  # (layer name, vars group path)
 
     def visit(group, depth: int) -> None:
@@ -173,12 +177,15 @@ def keras3_variables(f, order: list[str], classes: dict[str, str]) -> list[Varia
             node = child(group, key)
             if not hasattr(node, "keys"):
                 continue
+            if key == "optimizer" and depth == 0:  # optimizer slots mirror the kernels' shapes
+                continue
             if key == "vars":
                 found.append((_text(node.attrs.get("name", group.name.rsplit("/", 1)[-1])), f"{group.name}/{key}"))
             else:
                 visit(node, depth + 1)
 
-    visit(child(f, "layers"), 0)
+    layers = child(f, "layers")
+    visit(layers if hasattr(layers, "keys") else f, 0)
     rank = {name: i for i, name in enumerate(order)}
     found.sort(key=lambda item: rank.get(item[0], len(rank)))  # stable: natural order for the rest
     out = []
@@ -213,10 +220,12 @@ class KerasH5Reader:
             self.variant, variables = "Keras 2 weights", keras2_variables(f, classes)
         elif model_weights is not None and "layer_names" in model_weights.attrs:
             self.variant, variables = "Keras 2 model", keras2_variables(model_weights, classes)
-        elif hasattr(child(f, "layers"), "keys"):
+        elif hasattr(child(f, "layers"), "keys") or any(hasattr(child(f, f"{k}/vars"), "keys") for k in f.keys()):
+            # Keras 3: a functional or sequential model keeps layers under layers/; a subclassed one
+            # under its attribute names (block1/layers/conv2d/vars/0)
             self.variant, variables = "Keras 3 weights", keras3_variables(f, order, classes)
         else:
-            raise CorruptFileError("HDF5 file but no Keras weights (no layer_names attribute, no layers/ group)")
+            raise CorruptFileError("HDF5 file but no Keras weights (no layer_names attribute, no layers/ or vars/ groups)")
         self._ordered = bool(order) or self.variant.startswith("Keras 2")
         return {v.name: v for v in variables}
 

@@ -14,19 +14,22 @@ from . import colormaps
 NORMALIZATIONS = ("per-filter", "global", "symmetric", "percentile")
 CHANNEL_MODES = ("split", "mean", "first3")
 
-#: Diverging map for a matrix heatmap: zero is white, sign is hue.
-MATRIX_CMAP = "RdBu_r"
+#: A matrix heatmap (an embedding table) is clipped to its 1st..99th percentile: a few outlier
+#: weights would otherwise wash out the rest (seen on real MiniLM and Gemma embeddings).
+MATRIX_NORMALIZE = "percentile"
+#: Perceptually uniform map for those heatmaps (a diverging map would imply a centre at zero).
+MATRIX_CMAP = "viridis"
 
 
 @dataclass(frozen=True)
 class RenderOptions:
     """How to draw a bank; ``None`` means "choose from the bank" (see :meth:`resolve`).
 
-    normalize: one of NORMALIZATIONS (``per-filter`` for filters, ``symmetric`` for a matrix).
+    normalize: one of NORMALIZATIONS (``per-filter`` for filters, ``percentile`` for a matrix).
     cols: tiles per row (near-square by default; fixed to the channel count in ``split`` mode).
     pad: pixels between tiles and around the border, filled with ``background``.
     scale: nearest-neighbour upscale factor (automatic: small kernels become ~32-64 px tiles).
-    cmap: colormap for single-channel tiles (gray; ``RdBu_r`` for a matrix); RGB tiles ignore it.
+    cmap: colormap for single-channel tiles (gray; ``viridis`` for a matrix); RGB tiles ignore it.
     bgr: the model was trained on BGR images: swap the first and third channel.
     channels: filters whose channel count is neither 1 nor 3: ``split`` into one gray tile per
         channel (one row per filter), ``mean`` over channels, or ``first3`` as RGB.
@@ -71,7 +74,7 @@ class RenderOptions:
         matrix = bank.kind == "matrix"
         return dataclasses.replace(
             self,
-            normalize=self.normalize or ("symmetric" if matrix else "per-filter"),
+            normalize=self.normalize or (MATRIX_NORMALIZE if matrix else "per-filter"),
             cmap=self.cmap or (MATRIX_CMAP if matrix else None),
         )
 
