@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -89,7 +90,7 @@ class Recorder:
 
     def write_summary(self) -> None:
         summary = {"format": self.fmt, "inputs": self.inputs, "outcomes": self.outcomes, "findings": self.seen}
-        (self.findings / f"summary-{self.fmt}.json").write_text(json.dumps(summary, indent=1) + "\n")
+        (self.findings / f"summary-{self.fmt}-{os.getpid()}.json").write_text(json.dumps(summary, indent=1) + "\n")
 
 
 def detected(path: Path) -> str | None:
@@ -115,14 +116,18 @@ def main() -> None:
     parser.add_argument("--findings", type=Path, default=Path("fuzz-findings"))
     parser.add_argument("--slow", type=float, default=5.0, help="seconds after which an input is a finding")
     parser.add_argument("--no-render", action="store_true", help="only load, do not render")
+    parser.add_argument("--max-seed-bytes", type=int, default=256 * 1024,
+                        help="skip larger seeds (libFuzzer would cut them at -max_len)")
+    parser.add_argument("--corpus", type=Path, default=None,
+                        help="persistent corpus folder (kept between runs; seeds are copied in)")
     ours, libfuzzer = parser.parse_known_args()
     fmt = converters.BY_NAME[ours.format]
-    seeds = seed_files(fmt.name, ours.seeds)
+    seeds = [p for p in seed_files(fmt.name, ours.seeds) if p.stat().st_size <= ours.max_seed_bytes]
     if not seeds:
         sys.exit(f"no seed files of format {fmt.name}")
     work = Path(tempfile.mkdtemp(prefix=f"fg-fuzz-{fmt.name}-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
-    corpus = work / "corpus"
-    corpus.mkdir()
+    corpus = ours.corpus or work / "corpus"
+    corpus.mkdir(parents=True, exist_ok=True)
     for i, path in enumerate(seeds):
         shutil.copyfile(path, corpus / f"seed{i}{path.suffix}")
     target = work / "input" / f"model{fmt.suffixes[0]}"

@@ -74,13 +74,22 @@ class Case:
     native_hang: bool = False
 
 
-def manifest_files(fixtures: Path = FIXTURES) -> list[Path]:
-    """Every model file named in ``fixtures/*/manifest.json``, each once."""
-    files: dict[str, Path] = {}
+def _manifest_paths(fixtures: Path) -> list[Path]:
+    paths: dict[str, Path] = {}
     for manifest in sorted(fixtures.glob("*/manifest.json")):
         for entry in json.loads(manifest.read_text()):
-            files.setdefault(entry["file"], fixtures / entry["file"])
-    return [p for p in files.values() if p.is_file()]
+            paths.setdefault(entry["file"], fixtures / entry["file"])
+    return list(paths.values())
+
+
+def manifest_files(fixtures: Path = FIXTURES) -> list[Path]:
+    """Every model file named in ``fixtures/*/manifest.json``, each once."""
+    return [p for p in _manifest_paths(fixtures) if p.is_file()]
+
+
+def manifest_folders(fixtures: Path = FIXTURES) -> list[Path]:
+    """Every model folder (a Hugging Face ``save_pretrained`` output) named in a manifest."""
+    return [p for p in _manifest_paths(fixtures) if p.is_dir()]
 
 
 def _bytes_of(write: Callable[[io.BytesIO], object]) -> bytes:
@@ -159,6 +168,32 @@ def seed_cases(seed: Seed) -> Iterator[Case]:
         yield Case(f"{seed.name}:{label}", _file(filename, data))
     for label, count, region in FLIPS:
         yield Case(f"{seed.name}:{label}", _file(filename, flipped(seed.data, count, region, f"{seed.name}:{label}")))
+
+
+#: Mutations applied to each file of a model folder, one file at a time (the rest stay intact).
+FOLDER_MUTATIONS = ("cut0", "cut50pct", "cut-1", "flip8-head")
+
+
+def _folder_copy(source: Path, replace: dict[str, bytes]) -> Callable[[Path], Path]:
+    def make(folder: Path) -> Path:
+        target = folder / source.name
+        target.mkdir()
+        for file in sorted(source.iterdir()):
+            if file.is_file():
+                (target / file.name).write_bytes(replace.get(file.name, file.read_bytes()))
+        return target
+    return make
+
+
+def folder_cases(source: Path, fixtures: Path = FIXTURES) -> Iterator[Case]:
+    """A model folder with one of its files (config, index or a shard) truncated or flipped."""
+    name = str(source.relative_to(fixtures))
+    for file in sorted(p for p in source.iterdir() if p.is_file()):
+        data = file.read_bytes()
+        variants = {**truncations(data), "flip8-head": flipped(data, 8, "head", f"{name}/{file.name}")}
+        for label in FOLDER_MUTATIONS:
+            if label in variants:
+                yield Case(f"{name}/{file.name}:{label}", _folder_copy(source, {file.name: variants[label]}))
 
 
 def _folder_named(name: str) -> Callable[[Path], Path]:
@@ -342,6 +377,37 @@ def _h5_global_heap_loop(folder: Path) -> Path:
     return path
 
 
+def _hf_folder(folder: Path, files: dict[str, bytes | Path]) -> Path:
+    """A Hugging Face-style model folder; a Path value makes that file a symlink to it."""
+    model = folder / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "vit", "architectures": ["ViTModel"]}')
+    for name, content in files.items():
+        if isinstance(content, Path):
+            (model / name).symlink_to(content)
+        else:
+            (model / name).write_bytes(content)
+    return model
+
+
+def _outside_weights(folder: Path) -> Path:
+    """A valid safetensors file next to (not inside) the model's folder."""
+    secret = folder / "secret.safetensors"
+    secret.write_bytes(next(s for s in writer_seeds() if s.suffix == ".safetensors").data)
+    return secret
+
+
+def _hf_index(shard: Callable[[Path], str]) -> Callable[[Path], Path]:
+    def make(folder: Path) -> Path:
+        index = {"metadata": {}, "weight_map": {"conv1.weight": shard(folder)}}
+        return _hf_folder(folder, {"model.safetensors.index.json": json.dumps(index).encode()})
+    return make
+
+
+def _hf_symlinked_weights(folder: Path) -> Path:
+    return _hf_folder(folder, {"model.safetensors": _outside_weights(folder)})
+
+
 def _data(name: str, data: bytes) -> Case:
     return Case(name, _file(name.split("/", 1)[1], data))
 
@@ -391,11 +457,15 @@ def crafted_cases() -> Iterator[Case]:
     yield Case("h5/shape-over-limit.h5", _h5_shape((65536, 65536, 3, 3)))
     yield Case("h5/data-absent-800MB.h5", _h5_shape((8192, 8192, 3, 1)))
     yield Case("h5/global-heap-loop.h5", _h5_global_heap_loop, native_hang=True)
+    yield Case("hf/shard-traversal", _hf_index(lambda folder: f"../{_outside_weights(folder).name}"))
+    yield Case("hf/shard-absolute", _hf_index(lambda folder: str(_outside_weights(folder))))
+    yield Case("hf/weights-symlink-out", _hf_symlinked_weights)
 
 
 def cases(fixtures: Path = FIXTURES) -> list[Case]:
     """The whole generated corpus: every seed's mutations, the odd inputs, the crafted attacks."""
     out = [case for seed in seeds(fixtures) for case in seed_cases(seed)]
+    out += [case for folder in manifest_folders(fixtures) for case in folder_cases(folder, fixtures)]
     return out + list(odd_cases()) + list(crafted_cases())
 
 

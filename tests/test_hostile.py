@@ -91,6 +91,9 @@ EXPECTED = {
     "h5/layer-names-1e6.h5": (CorruptFileError, "layer_names"),
     "h5/shape-over-limit.h5": (LimitError, "MAX_TENSOR_BYTES"),
     "h5/data-absent-800MB.h5": (CorruptFileError, "stores 0 bytes"),
+    "hf/shard-traversal": (UnsafeFileError, "../secret.safetensors"),
+    "hf/shard-absolute": (UnsafeFileError, "secret.safetensors"),
+    "hf/weights-symlink-out": (UnsafeFileError, "outside the model's folder"),
 }
 
 
