@@ -12,10 +12,12 @@ Run ``python tests/hostile_corpus.py OUTDIR`` to write the whole corpus into a f
 
 from __future__ import annotations
 
+import faulthandler
 import io
 import json
 import os
 import random
+import signal
 import struct
 import sys
 from collections.abc import Callable, Iterator
@@ -23,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+import filtergrid
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -63,15 +67,46 @@ class Seed:
 
 @dataclass(frozen=True)
 class Case:
-    """One hostile input: ``make(folder)`` creates it inside ``folder`` and returns the path to open.
-
-    ``native_hang`` marks inputs on which a C library (libhdf5) loops forever: only a separate
-    process with a hard deadline (the CLI's ``--timeout``, the audit's workers) can stop those.
-    """
+    """One hostile input: ``make(folder)`` creates it inside ``folder`` and returns the path to open."""
 
     name: str
     make: Callable[[Path], Path]
-    native_hang: bool = False
+
+
+class Hang(Exception):
+    """A load ran past its time bound (deliberately not a FiltergridError)."""
+
+
+def load_bounded(path: Path, seconds: int = 10):
+    """``filtergrid.load(path)`` that fails instead of stalling a test run.
+
+    SIGALRM stops Python code after ``seconds``; native code that never returns to Python (a
+    libhdf5 loop) cannot see it, so faulthandler's C watchdog ends the process after 6x as long,
+    printing where it was stuck, rather than hanging CI.
+    """
+    def expired(signum, frame):
+        raise Hang(f"{path} took over {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    faulthandler.dump_traceback_later(6 * seconds, exit=True)
+    try:
+        return filtergrid.load(path)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def safety_net_fired(error: BaseException) -> bool:
+    """True when ``api._guarded`` had to wrap a raw exception a converter leaked (it raised ``error``).
+
+    The net keeps the one-line contract, but a converter is expected to raise typed errors itself.
+    """
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_name == "_guarded" and error.__context__ is not None
 
 
 def _manifest_paths(fixtures: Path) -> list[Path]:
@@ -361,7 +396,8 @@ def _h5_shape(shape: tuple[int, ...]) -> Callable[[Path], Path]:
 def _h5_global_heap_loop(folder: Path) -> Path:
     """h5py writes strings into a global heap; a heap object header with index 0 and size 0 in the
     middle of the collection sends libhdf5 (1.14) into an endless loop when the string is read.
-    Found by the atheris run on a keras-made file; reduced to these 16 bytes."""
+    Found by the atheris run on a keras-made file, reduced to these 16 bytes; now refused by
+    filtergrid.converters.hdf5_heaps before libhdf5 reads the heap."""
     import h5py
 
     path = folder / "heap.h5"
@@ -456,7 +492,7 @@ def crafted_cases() -> Iterator[Case]:
     yield Case("h5/layer-names-1e6.h5", _h5_many_layer_names)
     yield Case("h5/shape-over-limit.h5", _h5_shape((65536, 65536, 3, 3)))
     yield Case("h5/data-absent-800MB.h5", _h5_shape((8192, 8192, 3, 1)))
-    yield Case("h5/global-heap-loop.h5", _h5_global_heap_loop, native_hang=True)
+    yield Case("h5/global-heap-loop.h5", _h5_global_heap_loop)
     yield Case("hf/shard-traversal", _hf_index(lambda folder: f"../{_outside_weights(folder).name}"))
     yield Case("hf/shard-absolute", _hf_index(lambda folder: str(_outside_weights(folder))))
     yield Case("hf/weights-symlink-out", _hf_symlinked_weights)

@@ -55,9 +55,9 @@ def detect(path: str | Path) -> Format:
     for fmt in FORMATS:
         if fmt.load_module().sniff(probe):
             return fmt
-    suffix = path.suffix.lower()
+    suffix = path.suffix.lower() if not probe.is_dir else ""  # a folder named x.npz is no .npz file
     for fmt in FORMATS:
-        if suffix in fmt.suffixes:
+        if suffix and suffix in fmt.suffixes:
             return fmt
     head = probe.head[:8].hex(" ") if probe.head else "empty file" if not probe.is_dir else "a folder"
     extra = f"; {'; '.join(probe.notes)}" if probe.notes else ""

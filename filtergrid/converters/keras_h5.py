@@ -10,6 +10,7 @@ from the ``config.json`` beside it in a ``.keras`` archive (see :mod:`keras_zip`
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from .. import dtypes, limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError, FiltergridError, UnsafeFileError
 from ..layout import CHANNELS_LAST
+from . import hdf5_heaps
 from .base import Probe, natural_key, tensor_info
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -66,6 +68,26 @@ class Variable:
 
 def _text(value) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def attribute(obj, name: str, default=None):
+    """``obj.attrs[name]`` once its declared size fits the bytes the file stores for it.
+
+    h5py allocates an attribute's array from its declared shape before libhdf5 reads it, so a few
+    bytes could otherwise ask for gigabytes. Variable-length strings store 16 bytes per element.
+    """
+    if name not in obj.attrs:
+        return default
+    aid = obj.attrs.get_id(name)
+    if aid.shape is None:  # an empty (null dataspace) attribute holds nothing to allocate
+        return obj.attrs[name]
+    count = math.prod(aid.shape)
+    per_element = 1 if aid.dtype.kind == "O" else aid.dtype.itemsize
+    stored = aid.get_storage_size() if count else 0
+    if count * per_element > stored:
+        raise CorruptFileError(f"attribute {name!r} declares {count:,} values of {aid.dtype} but the file "
+                               f"stores {stored:,} bytes for it")
+    return obj.attrs[name]
 
 
 def _names(attr) -> list[str]:
@@ -150,14 +172,14 @@ def layer_classes(config_json: str | bytes | None) -> tuple[list[str], dict[str,
 def keras2_variables(root, classes: dict[str, str]) -> list[Variable]:
     """Keras 2 layout: ``layer_names`` then each layer's ``weight_names``, in that order."""
     out = []
-    layers = _names(root.attrs["layer_names"])
+    layers = _names(attribute(root, "layer_names"))
     if len(set(layers)) != len(layers):
         raise CorruptFileError("layer_names lists a layer more than once")
     for layer in layers:
         group = child(root, layer)
         if group is None or not hasattr(group, "attrs"):
             raise CorruptFileError(f"layer {layer!r} is listed in layer_names but has no group")
-        for weight in _names(group.attrs.get("weight_names", [])):
+        for weight in _names(attribute(group, "weight_names", np.array([]))):
             out.append(Variable(weight, f"{group.name}/{weight}", layer, classes.get(layer, "")))
     return out
 
@@ -180,7 +202,7 @@ def keras3_variables(f, order: list[str], classes: dict[str, str]) -> list[Varia
             if key == "optimizer" and depth == 0:  # optimizer slots mirror the kernels' shapes
                 continue
             if key == "vars":
-                found.append((_text(node.attrs.get("name", group.name.rsplit("/", 1)[-1])), f"{group.name}/{key}"))
+                found.append((_text(attribute(node, "name", group.name.rsplit("/", 1)[-1])), f"{group.name}/{key}"))
             else:
                 visit(node, depth + 1)
 
@@ -201,6 +223,11 @@ class KerasH5Reader:
         import h5py
 
         with self._errors():
+            if fileobj is not None:
+                hdf5_heaps.check_file(fileobj)
+            else:
+                with io.open(path, "rb") as raw:
+                    hdf5_heaps.check_file(raw)
             try:
                 self._file = h5py.File(fileobj if fileobj is not None else path, "r")
             except OSError as e:  # libhdf5's "file signature not found", "truncated file", ...
@@ -213,14 +240,14 @@ class KerasH5Reader:
 
     def _list_variables(self, config_json: str | None) -> dict[str, Variable]:
         f = self._file
-        model_config = config_json or (_text(f.attrs["model_config"]) if "model_config" in f.attrs else None)
+        model_config = config_json or (_text(attribute(f, "model_config")) if "model_config" in f.attrs else None)
         order, classes = layer_classes(model_config)
         model_weights = child(f, "model_weights")
         if "layer_names" in f.attrs:
             self.variant, variables = "Keras 2 weights", keras2_variables(f, classes)
         elif model_weights is not None and "layer_names" in model_weights.attrs:
             self.variant, variables = "Keras 2 model", keras2_variables(model_weights, classes)
-        elif hasattr(child(f, "layers"), "keys") or any(hasattr(child(f, f"{k}/vars"), "keys") for k in f.keys()):
+        elif hasattr(child(f, "layers"), "keys") or any(hasattr(child(f, f"{k}/vars"), "keys") for k in f):
             # Keras 3: a functional or sequential model keeps layers under layers/; a subclassed one
             # under its attribute names (block1/layers/conv2d/vars/0)
             self.variant, variables = "Keras 3 weights", keras3_variables(f, order, classes)

@@ -78,7 +78,8 @@ class TFLiteReader:
             with _flatbuffer_errors():
                 self._constants, self._infos = self._index()
         except BaseException:
-            self._map.close()
+            with contextlib.suppress(BufferError):  # a view still in the traceback pins the map
+                self._map.close()
             raise
 
     # -- reading the flatbuffer -------------------------------------------------------------
