@@ -380,6 +380,15 @@ class SafeUnpickler(pickle._Unpickler):
         pickle._Unpickler.load_tuple3(self)
         self._check_tuple()
 
+    def load_bytearray8(self) -> None:
+        """BYTEARRAY8, reading before allocating: pickle's own zeroes ``bytearray(declared length)``
+        first, so 108 bytes could claim (and touch) gigabytes. Found by fuzzing."""
+        (size,) = struct.unpack("<Q", self.read(8))
+        data = self.read(size)
+        if len(data) != size:
+            raise CorruptFileError(f"pickle ends inside a {size:,}-byte bytearray")
+        self.append(bytearray(data))
+
     def load_ext(self) -> None:
         raise CorruptFileError("pickle uses the copyreg extension registry (EXT opcodes), which filtergrid does not read")
 
@@ -399,6 +408,7 @@ SafeUnpickler.dispatch.update({
     _opcode("EXT4"): SafeUnpickler.load_ext,
     _opcode("TUPLE"): SafeUnpickler.load_tuple, _opcode("TUPLE1"): SafeUnpickler.load_tuple1,
     _opcode("TUPLE2"): SafeUnpickler.load_tuple2, _opcode("TUPLE3"): SafeUnpickler.load_tuple3,
+    _opcode("BYTEARRAY8"): SafeUnpickler.load_bytearray8,
 })
 
 

@@ -67,6 +67,7 @@ EXPECTED = {
     "npy/declares-128GiB.npy": (LimitError, "MAX_TENSOR_BYTES"),
     "npy/declares-1GiB-absent.npy": (CorruptFileError, "1,073,741,824 bytes"),
     "npz/declares-128GiB.npz": (LimitError, "MAX_TENSOR_BYTES"),
+    "pickle/bytearray8-claims-2.5GB.pth": (CorruptFileError, "bytearray"),
     "npz/object-dtype.npz": (UnsafeFileError, "pickle"),
     "npz/pickle-payload.npz": (UnsafeFileError, "pickle"),
     "npz/traversal-member.npz": (UnsafeFileError, "../evil.npy"),
