@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import tempfile
-from collections.abc import Callable
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -80,3 +83,29 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def check_member_name(name: str, what: str = "archive member") -> None:
+    """Refuse an archive member name that would land outside the archive's folder if extracted.
+
+    filtergrid never extracts, but a name like ``../../x`` or ``/etc/x`` marks a hostile archive.
+    """
+    parts = name.replace("\\", "/").split("/")
+    if not name or "\x00" in name or name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
+        raise UnsafeFileError(f"{what} name {name!r} points outside the archive")
+
+
+#: What Python's zipfile raises on a damaged archive (bad CRC, headers that disagree, unknown
+#: compression or version, encryption, truncated data, undecodable names, offsets past the file).
+ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, EOFError, OSError,
+              UnicodeDecodeError, ValueError, zlib.error)
+
+
+@contextlib.contextmanager
+def zip_errors(what: str) -> Iterator[None]:
+    """Turn zipfile's own exceptions inside the block into one-line CorruptFileErrors."""
+    try:
+        yield
+    except ZIP_ERRORS as e:
+        detail = " ".join(str(e).split())[:200] or "no detail"
+        raise CorruptFileError(f"{what}: damaged zip archive ({type(e).__name__}: {detail})") from None

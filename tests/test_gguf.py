@@ -12,28 +12,18 @@ import numpy as np
 import pytest
 
 import filtergrid
+from conftest import FIXTURES
 from filtergrid import converters, limits
 from filtergrid.errors import CorruptFileError, FiltergridError, LimitError, MissingExtraError
 
 gguf = pytest.importorskip("gguf")
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 ENTRIES = json.loads((FIXTURES / "gguf" / "manifest.json").read_text())
 LLM = FIXTURES / "gguf" / "tiny_llm_q8_0.gguf"
 
 
 def _id(entry: dict) -> str:
     return Path(entry["file"]).stem
-
-
-@pytest.mark.parametrize("entry", ENTRIES, ids=_id)
-def test_first_layer_matches_gguf_reader(entry: dict) -> None:
-    path = FIXTURES / entry["file"]
-    expected = np.load(FIXTURES / entry["expected"])
-    bank = filtergrid.load(path, format="gguf", **entry["options"])
-    assert bank.provenance.tensor == entry["first"]
-    assert bank.provenance.layout == entry["layout"]
-    np.testing.assert_array_equal(bank.array, expected["canonical"])
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=_id)

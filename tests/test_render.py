@@ -431,3 +431,8 @@ def test_a_failing_writer_leaves_no_file_and_keeps_the_old_one(tmp_path, monkeyp
         save(result, bank, tmp_path / "old.png")
     assert sorted(os.listdir(tmp_path)) == ["old.png"]
     assert (tmp_path / "old.png").read_bytes() == b"previous picture"
+
+
+def test_a_lone_heatmap_is_enlarged_to_a_readable_size():
+    result = render_result(bank_of(np.ones((1, 64, 32, 1))), RenderOptions(pad=1))
+    assert result.scale == 8 and result.image.size == (32 * 8 + 2, 64 * 8 + 2)

@@ -12,32 +12,19 @@ import numpy as np
 import pytest
 
 import filtergrid
+from conftest import FIXTURES
 from filtergrid import converters
 from filtergrid.errors import CorruptFileError, FiltergridError, MissingExtraError
 
 tfl = pytest.importorskip("tflite")
 flatbuffers = pytest.importorskip("flatbuffers")
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 ENTRIES = json.loads((FIXTURES / "tflite" / "manifest.json").read_text())
 CONV_INT8 = FIXTURES / "tflite" / "conv_int8.tflite"
 
 
 def _id(entry: dict) -> str:
     return Path(entry["file"]).stem
-
-
-@pytest.mark.parametrize("entry", ENTRIES, ids=_id)
-def test_first_layer_matches_the_interpreter(entry: dict) -> None:
-    path = FIXTURES / entry["file"]
-    expected = np.load(FIXTURES / entry["expected"])
-    bank = filtergrid.load(path, format="tflite", **entry["options"])
-    assert bank.provenance.tensor == entry["first"]
-    assert bank.provenance.layout.startswith(entry["layout"])
-    np.testing.assert_array_equal(bank.array, expected["canonical"])
-    with filtergrid.open_model(path, format="tflite") as (_, reader):
-        stored = reader.read(entry["first"])
-    np.testing.assert_array_equal(stored, expected["stored"])
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=_id)

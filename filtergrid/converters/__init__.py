@@ -37,6 +37,9 @@ FORMATS: tuple[Format, ...] = (
            "Keras HDF5 (Keras 2 model/weights, Keras 3 .weights.h5)"),
     Format("tflite", "filtergrid.converters.tflite", (".tflite",), "TensorFlow Lite flatbuffer", "tflite"),
     Format("gguf", "filtergrid.converters.gguf", (".gguf",), "GGUF (llama.cpp)", "gguf"),
+    Format("torchscript", "filtergrid.converters.torchscript", (), "TorchScript (torch.jit.save)"),
+    Format("pytorch", "filtergrid.converters.pytorch", (".pt", ".pth", ".bin", ".ckpt"),
+           "PyTorch (torch.save zip or legacy pickle, Lightning .ckpt)"),
     Format("onnx", "filtergrid.converters.onnx", (".onnx",), "ONNX"),
 )
 

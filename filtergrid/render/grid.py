@@ -12,6 +12,8 @@ from ..errors import LimitError
 
 #: Automatic upscaling makes a tile's longer side at least this many pixels (3x3 -> 66, 7x7 -> 70, 32x32 -> 64).
 TARGET_TILE_PX = 64
+#: A lone tile (a heatmap of a matrix) is enlarged until its longer side is at least this.
+TARGET_SINGLE_PX = 512
 
 
 @dataclass(frozen=True)
@@ -40,9 +42,10 @@ def near_square_cols(tiles: int, tile_h: int, tile_w: int) -> int:
     return max(1, min(tiles, math.ceil(math.sqrt(tiles * tile_h / tile_w))))
 
 
-def auto_scale(tile_h: int, tile_w: int) -> int:
-    """Nearest-neighbour factor that turns a small kernel into a tile one can see."""
-    return max(1, math.ceil(TARGET_TILE_PX / max(tile_h, tile_w)))
+def auto_scale(tile_h: int, tile_w: int, tiles: int = 2) -> int:
+    """Nearest-neighbour factor that turns a small kernel (or a small lone heatmap) into something one can see."""
+    target = TARGET_SINGLE_PX if tiles == 1 else TARGET_TILE_PX
+    return max(1, math.ceil(target / max(tile_h, tile_w)))
 
 
 def fit(tiles: int, cols: int, tile_h: int, tile_w: int, pad: int, scale: int | None) -> Geometry:
@@ -52,7 +55,7 @@ def fit(tiles: int, cols: int, tile_h: int, tile_w: int, pad: int, scale: int | 
     """
     rows = math.ceil(tiles / cols)
     cap = limits.MAX_OUTPUT_PIXELS
-    chosen = scale if scale is not None else auto_scale(tile_h, tile_w)
+    chosen = scale if scale is not None else auto_scale(tile_h, tile_w, tiles)
     geometry = Geometry(rows, cols, tile_h, tile_w, chosen, pad)
     while scale is None and geometry.scale > 1 and geometry.width * geometry.height > cap:
         geometry = Geometry(rows, cols, tile_h, tile_w, geometry.scale - 1, pad)
