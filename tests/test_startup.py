@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import subprocess
 import sys
 
@@ -74,3 +75,16 @@ def test_basic_colors_are_cmaps():
 
     for name, rgb in BASIC_COLORS.items():
         assert tuple(int(v) for v in cmap.Color(name).rgba8[:3]) == rgb
+
+
+@pytest.mark.parametrize("preset", [None, "4"])
+def test_command_asks_numpy_for_one_blas_thread(monkeypatch, preset):
+    """filtergrid multiplies no matrices; OpenBLAS's thread pool only slows start-up. A user's setting wins."""
+    from filtergrid.cli import main
+
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", preset or "unset")  # so that teardown restores the variable
+    if preset is None:
+        monkeypatch.delenv("OPENBLAS_NUM_THREADS")
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert os.environ["OPENBLAS_NUM_THREADS"] == (preset or "1")
