@@ -41,19 +41,19 @@ TIME = shutil.which("time", path="/usr/bin:/bin")  # GNU time: a tiny parent, so
 #: The naive way to get one tensor out of each format, as its framework documents it. argv: file, tensor, out.
 NAIVE = {
     "onnx": ("onnx.load + numpy_helper.to_array", "onnx",
-             "import sys, numpy, onnx\nfrom onnx import numpy_helper\nmodel = onnx.load(sys.argv[1])\n"
+             ("import sys, numpy, onnx\nfrom onnx import numpy_helper\nmodel = onnx.load(sys.argv[1])\n"
              "tensor = next(t for t in model.graph.initializer if t.name == sys.argv[2])\n"
-             "numpy.save(sys.argv[3], numpy_helper.to_array(tensor))"),
+             "numpy.save(sys.argv[3], numpy_helper.to_array(tensor))")),
     "safetensors": ("safetensors.numpy.load_file", "safetensors",
-                    "import sys, numpy\nfrom safetensors.numpy import load_file\n"
-                    "numpy.save(sys.argv[3], load_file(sys.argv[1])[sys.argv[2]])"),
+                    ("import sys, numpy\nfrom safetensors.numpy import load_file\n"
+                    "numpy.save(sys.argv[3], load_file(sys.argv[1])[sys.argv[2]])")),
     "torch-zip": ("torch.load(mmap=True, weights_only=True)", "torch",
-                  "import sys, numpy, torch\nstate = torch.load(sys.argv[1], mmap=True, weights_only=True)\n"
-                  "numpy.save(sys.argv[3], state[sys.argv[2]].numpy())"),
+                  ("import sys, numpy, torch\nstate = torch.load(sys.argv[1], mmap=True, weights_only=True)\n"
+                  "numpy.save(sys.argv[3], state[sys.argv[2]].numpy())")),
     # torch.load refuses mmap=True for the legacy format; weights_only is still the safe way.
     "torch-legacy": ("torch.load(weights_only=True)", "torch",
-                     "import sys, numpy, torch\nstate = torch.load(sys.argv[1], weights_only=True)\n"
-                     "numpy.save(sys.argv[3], state[sys.argv[2]].numpy())"),
+                     ("import sys, numpy, torch\nstate = torch.load(sys.argv[1], weights_only=True)\n"
+                     "numpy.save(sys.argv[3], state[sys.argv[2]].numpy())")),
 }
 
 
@@ -145,7 +145,7 @@ def measure(command: Command, cwd: Path) -> Stats:
 
 
 def has_module(python: str, module: str) -> bool:
-    return subprocess.run([python, "-c", f"import {module}"], capture_output=True).returncode == 0
+    return subprocess.run([python, "-c", f"import {module}"], capture_output=True, check=False).returncode == 0
 
 
 def warm(path: Path) -> None:
@@ -205,7 +205,7 @@ class Bench:
         path = self.work / f"{case.kind}-{size}{case.suffix}"
         for python in dict.fromkeys([self.args.framework_python, self.args.filtergrid_python]):
             proc = subprocess.run([python, str(HERE / "make_input.py"), case.kind, str(size), str(path)],
-                                  capture_output=True, text=True)
+                                  capture_output=True, text=True, check=False)
             if proc.returncode == 0:
                 return path, json.loads(proc.stdout)
             if proc.returncode != 3:
@@ -344,7 +344,7 @@ def machine(args: argparse.Namespace) -> str:
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
     version = subprocess.run([args.filtergrid_python, "-c", "import sys; print(sys.version.split()[0])"],
-                             capture_output=True, text=True).stdout.strip()
+                             capture_output=True, text=True, check=False).stdout.strip()
     return (f"{datetime.date.today()}, {os.cpu_count()} CPUs ({cpu}), {ram:.0f} GiB RAM, {platform.system()} "
             f"{platform.release()}, Python {version}; median of {args.repeat} runs per cell")
 

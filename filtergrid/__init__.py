@@ -10,6 +10,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+# The renderer subpackage shares its name with the ``render`` function below. Importing a subpackage
+# binds it as an attribute of its parent, so it is imported here, once, before ``def render``
+# claims the name; later ``import filtergrid.render`` statements find it in sys.modules and rebind
+# nothing. (The subpackage imports its modules lazily, so this costs nothing.)
+from . import render as _renderer  # noqa: F401
 from ._version import __version__
 from .errors import (
     CorruptFileError,
@@ -21,12 +26,6 @@ from .errors import (
     UnsafeFileError,
     UsageError,
 )
-
-# The renderer subpackage shares its name with the ``render`` function below. Importing a subpackage
-# binds it as an attribute of its parent, so it is imported here, once, before ``def render``
-# claims the name; later ``import filtergrid.render`` statements find it in sys.modules and rebind
-# nothing. (The subpackage imports its modules lazily, so this costs nothing.)
-from . import render as _renderer  # noqa: E402,F401
 
 if TYPE_CHECKING:
     from .api import load, open_model, tensors

@@ -9,14 +9,14 @@ import subprocess
 import sys
 
 import pytest
-
-from conftest import FIXTURES
+from conftest import FIXTURES, manifest_entries
 
 import filtergrid
 from filtergrid.cli import COMMANDS, SHORT_HELP
 
 #: Modules a command may import only when it needs them.
-HEAVY = ("numpy", "PIL", "cmap", "h5py", "onnx", "rich", "safetensors", "importlib.metadata")
+HEAVY = ("numpy", "PIL", "cmap", "h5py", "onnx", "rich", "safetensors", "importlib.metadata",
+         "filtergrid.safepickle")
 
 
 def imported_by(*argv: str, cwd) -> list[str]:
@@ -30,7 +30,8 @@ def imported_by(*argv: str, cwd) -> list[str]:
         "    assert not e.code, e.code\n"
         f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]), file=sys.stderr)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, timeout=60)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd,
+                            timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stderr.strip().splitlines()[-1])
 
@@ -88,3 +89,20 @@ def test_command_asks_numpy_for_one_blas_thread(monkeypatch, preset):
     with pytest.raises(SystemExit):
         main(["--version"])
     assert os.environ["OPENBLAS_NUM_THREADS"] == (preset or "1")
+
+
+def test_format_heads_only_skip_modules_whose_sniff_says_no():
+    """Detection skips importing a converter when the file's first bytes rule it out; that shortcut
+    must never hide a format its own ``sniff`` would have claimed."""
+    from filtergrid.converters import FORMATS, detect
+    from filtergrid.converters.base import Probe
+
+    paths = [FIXTURES / e["file"] for e in manifest_entries()] + sorted(FIXTURES.glob("*/*.*"))
+    for path in dict.fromkeys(paths):
+        probe = Probe.of(path)
+        claimed = next((f for f in FORMATS if f.load_module().sniff(probe)), None)
+        for fmt in FORMATS:
+            if not fmt.could_be(probe):
+                assert not fmt.load_module().sniff(probe), (path, fmt.name)
+        if claimed is not None:
+            assert detect(path) == claimed, path

@@ -22,7 +22,7 @@ _EXPORTS = {"RenderResult": "core", "render": "core", "render_result": "core",
             "CHANNEL_MODES": "options", "NORMALIZATIONS": "options", "RenderOptions": "options",
             "save": "save"}
 
-__all__ = sorted(_EXPORTS)
+__all__ = ["CHANNEL_MODES", "NORMALIZATIONS", "RenderOptions", "RenderResult", "render", "render_result", "save"]
 
 
 def __getattr__(name: str):
