@@ -7,10 +7,15 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+import importlib
+from typing import TYPE_CHECKING
 
-from .api import load, open_model, tensors
-from .bank import FilterBank, Provenance, TensorInfo
+# The renderer subpackage shares its name with the ``render`` function below. Importing a subpackage
+# binds it as an attribute of its parent, so it is imported here, once, before ``def render``
+# claims the name; later ``import filtergrid.render`` statements find it in sys.modules and rebind
+# nothing. (The subpackage imports its modules lazily, so this costs nothing.)
+from . import render as _renderer  # noqa: F401
+from ._version import __version__
 from .errors import (
     CorruptFileError,
     FiltergridError,
@@ -22,16 +27,22 @@ from .errors import (
     UsageError,
 )
 
-# The renderer subpackage shares its name with the ``render`` function below. Importing a subpackage
-# binds it as an attribute of its parent, so it is imported here, once, before ``def render``
-# claims the name; later ``import filtergrid.render`` statements find it in sys.modules and rebind
-# nothing.
-from . import render as _renderer  # noqa: E402,F401
+if TYPE_CHECKING:
+    from .api import load, open_model, tensors
+    from .bank import FilterBank, Provenance, TensorInfo
 
-try:
-    __version__ = version("filtergrid")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
+#: Public names imported on first use, so ``filtergrid --help`` does not pay for numpy.
+_LAZY = {"load": "api", "open_model": "api", "tensors": "api",
+         "FilterBank": "bank", "Provenance": "bank", "TensorInfo": "bank"}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CorruptFileError", "FilterBank", "FiltergridError", "LimitError", "MissingExtraError",
@@ -46,6 +57,8 @@ def render(bank_or_path, *, tensor: str | None = None, layout: str | None = None
 
     ``options`` are the renderer's: normalize, cols, pad, scale, cmap, bgr, channels, background.
     """
+    from .api import load
+    from .bank import FilterBank
     from .render import render as _render
 
     bank = bank_or_path if isinstance(bank_or_path, FilterBank) else load(
@@ -63,6 +76,7 @@ def grid(array, layout: str = "OIHW", *, flatten: str = "HWC", image_shape=None,
 
 def convert(path, out, *, tensor: str | None = None, **load_options) -> FilterBank:
     """Write the canonical float32 (N, H, W, C) bank to ``.npy``, ``.npz`` or ``.safetensors``."""
+    from .api import load
     from .export import write_bank
 
     bank = load(path, tensor, **load_options)

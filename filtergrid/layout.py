@@ -76,6 +76,9 @@ def guess_layout(shape: tuple[int, ...], hint: str = "auto") -> str:
         # Kernels are small and square: (kH, kW) first means channels-last storage.
         if shape[0] == shape[1] and shape[0] <= 11 and not (shape[2] == shape[3] and shape[2] <= 11):
             return "HWIO"
+        # Square images of 1 or 3 channels, channels last: already (filters, H, W, C).
+        if shape[1] == shape[2] and shape[3] in (1, 3) and shape[2] != shape[3]:
+            return "NHWC"
         return "OIHW"
     if rank == 3:
         return "KIO" if shape[0] <= 11 and shape[2] > shape[0] and shape[1] > shape[0] else "OIK"

@@ -103,6 +103,8 @@ def test_conv3d_middle_slice_and_wrong_rank():
 def test_guess_layout_prefers_the_hint_and_guesses_sensibly():
     assert guess_layout((3, 3, 3, 64), "auto") == "HWIO"
     assert guess_layout((64, 3, 7, 7), "auto") == "OIHW"
+    assert guess_layout((64, 3, 3, 3), "auto") == "OIHW"
+    assert guess_layout((4096, 16, 16, 3), "auto") == "NHWC"  # a bank of images saved as they are
     assert guess_layout((64, 3, 7, 7), "HWIO") == "HWIO"
     assert guess_layout((64, 3), "OIHW") == "OI"  # a hint of the wrong rank is ignored
     assert guess_layout((3, 3), "matrix") == "matrix"

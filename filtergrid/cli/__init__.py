@@ -13,6 +13,7 @@ import sys
 
 import click
 
+from .._version import __version__
 from ..errors import FiltergridError
 from . import deadline
 
@@ -22,6 +23,15 @@ COMMANDS = {
     "inspect": "inspect",
     "convert": "convert",
     "demo": "demo",
+}
+
+#: Subcommand name -> its one-line help, so ``filtergrid --help`` lists commands without importing them
+#: (a test keeps these equal to the commands' own docstrings; a command missing here is imported).
+SHORT_HELP = {
+    "render": "Render the first layer of MODEL (or --tensor NAME) as a grid of images.",
+    "inspect": "List MODEL's tensors in model order and say which one is the first layer.",
+    "convert": "Write the first layer of MODEL as a float32 (filters, H, W, C) array.",
+    "demo": "Render the first conv layer of a tiny CNN trained on scikit-learn's digits.",
 }
 
 EXIT_USAGE = 2
@@ -36,15 +46,23 @@ class LazyGroup(click.Group):
             return None
         return importlib.import_module(f"{__name__}.{COMMANDS[name]}").command
 
-
-def _version() -> str:
-    from .. import __version__
-
-    return __version__
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list of ``--help``, from SHORT_HELP where it has an entry."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names), default=0)
+        rows = []
+        for name in names:
+            if name in SHORT_HELP:
+                rows.append((name, click.utils.make_default_short_help(SHORT_HELP[name], limit)))
+            elif (command := self.get_command(ctx, name)) is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(version=None, package_name="filtergrid", prog_name="filtergrid",
+@click.version_option(version=__version__, prog_name="filtergrid",
                       message="%(prog)s %(version)s")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
               help="Give up (exit 2) when the command runs longer than this.")
@@ -62,8 +80,16 @@ def fail(message: str) -> None:
     sys.exit(EXIT_USAGE)
 
 
+def _one_blas_thread() -> None:
+    """filtergrid multiplies no matrices, but importing numpy starts one OpenBLAS thread per core, which
+    spin and cost 10-50 ms of start-up on a busy machine. Set before numpy is imported; a user's own
+    setting wins. Only the command does this: ``import filtergrid`` leaves the environment alone."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning every user-caused failure into one line and exit 2."""
+    _one_blas_thread()
     try:
         try:
             cli.main(args=argv, prog_name="filtergrid", standalone_mode=False)

@@ -22,24 +22,32 @@ class Format:
     suffixes: tuple[str, ...]
     title: str
     extra: str | None = None
+    #: Bytes one of which a file must start with for the module's ``sniff`` to accept it (empty: no
+    #: such rule), so detection skips importing modules that would say no (the torch unpickler for
+    #: an ONNX file): start-up. A test checks every fixture against each module's own ``sniff``.
+    heads: tuple[bytes, ...] = ()
 
     def load_module(self) -> ModuleType:
         return importlib.import_module(self.module)
+
+    def could_be(self, probe: Probe) -> bool:
+        return not self.heads or probe.head.startswith(self.heads)
 
 
 #: Every format, in sniffing order: specific magic first, the ONNX protobuf heuristic last.
 FORMATS: tuple[Format, ...] = (
     Format("huggingface", "filtergrid.converters.hf", (), "Hugging Face model folder (config.json + weights)"),
     Format("safetensors", "filtergrid.converters.safetensors", (".safetensors",), "safetensors"),
-    Format("numpy", "filtergrid.converters.numpy", (".npz", ".npy"), "NumPy .npz / .npy"),
-    Format("keras", "filtergrid.converters.keras_zip", (".keras",), "Keras 3 .keras archive"),
+    Format("numpy", "filtergrid.converters.numpy", (".npz", ".npy"), "NumPy .npz / .npy",
+           heads=(b"\x93NUMPY", b"PK")),
+    Format("keras", "filtergrid.converters.keras_zip", (".keras",), "Keras 3 .keras archive", heads=(b"PK",)),
     Format("keras-h5", "filtergrid.converters.keras_h5", (".h5", ".hdf5"),
            "Keras HDF5 (Keras 2 model/weights, Keras 3 .weights.h5)"),
     Format("tflite", "filtergrid.converters.tflite", (".tflite",), "TensorFlow Lite flatbuffer", "tflite"),
-    Format("gguf", "filtergrid.converters.gguf", (".gguf",), "GGUF (llama.cpp)", "gguf"),
-    Format("torchscript", "filtergrid.converters.torchscript", (), "TorchScript (torch.jit.save)"),
+    Format("gguf", "filtergrid.converters.gguf", (".gguf",), "GGUF (llama.cpp)", "gguf", heads=(b"GGUF",)),
+    Format("torchscript", "filtergrid.converters.torchscript", (), "TorchScript (torch.jit.save)", heads=(b"PK",)),
     Format("pytorch", "filtergrid.converters.pytorch", (".pt", ".pth", ".bin", ".ckpt"),
-           "PyTorch (torch.save zip or legacy pickle, Lightning .ckpt)"),
+           "PyTorch (torch.save zip or legacy pickle, Lightning .ckpt)", heads=(b"PK", b"\x80")),
     Format("onnx", "filtergrid.converters.onnx", (".onnx",), "ONNX"),
 )
 
@@ -53,7 +61,7 @@ def detect(path: str | Path) -> Format:
     if not probe.is_dir and probe.size == 0:
         raise UnknownFormatError("empty file: not a model", path=str(path))
     for fmt in FORMATS:
-        if fmt.load_module().sniff(probe):
+        if fmt.could_be(probe) and fmt.load_module().sniff(probe):
             return fmt
     suffix = path.suffix.lower() if not probe.is_dir else ""  # a folder named x.npz is no .npz file
     for fmt in FORMATS:

@@ -96,9 +96,13 @@ def natural_key(name: str) -> tuple:
     return tuple(int(p) if p.isdigit() else p for p in _DIGITS.split(name))
 
 
+#: Names that are never a first layer: biases, normalization and its statistics, quantization
+#: parameters, and the learned tokens / position tables of transformers (``cls_token`` (1, 1, 768)).
 _NOT_A_WEIGHT = re.compile(
     r"(^|[._/])(bias|b\d*|beta|gamma|running_mean|running_var|num_batches_tracked|moving_mean|"
-    r"moving_variance|scale|zero_point|position_ids|inv_freq)$|(^|[._/])(bn\d*|norm\w*|ln\w*|layernorm\w*|batchnorm\w*)[._/]",
+    r"moving_variance|scale|zero_point|position_ids|inv_freq|cls_token|mask_token|dist_token|reg_token|"
+    r"register_tokens|pos_embed\w*|position_embeddings?)$"
+    r"|(^|[._/])(bn\d*|norm\w*|ln\w*|layernorm\w*|batchnorm\w*)[._/]",
     re.IGNORECASE,
 )
 

@@ -14,7 +14,6 @@ import contextlib
 import math
 import struct
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +50,13 @@ def sniff(probe: Probe) -> bool:
 
 def open(path: Path) -> GGUFFile:
     return GGUFFile(path)
+
+
+def _gguf_version() -> str:
+    """The installed gguf's version, for messages; imported here because importlib.metadata costs ~20 ms."""
+    from importlib.metadata import version
+
+    return version("gguf")
 
 
 @dataclass(frozen=True)
@@ -173,7 +179,7 @@ class GGUFFile:
         try:
             qtype = self._gguf.GGMLQuantizationType(kind)
         except ValueError:
-            raise CorruptFileError(f"tensor {name!r} has GGML type {kind}, unknown to gguf {version('gguf')}") from None
+            raise CorruptFileError(f"tensor {name!r} has GGML type {kind}, unknown to gguf {_gguf_version()}") from None
         block, type_size = self._gguf.GGML_QUANT_SIZES[qtype]
         if block > 1 and (not ne or ne[0] % block):
             raise CorruptFileError(f"tensor {name!r}: shape {ne} is not a whole number of {qtype.name} blocks")
@@ -225,7 +231,7 @@ class GGUFFile:
                 return np.asarray(self._gguf.quants.dequantize(blocks, t.qtype), dtype=np.float32)
         except NotImplementedError:
             raise CorruptFileError(
-                f"tensor {name!r} is {t.qtype.name}, which gguf {version('gguf')} cannot dequantize") from None
+                f"tensor {name!r} is {t.qtype.name}, which gguf {_gguf_version()} cannot dequantize") from None
 
     def close(self) -> None:
         with contextlib.suppress(BufferError):

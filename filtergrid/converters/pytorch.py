@@ -27,7 +27,7 @@ from ..bank import TensorInfo
 from ..errors import CorruptFileError, LimitError, TensorNotFoundError
 from ..safeio import check_extent, check_member_name, read_exact, zip_errors
 from ..layout import CHANNELS_FIRST
-from .base import Probe, prefer_layer_weights, tensor_info
+from .base import Probe, tensor_info
 from .torch_objects import (
     BUILD_IGNORED,
     ELEMENT_SIZE,
@@ -100,7 +100,7 @@ class TorchReader:
             else:
                 infos.append(tensor_info(item.name, shape, dtype, layout_of(item), CHANNELS_FIRST.flatten,
                                          f"weight of {self.what}, in module order"))
-        return prefer_layer_weights(infos)
+        return infos  # module order is model order: the first weight in it is the first layer
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
         if name not in self.by_name:
