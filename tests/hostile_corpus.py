@@ -494,6 +494,8 @@ def crafted_cases() -> Iterator[Case]:
     yield Case("h5/shape-over-limit.h5", _h5_shape((65536, 65536, 3, 3)))
     yield Case("h5/data-absent-800MB.h5", _h5_shape((8192, 8192, 3, 1)))
     yield Case("h5/global-heap-loop.h5", _h5_global_heap_loop)
+    yield Case("h5/datatype-as-kernel.h5", lambda folder: _keras2_h5(
+        folder / "dtype.h5", lambda g: g.__setitem__("kernel:0", np.dtype("<f4"))))
     yield Case("hf/shard-traversal", _hf_index(lambda folder: f"../{_outside_weights(folder).name}"))
     yield Case("hf/shard-absolute", _hf_index(lambda folder: str(_outside_weights(folder))))
     yield Case("hf/weights-symlink-out", _hf_symlinked_weights)

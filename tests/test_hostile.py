@@ -82,6 +82,7 @@ EXPECTED = {
     "h5/shape-over-limit.h5": (LimitError, "MAX_TENSOR_BYTES"),
     "h5/data-absent-800MB.h5": (CorruptFileError, "stores 0 bytes"),
     "h5/global-heap-loop.h5": (CorruptFileError, "free-space object"),
+    "h5/datatype-as-kernel.h5": (CorruptFileError, "names no dataset"),
     "hf/shard-traversal": (UnsafeFileError, "../secret.safetensors"),
     "hf/shard-absolute": (UnsafeFileError, "secret.safetensors"),
     "hf/weights-symlink-out": (UnsafeFileError, "outside the model's folder"),

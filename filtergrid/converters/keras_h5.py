@@ -278,8 +278,10 @@ class KerasH5Reader:
         return infos
 
     def _dataset(self, var: Variable):
+        import h5py
+
         ds = child(self._file, var.dataset)
-        if not hasattr(ds, "dtype"):
+        if not isinstance(ds, h5py.Dataset):  # a group or a committed datatype has a name too
             raise CorruptFileError(f"weight {var.name!r} names no dataset ({var.dataset!r})")
         return ds
 
