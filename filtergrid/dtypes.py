@@ -55,6 +55,9 @@ def check_shape(shape) -> tuple[int, ...]:
         raise CorruptFileError(f"shape {shape!r} is not a list of integers") from None
     if len(dims) > 8 or any(d < 0 for d in dims):
         raise CorruptFileError(f"shape {list(dims)} is not a valid tensor shape")
+    if 0 in dims and math.prod(d for d in dims if d) * 4 > limits.MAX_TENSOR_BYTES:
+        # empty, but NumPy still refuses to reshape to it ("array is too big"): no real tensor
+        raise CorruptFileError(f"shape {list(dims)} is empty along one axis and astronomically long along others")
     decoded = math.prod(dims) * 4
     if decoded > limits.MAX_TENSOR_BYTES:
         raise LimitError(

@@ -123,7 +123,7 @@ def main() -> None:
     corpus.mkdir(parents=True, exist_ok=True)
     for i, path in enumerate(seeds):
         shutil.copyfile(path, corpus / f"seed{i}{path.suffix}")
-    target = work / "input" / f"model{fmt.suffixes[0]}"
+    target = work / "input" / f"model{fmt.suffixes[0] if fmt.suffixes else seeds[0].suffix}"
     target.parent.mkdir()
     recorder = Recorder(ours.findings, fmt.name)
 

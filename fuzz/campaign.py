@@ -35,6 +35,7 @@ def run_format(fmt: str, seconds: float, out: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH")))),
            "OPENBLAS_NUM_THREADS": "1"}
     while (left := int(deadline - time.monotonic())) > 10:
+        before = set(artifacts.iterdir())
         code = subprocess.call(
             ["nice", "-n", "19", sys.executable, str(HARNESS), fmt, "--findings", str(out / "findings"),
              "--corpus", str(out / "corpus" / fmt), f"-max_total_time={left}", "-timeout=20",
@@ -43,6 +44,8 @@ def run_format(fmt: str, seconds: float, out: Path) -> dict:
             stdout=log, stderr=log, env=env)
         if code == 0:
             break
+        if set(artifacts.iterdir()) == before:  # libFuzzer left no input behind: the harness failed
+            raise SystemExit(f"the harness failed on {fmt} (exit {code}); see {out / f'{fmt}.log'}")
         restarts += 1
     log.close()
     inputs = sum(json.loads(p.read_text())["inputs"] for p in (out / "findings").glob(f"summary-{fmt}-*.json"))

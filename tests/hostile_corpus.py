@@ -461,6 +461,8 @@ def crafted_cases() -> Iterator[Case]:
     yield _data("safetensors/negative-offset.safetensors", _safetensors({"w": {**f32, "data_offsets": [-16, 0]}}, bytes(16)))
     yield _data("safetensors/offsets-reversed.safetensors", _safetensors({"w": {**f32, "data_offsets": [16, 0]}}, bytes(16)))
     yield _data("safetensors/float-offsets.safetensors", _safetensors({"w": {**f32, "data_offsets": [0.0, 16.0]}}, bytes(16)))
+    yield _data("safetensors/empty-but-huge.safetensors",
+                _safetensors({"w": {"dtype": "F16", "shape": [0, 1 << 50, 1 << 56, 4], "data_offsets": [0, 0]}}))
     yield _data("safetensors/negative-dim.safetensors", _safetensors({"w": {**f32, "shape": [-2, -2]}}, bytes(16)))
     yield _data("safetensors/shape-string.safetensors", _safetensors({"w": {**f32, "shape": "22"}}, bytes(16)))
     yield _data("safetensors/dtype-list.safetensors", _safetensors({"w": {**f32, "dtype": ["F32"]}}, bytes(16)))

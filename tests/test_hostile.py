@@ -63,6 +63,7 @@ EXPECTED = {
     "safetensors/tensor-100GiB.safetensors": (LimitError, "MAX_TENSOR_BYTES"),
     "safetensors/tensor-1GiB-absent.safetensors": (CorruptFileError, "file has"),
     "safetensors/overlap.safetensors": (CorruptFileError, "overlap"),
+    "safetensors/empty-but-huge.safetensors": (CorruptFileError, "empty along one axis"),
     "safetensors/deep-json.safetensors": (CorruptFileError, "JSON"),
     "npy/declares-128GiB.npy": (LimitError, "MAX_TENSOR_BYTES"),
     "npy/declares-1GiB-absent.npy": (CorruptFileError, "1,073,741,824 bytes"),
