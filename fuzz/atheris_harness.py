@@ -76,9 +76,10 @@ class Recorder:
         if self.seen[key] > 1:
             return
         n = len(self.seen)
-        (self.findings / f"{self.fmt}-{n:03d}.bin").write_bytes(data)
+        (self.findings / f"{self.fmt}-{os.getpid()}-{n:03d}.bin").write_bytes(data)
         with (self.findings / "findings.jsonl").open("a") as log:
-            log.write(json.dumps({"format": self.fmt, "n": n, "kind": kind, "key": key, "detail": detail}) + "\n")
+            log.write(json.dumps({"format": self.fmt, "pid": os.getpid(), "n": n, "kind": kind, "key": key,
+                                  "detail": detail}) + "\n")
         print(f"\n[finding] {self.fmt}-{n:03d} {key}\n{detail}", file=sys.stderr, flush=True)
 
     def write_summary(self) -> None:

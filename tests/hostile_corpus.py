@@ -387,6 +387,16 @@ def _h5_many_layer_names(folder: Path) -> Path:
     return path
 
 
+def _h5_non_utf8_name(folder: Path) -> Path:
+    """Keras 3 layout whose only layer's group name is not UTF-8 (h5py lists it as bytes)."""
+    import h5py
+
+    path = folder / "names.weights.h5"
+    with h5py.File(path, "w") as f:
+        f.create_group("layers").create_group(b"conv\xff\xfe").create_group("vars")["0"] = np.ones((3, 3, 3, 4), "f4")
+    return path
+
+
 def _h5_shape(shape: tuple[int, ...]) -> Callable[[Path], Path]:
     """A chunked dataset declaring ``shape`` with no chunk written: HDF5 would make it up from fill values."""
     return lambda folder: _keras2_h5(folder / "huge.h5", lambda g: g.create_dataset(
@@ -496,6 +506,7 @@ def crafted_cases() -> Iterator[Case]:
     yield Case("h5/shape-over-limit.h5", _h5_shape((65536, 65536, 3, 3)))
     yield Case("h5/data-absent-800MB.h5", _h5_shape((8192, 8192, 3, 1)))
     yield Case("h5/global-heap-loop.h5", _h5_global_heap_loop)
+    yield Case("h5/non-utf8-layer-name.h5", _h5_non_utf8_name)
     yield Case("h5/datatype-as-kernel.h5", lambda folder: _keras2_h5(
         folder / "dtype.h5", lambda g: g.__setitem__("kernel:0", np.dtype("<f4"))))
     yield Case("hf/shard-traversal", _hf_index(lambda folder: f"../{_outside_weights(folder).name}"))

@@ -16,16 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import hostile_corpus as corpus
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import filtergrid
 from filtergrid.errors import FiltergridError
-
-if __package__:
-    from . import hostile_corpus as corpus
-else:
-    import hostile_corpus as corpus
 
 SEEDS = corpus.seeds()
 SECONDS_PER_EXAMPLE = 10

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import hostile_corpus as corpus
 import numpy as np
 import pytest
 
@@ -25,13 +26,9 @@ from filtergrid.errors import (
     CorruptFileError,
     FiltergridError,
     LimitError,
+    TensorNotFoundError,
     UnsafeFileError,
 )
-
-if __package__:
-    from . import hostile_corpus as corpus
-else:
-    import hostile_corpus as corpus
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = corpus.cases()
@@ -84,6 +81,7 @@ EXPECTED = {
     "h5/data-absent-800MB.h5": (CorruptFileError, "stores 0 bytes"),
     "h5/global-heap-loop.h5": (CorruptFileError, "free-space object"),
     "h5/datatype-as-kernel.h5": (CorruptFileError, "names no dataset"),
+    "h5/non-utf8-layer-name.h5": (TensorNotFoundError, "no first-layer weight"),
     "hf/shard-traversal": (UnsafeFileError, "../secret.safetensors"),
     "hf/shard-absolute": (UnsafeFileError, "secret.safetensors"),
     "hf/weights-symlink-out": (UnsafeFileError, "outside the model's folder"),

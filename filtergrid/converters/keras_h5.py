@@ -169,6 +169,12 @@ def layer_classes(config_json: str | bytes | None) -> tuple[list[str], dict[str,
     return order, classes
 
 
+def _sorted_keys(group) -> list[str]:
+    """Member names in natural order; names that are not UTF-8 (h5py gives bytes) are skipped:
+    Keras never writes them."""
+    return sorted((key for key in group.keys() if isinstance(key, str)), key=natural_key)
+
+
 def keras2_variables(root, classes: dict[str, str]) -> list[Variable]:
     """Keras 2 layout: ``layer_names`` then each layer's ``weight_names``, in that order."""
     out = []
@@ -195,7 +201,7 @@ def keras3_variables(f, order: list[str], classes: dict[str, str]) -> list[Varia
     def visit(group, depth: int) -> None:
         if depth > limits.MAX_NESTING:
             raise CorruptFileError(f"layers nest deeper than MAX_NESTING={limits.MAX_NESTING}")
-        for key in sorted(group.keys(), key=natural_key):
+        for key in _sorted_keys(group):
             node = child(group, key)
             if not hasattr(node, "keys"):
                 continue
@@ -213,7 +219,7 @@ def keras3_variables(f, order: list[str], classes: dict[str, str]) -> list[Varia
     out = []
     for layer, path in found:
         group = child(f, path)
-        for key in sorted(group.keys(), key=natural_key):
+        for key in _sorted_keys(group):
             out.append(Variable(f"{layer}/vars/{key}", f"{path}/{key}", layer, classes.get(layer, "")))
     return out
 
