@@ -172,7 +172,7 @@ def layer_classes(config_json: str | bytes | None) -> tuple[list[str], dict[str,
 def _sorted_keys(group) -> list[str]:
     """Member names in natural order; names that are not UTF-8 (h5py gives bytes) are skipped:
     Keras never writes them."""
-    return sorted((key for key in group.keys() if isinstance(key, str)), key=natural_key)
+    return sorted((key for key in group if isinstance(key, str)), key=natural_key)
 
 
 def keras2_variables(root, classes: dict[str, str]) -> list[Variable]:
