@@ -23,6 +23,8 @@ HARNESS = Path(__file__).resolve().parent / "atheris_harness.py"
 ROOT = HARNESS.parent.parent
 #: Formats a single mutated file can exercise (a Hugging Face model is a folder).
 FORMATS = ("safetensors", "numpy", "keras", "keras-h5", "onnx", "pytorch", "torchscript", "tflite", "gguf")
+#: What libFuzzer saves an input as when it stops on it.
+ARTIFACT_KINDS = ("crash", "timeout", "oom", "leak", "slow")
 
 
 def run_format(fmt: str, seconds: float, out: Path) -> dict:
@@ -48,9 +50,16 @@ def run_format(fmt: str, seconds: float, out: Path) -> dict:
             raise SystemExit(f"the harness failed on {fmt} (exit {code}); see {out / f'{fmt}.log'}")
         restarts += 1
     log.close()
-    inputs = sum(json.loads(p.read_text())["inputs"] for p in (out / "findings").glob(f"summary-{fmt}-*.json"))
+    summaries = [p for p in (out / "findings").glob(f"summary-{fmt}-*.json")
+                 if p.stem.removeprefix(f"summary-{fmt}-").isdigit()]  # not keras-h5's for keras
+    inputs = sum(json.loads(p.read_text())["inputs"] for p in summaries)
     return {"format": fmt, "inputs": inputs, "seconds": round(seconds), "restarts": restarts,
-            "artifacts": sorted(p.name for p in artifacts.glob(f"{fmt}-*"))}
+            "artifacts": sorted(p.name for p in artifacts.iterdir() if _artifact_of(p.name, fmt))}
+
+
+def _artifact_of(name: str, fmt: str) -> bool:
+    """libFuzzer names its artifacts PREFIX + kind + '-' + hash, with PREFIX = FORMAT + '-'."""
+    return name.startswith(f"{fmt}-") and name[len(fmt) + 1:].split("-")[0] in ARTIFACT_KINDS
 
 
 def main() -> None:

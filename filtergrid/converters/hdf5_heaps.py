@@ -1,12 +1,11 @@
-"""A pre-check of HDF5 global heap collections, for two libhdf5 bugs that Python cannot stop.
+"""A pre-check of HDF5 global heap collections, for a libhdf5 bug that Python cannot stop.
 
 HDF5 keeps variable-length strings (Keras' ``model_config``, ``layer_names``) in global heap
 collections: ``GCOL``, version 1, 3 reserved bytes, the collection's size, then objects (index,
 reference count, reserved, size, data padded to 8 bytes), the free space (index 0) last.
-libhdf5 1.14, decoding a collection, (1) loops forever on a free-space object of size 0 (its
-cursor never advances) and (2) allocates the declared collection size before noticing it runs
-past the end of the file. Both were found by fuzzing Keras files. The collections are found by
-their signature and checked here, before h5py lets libhdf5 read any of them.
+libhdf5 1.14, decoding a collection, loops forever on a free-space object of size 0 (its cursor
+never advances): found by fuzzing Keras files, in C, where no signal handler runs. Collections are
+found by their signature and walked here as libhdf5 walks them, before h5py lets it read one.
 """
 
 from __future__ import annotations
@@ -24,7 +23,8 @@ CHUNK = 1 << 20
 
 
 def check_global_heaps(read_at: Callable[[int, int], bytes], size: int) -> None:
-    """Refuse a collection that runs past the file's ``size`` bytes or whose free space is empty.
+    """Refuse a collection whose free space is empty, or that runs past the file's ``size`` bytes
+    (libhdf5 refuses that one too; here it keeps the walk inside the file).
 
     ``read_at(offset, n)`` returns up to ``n`` bytes of the file at ``offset``. Work is linear in
     the file's size: one scan for the signature, one walk over each collection's objects.

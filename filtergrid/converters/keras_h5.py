@@ -70,26 +70,6 @@ def _text(value) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def attribute(obj, name: str, default=None):
-    """``obj.attrs[name]`` once its declared size fits the bytes the file stores for it.
-
-    h5py allocates an attribute's array from its declared shape before libhdf5 reads it, so a few
-    bytes could otherwise ask for gigabytes. Variable-length strings store 16 bytes per element.
-    """
-    if name not in obj.attrs:
-        return default
-    aid = obj.attrs.get_id(name)
-    if aid.shape is None:  # an empty (null dataspace) attribute holds nothing to allocate
-        return obj.attrs[name]
-    count = math.prod(aid.shape)
-    per_element = 1 if aid.dtype.kind == "O" else aid.dtype.itemsize
-    stored = aid.get_storage_size() if count else 0
-    if count * per_element > stored:
-        raise CorruptFileError(f"attribute {name!r} declares {count:,} values of {aid.dtype} but the file "
-                               f"stores {stored:,} bytes for it")
-    return obj.attrs[name]
-
-
 def _names(attr) -> list[str]:
     values = attr.ravel() if isinstance(attr, np.ndarray) else [attr]
     if len(values) > limits.MAX_TENSORS:
@@ -178,14 +158,14 @@ def _sorted_keys(group) -> list[str]:
 def keras2_variables(root, classes: dict[str, str]) -> list[Variable]:
     """Keras 2 layout: ``layer_names`` then each layer's ``weight_names``, in that order."""
     out = []
-    layers = _names(attribute(root, "layer_names"))
+    layers = _names(root.attrs["layer_names"])
     if len(set(layers)) != len(layers):
         raise CorruptFileError("layer_names lists a layer more than once")
     for layer in layers:
         group = child(root, layer)
         if group is None or not hasattr(group, "attrs"):
             raise CorruptFileError(f"layer {layer!r} is listed in layer_names but has no group")
-        for weight in _names(attribute(group, "weight_names", np.array([]))):
+        for weight in _names(group.attrs.get("weight_names", np.array([]))):
             out.append(Variable(weight, f"{group.name}/{weight}", layer, classes.get(layer, "")))
     return out
 
@@ -208,7 +188,7 @@ def keras3_variables(f, order: list[str], classes: dict[str, str]) -> list[Varia
             if key == "optimizer" and depth == 0:  # optimizer slots mirror the kernels' shapes
                 continue
             if key == "vars":
-                found.append((_text(attribute(node, "name", group.name.rsplit("/", 1)[-1])), f"{group.name}/{key}"))
+                found.append((_text(node.attrs.get("name", group.name.rsplit("/", 1)[-1])), f"{group.name}/{key}"))
             else:
                 visit(node, depth + 1)
 
@@ -246,7 +226,7 @@ class KerasH5Reader:
 
     def _list_variables(self, config_json: str | None) -> dict[str, Variable]:
         f = self._file
-        model_config = config_json or (_text(attribute(f, "model_config")) if "model_config" in f.attrs else None)
+        model_config = config_json or (_text(f.attrs["model_config"]) if "model_config" in f.attrs else None)
         order, classes = layer_classes(model_config)
         model_weights = child(f, "model_weights")
         if "layer_names" in f.attrs:
