@@ -22,6 +22,8 @@ COMMANDS = {
     "inspect": "inspect",
     "convert": "convert",
     "demo": "demo",
+    "audit": "audit",
+    "diff": "diff",
 }
 
 EXIT_USAGE = 2
