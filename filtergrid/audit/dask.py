@@ -24,7 +24,7 @@ def connect(scheduler: str):
     """A ``distributed.Client`` for ``scheduler`` or a one-line error saying why not."""
     distributed = require("distributed", "dask")
     try:
-        return distributed.Client(scheduler, timeout=CONNECT_SECONDS, set_as_default=False)
+        return distributed.Client(scheduler, timeout=CONNECT_SECONDS)
     except Exception as e:  # noqa: BLE001 - OSError, TimeoutError, ValueError for a bad address, ...
         detail = " ".join(str(e).split())[:200] or type(e).__name__
         raise FiltergridError(f"cannot reach the Dask scheduler at {scheduler}: {detail}") from None

@@ -95,11 +95,12 @@ def audit_file(task: dict[str, Any]) -> dict[str, Any]:
         save(result, bank, Path(task["out"]) / task["grid"])
         record["grid"] = task["grid"]
         record["status"] = "ok"
-    except MemoryError:
-        limit = task.get("max_memory_text")
-        record["error"] = f"ran out of memory while {step}" + (f" (--max-memory {limit})" if limit else "")
     except Exception as e:  # noqa: BLE001 - the whole point: one record per file, whatever happens
-        record["error"] = one_line(e) if step != "drawing" else f"grid: {one_line(e)}"
+        if isinstance(e, MemoryError) or isinstance(e.__context__, MemoryError):
+            limit = task.get("max_memory_text")
+            record["error"] = f"ran out of memory while {step}" + (f" (--max-memory {limit})" if limit else "")
+        else:
+            record["error"] = one_line(e) if step != "drawing" else f"grid: {one_line(e)}"
     record["seconds"] = round(time.perf_counter() - started, 4)
     return record
 
