@@ -22,6 +22,12 @@ from .errors import (
     UsageError,
 )
 
+# The renderer subpackage shares its name with the ``render`` function below. Importing a subpackage
+# binds it as an attribute of its parent, so it is imported here, once, before ``def render``
+# claims the name; later ``import filtergrid.render`` statements find it in sys.modules and rebind
+# nothing.
+from . import render as _renderer  # noqa: E402,F401
+
 try:
     __version__ = version("filtergrid")
 except PackageNotFoundError:  # running from a source tree that was never installed

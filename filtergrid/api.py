@@ -112,7 +112,7 @@ def load(
         image_shape = parse_image_shape(image_shape)
     with open_model(path, format) as (fmt, reader):
         info, why = choose(reader.tensors(), tensor)
-        resolved = guess_layout(info.shape, layout or info.layout)
+        resolved = layout or guess_layout(info.shape, info.layout)  # an explicit --layout is obeyed or refused
         rows = limits.MAX_HEATMAP_ROWS if resolved == "matrix" else None
         stored = reader.read(info.name, rows=rows)
         if resolved != "matrix" and tuple(stored.shape) != tuple(info.shape):

@@ -126,6 +126,8 @@ def place(
         raise UsageError(f"layout {layout} needs a rank-{rank} tensor, this one is {list(shape)}")
     if flatten not in ("HWC", "CHW"):
         raise UsageError(f"flatten order must be HWC or CHW, got {flatten!r}")
+    if image_shape is not None and layout not in ("OI", "IO"):
+        raise UsageError(f"an image shape applies to dense layers (OI or IO); this tensor is read as {layout}")
     notes: list[str] = []
     if layout in _TO_OHWI:
         out = np.transpose(stored, _TO_OHWI[layout])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import tempfile
 from collections.abc import Callable
@@ -37,12 +38,26 @@ def check_extent(offset: int, length: int, size: int, what: str) -> None:
         )
 
 
+def map_readonly(path: str | os.PathLike) -> mmap.mmap:
+    """The whole file mapped read-only: tensors are sliced out of it on demand, never all read."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            raise CorruptFileError("the file is empty")
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+
 def read_exact(f: BinaryIO, n: int, what: str) -> bytes:
     """Read exactly ``n`` bytes (the caller has bounded ``n``) or fail naming what was short."""
     data = f.read(n)
     if len(data) != n:
         raise CorruptFileError(f"file ends inside {what} ({len(data)} of {n} bytes)")
     return data
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
@@ -55,6 +70,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -29,11 +29,14 @@ class Format:
 
 #: Every format, in sniffing order: specific magic first, the ONNX protobuf heuristic last.
 FORMATS: tuple[Format, ...] = (
+    Format("huggingface", "filtergrid.converters.hf", (), "Hugging Face model folder (config.json + weights)"),
     Format("safetensors", "filtergrid.converters.safetensors", (".safetensors",), "safetensors"),
     Format("numpy", "filtergrid.converters.numpy", (".npz", ".npy"), "NumPy .npz / .npy"),
     Format("keras", "filtergrid.converters.keras_zip", (".keras",), "Keras 3 .keras archive"),
     Format("keras-h5", "filtergrid.converters.keras_h5", (".h5", ".hdf5"),
            "Keras HDF5 (Keras 2 model/weights, Keras 3 .weights.h5)"),
+    Format("tflite", "filtergrid.converters.tflite", (".tflite",), "TensorFlow Lite flatbuffer", "tflite"),
+    Format("gguf", "filtergrid.converters.gguf", (".gguf",), "GGUF (llama.cpp)", "gguf"),
     Format("onnx", "filtergrid.converters.onnx", (".onnx",), "ONNX"),
 )
 
@@ -44,6 +47,8 @@ def detect(path: str | Path) -> Format:
     """The format of ``path``; a wrong suffix still works because the bytes decide first."""
     path = Path(path)
     probe = Probe.of(path)
+    if not probe.is_dir and probe.size == 0:
+        raise UnknownFormatError("empty file: not a model", path=str(path))
     for fmt in FORMATS:
         if fmt.load_module().sniff(probe):
             return fmt

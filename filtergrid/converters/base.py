@@ -10,6 +10,7 @@ Heavy libraries (onnx, h5py, gguf) are imported inside ``open`` so that detectio
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import re
 import zipfile
@@ -114,14 +115,33 @@ def is_embedding(name: str, shape: tuple[int, ...]) -> bool:
 
 def listing_by_name(entries: list[tuple[str, tuple[int, ...], str]], convention: Convention,
                     why: str) -> list[TensorInfo]:
-    """TensorInfos for a flat name -> tensor store (safetensors, npz, state dicts) in natural name order."""
-    return [tensor_info(name, shape, dtype, convention.layout_for(tuple(shape)), convention.flatten, why)
-            for name, shape, dtype in sorted(entries, key=lambda e: natural_key(e[0]))]
+    """TensorInfos for a flat name -> tensor store (safetensors, npz, state dicts) in natural name order.
+
+    Where some names end in ``weight``/``kernel`` (every PyTorch state dict), only those are layer
+    weights: ``cls_token`` (1, 1, 768) or ``pos_embed`` are parameters, not filters.
+    """
+    infos = [tensor_info(name, shape, dtype, convention.layout_for(tuple(shape)), convention.flatten, why)
+             for name, shape, dtype in sorted(entries, key=lambda e: natural_key(e[0]))]
+    return prefer_layer_weights(infos)
+
+
+_LAYER_WEIGHT = re.compile(r"(weight|kernel)(:\d+)?$", re.IGNORECASE)
+
+
+def prefer_layer_weights(infos: list[TensorInfo]) -> list[TensorInfo]:
+    """Demote candidates that are not named like a layer's weight when the store names its weights."""
+    if not any(i.candidate and _LAYER_WEIGHT.search(i.name) for i in infos):
+        return infos
+    return [i if not i.candidate or _LAYER_WEIGHT.search(i.name)
+            else dataclasses.replace(i, candidate=False, role="a parameter, not a layer's weight")
+            for i in infos]
 
 
 def tensor_info(name: str, shape, dtype: str, layout: str, flatten: str, why: str) -> TensorInfo:
     """A listing entry with the shared candidate rules: weights are candidates, embeddings are heatmaps."""
     shape = tuple(shape)
+    if is_embedding(name, shape) and re.search(r"position|token_type|wpe|pos_emb", name, re.IGNORECASE):
+        return TensorInfo(name, shape, dtype, "matrix", flatten, "a position/type embedding, not the input layer", False)
     if is_embedding(name, shape):
         return TensorInfo(name, shape, dtype, "matrix", flatten, f"{why}; an embedding table, shown as a heatmap", True)
     if is_weight(name, shape):

@@ -22,9 +22,9 @@ def select(array: np.ndarray, mode: str, bgr: bool) -> np.ndarray:
     return array[..., :3]
 
 
-def is_split(selected: np.ndarray) -> bool:
-    """Filters that are neither gray nor RGB are shown one channel per tile."""
-    return selected.shape[-1] not in (1, 3)
+def is_split(channels: int, mode: str) -> bool:
+    """Filters that are neither gray nor RGB are shown one channel per tile in ``split`` mode."""
+    return mode == "split" and channels not in (1, 3)
 
 
 def split(unit: np.ndarray) -> np.ndarray:

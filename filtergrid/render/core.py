@@ -19,7 +19,9 @@ class RenderResult:
 
     ``nan_pixels`` counts source pixels (before upscaling) drawn in the NaN colour because a weight
     was NaN or infinite; ``constant_tiles`` counts filters whose finite weights are all equal (dead
-    filters); ``options`` are the options with every default resolved.
+    filters); ``options`` are the options with ``normalize`` and ``cmap`` resolved for this bank,
+    while the geometry actually chosen (automatic scale, near-square columns) is in ``scale``,
+    ``cols`` and ``rows``.
     """
 
     image: Image.Image
@@ -38,15 +40,15 @@ def render_result(bank: FilterBank, options: RenderOptions) -> RenderResult:
     n, h, w, c = bank.shape
     if min(n, h, w, c) < 1:
         raise UsageError(f"nothing to draw: the bank has shape {list(bank.shape)}")
-    shown = channels.select(bank.array, opts.channels, opts.bgr)
-    split = channels.is_split(shown)
-    if split and opts.cols is not None and opts.cols != shown.shape[-1]:
-        raise UsageError(f"cols does not apply to channels split (one row per filter, {shown.shape[-1]} tiles each); "
+    split = channels.is_split(c, opts.channels)
+    if split and opts.cols is not None and opts.cols != c:
+        raise UsageError(f"cols does not apply to channels split (one row per filter, {c} tiles each); "
                          "use channels mean or first3")
-    tiles = n * shown.shape[-1] if split else n
-    cols = shown.shape[-1] if split else min(opts.cols or grid.near_square_cols(tiles, h, w), tiles)
+    tiles = n * c if split else n
+    cols = c if split else min(opts.cols or grid.near_square_cols(tiles, h, w), tiles)
     geometry = grid.fit(tiles, cols, h, w, opts.pad, opts.scale)
 
+    shown = channels.select(bank.array, opts.channels, opts.bgr)
     normalized = normalize(shown, opts.normalize)
     unit = channels.split(normalized.unit) if split else normalized.unit
     table = colormaps.lut(opts.cmap)

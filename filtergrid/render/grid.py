@@ -10,8 +10,8 @@ import numpy as np
 from .. import limits
 from ..errors import LimitError
 
-#: Automatic upscaling makes a tile's longer side at least this many pixels (3x3 -> 33, 7x7 -> 35).
-TARGET_TILE_PX = 32
+#: Automatic upscaling makes a tile's longer side at least this many pixels (3x3 -> 66, 7x7 -> 70, 32x32 -> 64).
+TARGET_TILE_PX = 64
 
 
 @dataclass(frozen=True)

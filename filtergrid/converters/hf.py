@@ -1,0 +1,98 @@
+"""Hugging Face model folders: ``config.json`` beside one or more weight files (or a sharded index).
+
+A folder is one model. Its weight files are read by the converters the registry detects for them
+(safetensors, PyTorch, Keras HDF5), so this module only decides *which* files, in which order, and
+keeps every shard name inside the folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .. import limits
+from ..bank import TensorInfo
+from ..errors import CorruptFileError
+from ..safeio import resolve_inside
+from .base import Probe, natural_key
+
+#: Weight files by preference: a sharded index wins over a single file of the same kind.
+WEIGHT_FILES = (
+    "model.safetensors.index.json", "model.safetensors",
+    "pytorch_model.bin.index.json", "pytorch_model.bin",
+    "tf_model.h5",
+    "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin",
+)
+
+def sniff(probe: Probe) -> bool:
+    """A folder holding one of the known weight files, or the ``config.json`` of such a folder."""
+    folder = probe.path if probe.is_dir else probe.path.parent
+    if not probe.is_dir and not (probe.path.name == "config.json" and probe.head.lstrip().startswith(b"{")):
+        return False
+    return any((folder / name).is_file() for name in WEIGHT_FILES)
+
+def shard_files(folder: Path) -> tuple[str, list[Path]]:
+    """(the file that named the weights, the weight files in the model's own order)."""
+    for name in WEIGHT_FILES:
+        path = folder / name
+        if not path.is_file():
+            continue
+        if not name.endswith(".index.json"):
+            return name, [resolve_inside(folder, name, "weight file")]
+        if path.stat().st_size > limits.MAX_HEADER_BYTES:
+            raise CorruptFileError(f"{name} is larger than MAX_HEADER_BYTES")
+        try:
+            weight_map = json.loads(path.read_text("utf-8"))["weight_map"]
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+            raise CorruptFileError(f"{name} has no valid weight_map ({type(e).__name__})") from None
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise CorruptFileError(f"{name}: weight_map must map tensor names to shard file names")
+        shards = list(dict.fromkeys(weight_map.values()))  # index order, each shard once
+        return name, [resolve_inside(folder, shard, "shard") for shard in shards]
+    raise CorruptFileError(f"no weight file in the folder (looked for {', '.join(WEIGHT_FILES)})")
+
+class HuggingFaceReader:
+    """Tensors of every shard, in shard order; each read goes to the shard's own reader."""
+
+    def __init__(self, path: Path):
+        from . import detect
+
+        self.folder = path if path.is_dir() else path.parent
+        self.index, files = shard_files(self.folder)
+        self._readers = []
+        self._owner: dict[str, object] = {}
+        self._infos: list[TensorInfo] = []
+        try:
+            for file in files:
+                if not file.is_file():
+                    raise CorruptFileError(f"shard {file.name} named by {self.index} is missing")
+                fmt = detect(file)
+                if fmt.name == "huggingface":
+                    raise CorruptFileError(f"{file.name} is not a weight file")
+                reader = fmt.load_module().open(file)
+                self._readers.append(reader)
+                for info in reader.tensors():
+                    if info.name not in self._owner:
+                        self._owner[info.name] = reader
+                        self._infos.append(info)
+        except BaseException:
+            self.close()
+            raise
+        if files[0].suffix == ".safetensors":  # no module order is stored: natural order across shards
+            self._infos.sort(key=lambda i: natural_key(i.name))
+
+    def tensors(self) -> list[TensorInfo]:
+        return [TensorInfo(i.name, i.shape, i.dtype, i.layout, i.flatten, f"{i.role} (from {self.index})", i.candidate)
+                for i in self._infos]
+
+    def read(self, name: str, rows: int | None = None) -> np.ndarray:
+        return self._owner[name].read(name, rows=rows)
+
+    def close(self) -> None:
+        for reader in self._readers:
+            reader.close()
+
+def open(path: Path) -> HuggingFaceReader:  # noqa: A001 - the registry's verb
+    return HuggingFaceReader(path)

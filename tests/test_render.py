@@ -1,0 +1,433 @@
+"""The renderer on hand-computed arrays: exact pixel values, geometry, limits and saving."""
+
+from __future__ import annotations
+
+import os
+
+import cmap
+import numpy as np
+import pytest
+from PIL import Image
+
+import filtergrid
+from filtergrid import limits
+from filtergrid.api import grid_bank
+from filtergrid.bank import FilterBank, Provenance
+from filtergrid.errors import FiltergridError, LimitError, UsageError
+from filtergrid.render import CHANNEL_MODES, NORMALIZATIONS, RenderOptions, core, grid, render, render_result, save
+
+MAGENTA = [255, 0, 255]
+
+
+def bank_of(array, kind: str = "filters", source: str = "model.onnx") -> FilterBank:
+    """A bank from a canonical (N, H, W, C) array."""
+    a = np.asarray(array, dtype=np.float32)
+    prov = Provenance(source, "onnx", "conv1.weight", (a.shape[0], a.shape[3], a.shape[1], a.shape[2]),
+                      "float32", "OIHW", "weight of the first Conv node")
+    return FilterBank(a, prov, kind)
+
+
+def rows_of(values) -> np.ndarray:
+    """Each list of numbers is one 1-pixel-high, one-channel filter."""
+    return np.asarray(values, dtype=np.float32)[:, None, :, None]
+
+
+def pixels(bank: FilterBank, **options) -> np.ndarray:
+    """Unscaled, unpadded pixels, one filter per row of the image."""
+    options = {"pad": 0, "scale": 1, "cols": 1, **options}
+    return np.asarray(render(bank, **options))
+
+
+def lut(name: str) -> np.ndarray:
+    return np.rint(cmap.Colormap(name).lut(256)[:, :3] * 255).astype(np.uint8)
+
+
+def gray(image: np.ndarray) -> np.ndarray:
+    assert (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all()
+    return image[..., 0]
+
+
+# --- normalization -----------------------------------------------------------------------------
+
+def test_per_filter_stretches_each_filter_to_black_and_white():
+    bank = bank_of(rows_of([[0, 1, 2], [10, 20, 30]]))
+    np.testing.assert_array_equal(gray(pixels(bank, normalize="per-filter")), [[0, 128, 255], [0, 128, 255]])
+
+
+def test_per_filter_uses_all_channels_of_a_filter():
+    rgb = np.array([[[[0, 2, 4], [1, 1, 1]]]], dtype=np.float32)  # one 1x2 RGB filter
+    np.testing.assert_array_equal(pixels(bank_of(rgb)), [[[0, 128, 255], [64, 64, 64]]])
+
+
+def test_per_filter_is_the_default_for_filters():
+    result = render_result(bank_of(rows_of([[0, 1]])), RenderOptions())
+    assert result.options.normalize == "per-filter" and result.options.cmap is None
+
+
+def test_global_uses_one_scale_for_the_bank():
+    bank = bank_of(rows_of([[0, 1, 2], [2, 3, 4]]))
+    np.testing.assert_array_equal(gray(pixels(bank, normalize="global")), [[0, 64, 128], [128, 191, 255]])
+
+
+def test_symmetric_puts_zero_at_mid_gray():
+    bank = bank_of(rows_of([[-2, 0, 1], [0.5, -1, 2]]))
+    np.testing.assert_array_equal(gray(pixels(bank, normalize="symmetric")), [[0, 128, 191], [159, 64, 255]])
+
+
+def test_symmetric_zero_stays_mid_gray_when_weights_are_one_sided():
+    bank = bank_of(rows_of([[0, 1, 4]]))
+    np.testing.assert_array_equal(gray(pixels(bank, normalize="symmetric")), [[128, 159, 255]])
+
+
+def test_percentile_clips_outliers_to_the_1st_and_99th_percentile():
+    values = np.arange(101, dtype=np.float32)
+    values[100] = 1000.0  # one outlier; percentiles of [0..99, 1000] are 1 and 99
+    assert tuple(np.percentile(values, (1, 99))) == (1.0, 99.0)
+    out = gray(pixels(bank_of(rows_of([values])), normalize="percentile"))[0]
+    assert out[0] == 0 and out[1] == 0       # below the 1st percentile: clipped to black
+    assert out[50] == 128                    # (50 - 1) / (99 - 1) = 0.5
+    assert out[99] == 255 and out[100] == 255  # the outlier no longer washes out the rest
+    assert out[25] == round((25 - 1) / 98 * 255)
+
+
+def test_global_would_be_washed_out_by_the_same_outlier():
+    values = np.arange(101, dtype=np.float32)
+    values[100] = 1000.0
+    out = gray(pixels(bank_of(rows_of([values])), normalize="global"))[0]
+    assert out[50] == 13  # 50 / 1000 * 255
+
+
+@pytest.mark.parametrize("mode", NORMALIZATIONS)
+def test_constant_filter_is_mid_gray_and_counted(mode):
+    bank = bank_of(rows_of([[3, 3, 3], [0, 1, 2]]))
+    result = render_result(bank, RenderOptions(normalize=mode, pad=0, scale=1, cols=1))
+    image = gray(np.asarray(result.image))
+    assert result.constant_tiles == 1
+    if mode == "per-filter":
+        np.testing.assert_array_equal(image[0], [128, 128, 128])
+    assert len(set(image[0].tolist())) == 1  # flat, whatever its level in a bank-wide mode
+
+
+@pytest.mark.parametrize("mode", NORMALIZATIONS)
+def test_all_constant_bank_is_mid_gray_in_every_mode(mode):
+    result = render_result(bank_of(np.zeros((2, 3, 3, 1))), RenderOptions(normalize=mode, pad=0, scale=1))
+    assert (np.asarray(result.image) == 128).all()
+    assert result.constant_tiles == 2 and result.nan_pixels == 0
+
+
+def test_weights_near_the_float32_limit_do_not_overflow():
+    big = np.finfo(np.float32).max
+    bank = bank_of(rows_of([[-big, 0, big]]))
+    for mode in NORMALIZATIONS:
+        result = render_result(bank, RenderOptions(normalize=mode, pad=0, scale=1))
+        assert result.nan_pixels == 0
+        np.testing.assert_array_equal(gray(np.asarray(result.image))[0], [0, 128, 255])
+
+
+# --- NaN and infinities ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", NORMALIZATIONS)
+def test_nan_and_inf_are_excluded_painted_and_counted(mode):
+    bank = bank_of(rows_of([[0, np.nan, 4, np.inf, -np.inf, 2]]))
+    result = render_result(bank, RenderOptions(normalize=mode, pad=0, scale=1))
+    image = np.asarray(result.image)[0]
+    assert result.nan_pixels == 3
+    for i in (1, 3, 4):
+        assert image[i].tolist() == MAGENTA
+    if mode in ("per-filter", "global", "percentile"):
+        assert image[0].tolist() == [0, 0, 0] and image[2].tolist() == [255, 255, 255]
+        assert image[5].tolist() == [128, 128, 128]
+
+
+def test_nan_colour_is_configurable_and_counts_source_pixels_not_upscaled_ones():
+    bank = bank_of(rows_of([[0, np.nan, 1]]))
+    result = render_result(bank, RenderOptions(nan_color="#00ff00", scale=4, pad=0))
+    image = np.asarray(result.image)
+    assert result.nan_pixels == 1
+    assert (image[:, 4:8] == [0, 255, 0]).all()
+
+
+def test_one_nan_channel_paints_the_whole_rgb_pixel():
+    rgb = np.array([[[[0, np.nan, 1], [1, 0, 0]]]], dtype=np.float32)
+    result = render_result(bank_of(rgb), RenderOptions(pad=0, scale=1))
+    assert result.nan_pixels == 1
+    assert np.asarray(result.image)[0, 0].tolist() == MAGENTA
+
+
+def test_filter_of_only_nan_is_not_called_constant():
+    bank = bank_of(rows_of([[np.nan, np.nan], [0, 1]]))
+    result = render_result(bank, RenderOptions(pad=0, scale=1, cols=1))
+    assert result.nan_pixels == 2 and result.constant_tiles == 0
+
+
+# --- colour ------------------------------------------------------------------------------------
+
+def test_bgr_swaps_first_and_third_channel():
+    rgb = np.array([[[[0, 0.5, 1]]]], dtype=np.float32)
+    assert pixels(bank_of(rgb))[0, 0].tolist() == [0, 128, 255]
+    assert pixels(bank_of(rgb), bgr=True)[0, 0].tolist() == [255, 128, 0]
+
+
+def test_colormap_pixels_are_the_lut_entries():
+    bank = bank_of(rows_of([[0, 1, 4]]))  # per-filter: 0, 0.25, 1 -> LUT indices 0, 64, 255
+    image = pixels(bank, cmap="viridis")[0]
+    table = lut("viridis")
+    np.testing.assert_array_equal(image, table[[0, 64, 255]])
+    assert not (image[..., 0] == image[..., 1]).all()  # really coloured
+
+
+def test_matrix_defaults_to_symmetric_diverging_map():
+    matrix = bank_of(np.array([[-1.0, 0.0, 1.0]], dtype=np.float32)[None, :, :, None], kind="matrix")
+    result = render_result(matrix, RenderOptions(pad=0, scale=1))
+    assert result.options.normalize == "symmetric" and result.options.cmap == "RdBu_r"
+    np.testing.assert_array_equal(np.asarray(result.image)[0], lut("RdBu_r")[[0, 128, 255]])
+
+
+def test_colormap_does_not_touch_rgb_tiles():
+    rgb = np.array([[[[0, 0.5, 1]]]], dtype=np.float32)
+    assert pixels(bank_of(rgb), cmap="viridis")[0, 0].tolist() == [0, 128, 255]
+
+
+# --- channels ----------------------------------------------------------------------------------
+
+def _five_channel_bank() -> FilterBank:
+    """Two 2x2 filters of 5 channels; channel k of filter n is the constant k (plus 10 n)."""
+    a = np.zeros((2, 2, 2, 5), dtype=np.float32)
+    a[...] = np.arange(5, dtype=np.float32)
+    a[1] += 10
+    return bank_of(a)
+
+
+def test_split_draws_one_row_per_filter_one_tile_per_channel():
+    result = render_result(_five_channel_bank(), RenderOptions(pad=1, scale=1))
+    assert (result.rows, result.cols, result.tiles) == (2, 5, 10)
+    image = gray(np.asarray(result.image))
+    assert image.shape == (2 * 3 + 1, 5 * 3 + 1)
+    expected = [0, 64, 128, 191, 255]  # per filter, over all its channels: k / 4
+    for row in range(2):
+        for k in range(5):
+            tile = image[1 + 3 * row: 3 + 3 * row, 1 + 3 * k: 3 + 3 * k]
+            assert (tile == expected[k]).all(), (row, k)
+
+
+def test_split_refuses_an_explicit_cols():
+    with pytest.raises(UsageError, match="split"):
+        render(_five_channel_bank(), cols=3)
+
+
+def test_mean_draws_one_gray_tile_per_filter():
+    a = np.zeros((1, 1, 2, 4), dtype=np.float32)
+    a[0, 0, 0] = [0, 0, 0, 4]  # mean 1
+    a[0, 0, 1] = [4, 4, 4, 8]  # mean 5
+    result = render_result(bank_of(np.concatenate([a, a + 1], axis=2)), RenderOptions(channels="mean", pad=0, scale=1))
+    assert result.tiles == 1
+    # means 1, 5, 2, 6 stretched over [1, 6]
+    np.testing.assert_array_equal(gray(np.asarray(result.image))[0], [0, 204, 51, 255])
+
+
+def test_first3_shows_the_first_three_channels_as_rgb():
+    a = np.array([[[[0, 0.5, 1, 99, -99]]]], dtype=np.float32)
+    result = render_result(bank_of(a), RenderOptions(channels="first3", pad=0, scale=1))
+    assert np.asarray(result.image)[0, 0].tolist() == [0, 128, 255]
+    result = render_result(bank_of(a), RenderOptions(channels="first3", bgr=True, pad=0, scale=1))
+    assert np.asarray(result.image)[0, 0].tolist() == [255, 128, 0]
+
+
+def test_first3_needs_three_channels():
+    with pytest.raises(UsageError, match="first3"):
+        render(bank_of(np.zeros((1, 2, 2, 2))), channels="first3")
+
+
+@pytest.mark.parametrize("mode", CHANNEL_MODES)
+def test_gray_and_rgb_filters_ignore_the_channel_mode(mode):
+    rgb = np.array([[[[0, 0.5, 1]]]], dtype=np.float32)
+    assert pixels(bank_of(rgb), channels=mode)[0, 0].tolist() == [0, 128, 255]
+
+
+# --- geometry ----------------------------------------------------------------------------------
+
+def test_image_size_follows_cols_pad_and_scale():
+    bank = bank_of(np.random.default_rng(0).normal(size=(10, 3, 5, 1)))
+    result = render_result(bank, RenderOptions(cols=4, pad=2, scale=3, background="white"))
+    assert (result.cols, result.rows, result.scale) == (4, 3, 3)
+    image = np.asarray(result.image)
+    assert image.shape == (3 * (3 * 3 + 2) + 2, 4 * (5 * 3 + 2) + 2, 3)  # rows*(H*s+pad)+pad, cols*(W*s+pad)+pad
+    assert (image[:2] == 255).all() and (image[:, :2] == 255).all()     # outer border
+    assert (image[:, 17:19] == 255).all()                                # gap between columns
+    empty_slot = image[2 + 2 * 11: 2 + 2 * 11 + 9, 2 + 2 * 17:]          # tiles 11 and 12 do not exist
+    assert (empty_slot == 255).all()
+
+
+def test_nearest_neighbour_upscaling_repeats_each_pixel():
+    bank = bank_of(rows_of([[0, 1]]))
+    image = gray(np.asarray(render(bank, scale=3, pad=0)))
+    np.testing.assert_array_equal(image, np.repeat(np.repeat([[0, 255]], 3, axis=0), 3, axis=1))
+
+
+def test_default_cols_are_near_square():
+    result = render_result(bank_of(np.ones((64, 5, 5, 3))), RenderOptions())
+    assert (result.cols, result.rows) == (8, 8)
+    result = render_result(bank_of(np.ones((10, 5, 5, 3))), RenderOptions())
+    assert (result.cols, result.rows) == (4, 3)
+
+
+def test_cols_beyond_the_tile_count_are_not_drawn_empty():
+    assert render_result(bank_of(np.ones((3, 2, 2, 1))), RenderOptions(cols=50)).cols == 3
+
+
+@pytest.mark.parametrize(("side", "scale"), [(3, 22), (5, 13), (7, 10), (11, 6), (16, 4), (32, 2), (224, 1)])
+def test_small_kernels_are_scaled_up_to_viewable_tiles(side, scale):
+    result = render_result(bank_of(np.ones((4, side, side, 3))), RenderOptions(pad=1))
+    assert result.scale == scale
+    assert 64 <= side * scale <= 96 or scale == 1
+    assert result.image.size == (2 * (side * scale + 1) + 1,) * 2
+
+
+def test_explicit_scale_over_the_pixel_cap_is_refused_before_allocating(monkeypatch):
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("work started before the size was checked")
+
+    monkeypatch.setattr(limits, "MAX_OUTPUT_PIXELS", 10_000)
+    monkeypatch.setattr(core.channels, "select", must_not_run)
+    monkeypatch.setattr(core, "normalize", must_not_run)
+    monkeypatch.setattr(grid, "paste", must_not_run)
+    with pytest.raises(LimitError, match=r"(?=.*pixels)(?=.*--scale)(?=.*FILTERGRID_MAX_OUTPUT_PIXELS)"):
+        render(bank_of(np.ones((64, 3, 3, 3))), scale=11)
+
+
+def test_automatic_scale_shrinks_to_fit_the_cap(monkeypatch):
+    bank = bank_of(np.ones((64, 3, 3, 3)))
+    assert render_result(bank, RenderOptions()).scale == 22  # 8 * 67 + 1 = 537 px square
+    monkeypatch.setattr(limits, "MAX_OUTPUT_PIXELS", 200 * 200)
+    result = render_result(bank, RenderOptions())
+    assert result.scale == 7  # 8 * 22 + 1 = 177; scale 8 would give 201
+    assert result.image.size[0] * result.image.size[1] <= 200 * 200
+
+
+def test_automatic_scale_errors_only_when_scale_1_does_not_fit(monkeypatch):
+    monkeypatch.setattr(limits, "MAX_OUTPUT_PIXELS", 100)
+    with pytest.raises(LimitError, match="scale 1"):
+        render(bank_of(np.ones((64, 3, 3, 3))))
+
+
+def test_a_vast_bank_is_refused_without_allocating_the_image(monkeypatch):
+    monkeypatch.setattr(limits, "MAX_OUTPUT_PIXELS", 1_000_000)
+    wide = np.broadcast_to(np.float32(0), (1, 1, 2_000_000, 1))  # 2 Mpx in one tile, no real memory
+    bank = FilterBank.__new__(FilterBank)
+    object.__setattr__(bank, "array", wide)
+    object.__setattr__(bank, "provenance", bank_of(np.ones((1, 1, 1, 1))).provenance)
+    object.__setattr__(bank, "kind", "filters")
+    with pytest.raises(LimitError):
+        render(bank)
+
+
+def test_a_large_bank_renders_in_one_vectorized_pass():
+    bank = grid_bank(np.random.default_rng(0).normal(size=(4096, 3, 16, 16)).astype(np.float32), "OIHW")
+    result = render_result(bank, RenderOptions())
+    assert (result.cols, result.rows, result.scale) == (64, 64, 4)
+    assert result.image.size == (64 * 65 + 1, 64 * 65 + 1)
+
+
+# --- options -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"normalize": "minmax"}, "per-filter, global, symmetric, percentile"),
+    ({"cols": 0}, "cols"),
+    ({"cols": True}, "cols"),
+    ({"scale": 0}, "scale"),
+    ({"pad": -1}, "pad"),
+    ({"channels": "rgb"}, "split, mean, first3"),
+    ({"cmap": "viridiss"}, "viridis"),
+    ({"cmap": "no-such-map-at-all"}, "gray, viridis"),
+    ({"background": "blurple"}, "background"),
+    ({"nan_color": "#12"}, "nan colour"),
+    ({"colour": "red"}, "unknown render option 'colour'"),
+])
+def test_bad_options_are_one_line_usage_errors(options, message):
+    with pytest.raises(UsageError, match=message) as info:
+        render(bank_of(np.ones((1, 2, 2, 1))), **options)
+    assert "\n" not in str(info.value)
+
+
+def test_empty_bank_is_a_usage_error():
+    with pytest.raises(UsageError, match="nothing to draw"):
+        render(bank_of(np.ones((0, 3, 3, 1))))
+
+
+def test_package_level_render_and_grid_use_this_renderer():
+    a = np.array([[[[0.0, 1.0]]]], dtype=np.float32)  # OIHW (1, 1, 1, 2)
+    image = filtergrid.grid(a, "OIHW", pad=0, scale=1)
+    np.testing.assert_array_equal(gray(np.asarray(image)), [[0, 255]])
+    # the subpackage filtergrid.render, imported above, must not have taken the function's name
+    assert callable(filtergrid.render)
+    assert filtergrid.render(bank_of(rows_of([[0, 1]])), pad=0, scale=1).size == (2, 1)
+
+
+# --- saving ------------------------------------------------------------------------------------
+
+def _result_and_bank(source: str = "model.onnx"):
+    bank = bank_of(np.random.default_rng(1).normal(size=(4, 3, 3, 3)), source=source)
+    return render_result(bank, RenderOptions(normalize="symmetric")), bank
+
+
+def test_png_records_provenance_in_text_chunks(tmp_path):
+    result, bank = _result_and_bank()
+    path = save(result, bank, tmp_path / "grid.png")
+    with Image.open(path) as im:
+        text = dict(im.text)
+        assert im.format == "PNG" and im.mode == "RGB"
+        np.testing.assert_array_equal(np.asarray(im), np.asarray(result.image))
+    assert text["source"] == "model.onnx" and text["format"] == "onnx"
+    assert text["tensor"] == "conv1.weight" and text["original_shape"] == "4x3x3x3"
+    assert text["dtype"] == "float32" and text["layout"] == "OIHW"
+    assert text["chosen_by"] == "weight of the first Conv node"
+    assert text["normalization"] == "symmetric"
+    assert text["filtergrid_version"] == filtergrid.__version__
+
+
+def test_png_text_survives_a_non_latin_source_path(tmp_path):
+    result, bank = _result_and_bank(source="модели/模型.onnx")
+    with Image.open(save(result, bank, tmp_path / "grid.png")) as im:
+        assert im.text["source"] == "модели/模型.onnx"
+
+
+@pytest.mark.parametrize(("name", "fmt"), [("g.jpg", "JPEG"), ("g.JPEG", "JPEG"), ("g.webp", "WEBP"),
+                                           ("g.bmp", "BMP"), ("g.tif", "TIFF")])
+def test_other_formats_follow_the_suffix(tmp_path, name, fmt):
+    result, bank = _result_and_bank()
+    with Image.open(save(result, bank, tmp_path / name)) as im:
+        assert im.format == fmt and im.size == result.image.size
+        if fmt != "JPEG":  # lossless: the exact pixels
+            np.testing.assert_array_equal(np.asarray(im.convert("RGB")), np.asarray(result.image))
+
+
+@pytest.mark.parametrize("name", ["grid.xyz", "grid", "grid.npy"])
+def test_unknown_suffix_is_a_usage_error(tmp_path, name):
+    result, bank = _result_and_bank()
+    with pytest.raises(UsageError, match="suffix"):
+        save(result, bank, tmp_path / name)
+    assert os.listdir(tmp_path) == []
+
+
+def test_save_leaves_no_temporary_file(tmp_path):
+    result, bank = _result_and_bank()
+    save(result, bank, tmp_path / "grid.png")
+    save(result, bank, tmp_path / "grid.png")  # overwrite
+    assert os.listdir(tmp_path) == ["grid.png"]
+
+
+def test_a_failing_writer_leaves_no_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    result, bank = _result_and_bank()
+    (tmp_path / "old.png").write_bytes(b"previous picture")
+
+    def broken(self, fp, *args, **kwargs):
+        fp.write(b"half a picture")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", broken)
+    with pytest.raises(FiltergridError, match="disk full"):
+        save(result, bank, tmp_path / "new.png")
+    with pytest.raises(FiltergridError):
+        save(result, bank, tmp_path / "old.png")
+    assert sorted(os.listdir(tmp_path)) == ["old.png"]
+    assert (tmp_path / "old.png").read_bytes() == b"previous picture"
