@@ -48,6 +48,7 @@ class WorkerProcess:
             env={**os.environ, **_ONE_THREAD}, start_new_session=True,  # Ctrl-C is the parent's
         )
         self.ready = False
+        self._pending = b""
         self.task: dict[str, Any] | None = None
         self.started = time.monotonic()
         self.deadline = self.started + STARTUP_SECONDS
@@ -69,18 +70,27 @@ class WorkerProcess:
         self.deadline = self.started + self.timeout if self.timeout else float("inf")
 
     def read(self) -> tuple[dict[str, Any] | None, bool]:
-        """After the pipe turned readable: (record or None, worker still usable?)."""
-        line = self.proc.stdout.readline()
-        if not line.endswith(b"\n"):
+        """After the pipe turned readable: (record or None, worker still usable?).
+
+        Reads the pipe's fd directly (no buffered reader): a "ready" line and a record may arrive in
+        one read, and a line left in a Python buffer would never wake the selector again.
+        """
+        chunk = os.read(self.fileno(), 1 << 16)
+        if not chunk:
             return self._died(), False
-        reply = json.loads(line)
-        if "ready" in reply:
-            self.ready = True
-            if self.task is not None:
-                self._arm()
-            return None, True
-        self.task = None
-        return reply["record"], not reply["recycle"]
+        self._pending += chunk
+        record, usable = None, True
+        while b"\n" in self._pending:
+            line, self._pending = self._pending.split(b"\n", 1)
+            reply = json.loads(line)
+            if "ready" in reply:
+                self.ready = True
+                if self.task is not None:
+                    self._arm()
+            else:
+                self.task = None
+                record, usable = reply["record"], not reply["recycle"]
+        return record, usable
 
     def _died(self) -> dict[str, Any] | None:
         code = self.proc.wait()

@@ -98,7 +98,8 @@ def audit(options: AuditOptions, progress: Progress | None = None) -> dict[str, 
     out.mkdir(parents=True, exist_ok=True)
     walk = find_models(options.paths, options.pattern, exclude=[out])
     models = [Found(Path(os.path.abspath(f.path)), f.is_folder) for f in walk.models]
-    report = Report(out, [str(f.path) for f in models], walk.skipped, options.to_dict())
+    skipped = [(os.path.abspath(p), why) for p, why in walk.skipped]
+    report = Report(out, [str(f.path) for f in models], skipped, options.to_dict())
     tasks = plan(models, options, report)
     progress.start(len(models), len(report.records))
 

@@ -1,10 +1,10 @@
 """Find the models under the paths a user names: each real file once, no symlink loops, bytes decide.
 
-A folder full of checkpoints also holds READMEs, logs and configs; a file is audited only when
-:func:`filtergrid.converters.detect` recognises it (magic bytes first, the suffix only as a last
-resort), so a ``model.onnx`` full of garbage is audited (and reported broken) while ``notes.txt`` is
-listed as skipped. A folder that ``detect`` recognises (a Hugging Face style model folder, once a
-converter for it is registered) is one model and is not descended into.
+A folder full of checkpoints also holds READMEs, logs and configs. A file found in a folder is
+audited when :func:`filtergrid.converters.detect` recognises its bytes, or when its suffix claims a
+model format (an empty or truncated ``model.safetensors`` must show up as an error, not vanish);
+``notes.txt`` is listed as skipped. A folder that ``detect`` recognises (a Hugging Face model folder:
+config.json + weights) is one model and is not descended into.
 """
 
 from __future__ import annotations
@@ -47,15 +47,26 @@ def is_model_folder(folder: Path) -> bool:
 
 
 def looks_like_model(path: Path) -> tuple[bool, str]:
-    """(audit it?, reason when not). Unknown bytes are skipped; any other failure is audited so the
-    worker reports it (an unreadable file is worth a line in the report, not silence)."""
+    """(audit it?, reason when not).
+
+    Recognised bytes make a model. Unrecognised bytes under a model suffix (an empty or truncated
+    ``model.onnx``) are audited too, so that a broken checkpoint is reported rather than silently
+    passed over; other unrecognised files (READMEs, logs) are skipped. Any other failure is audited
+    so the worker can say what went wrong (an unreadable file is worth a line in the report).
+    """
     try:
         converters.detect(path)
     except UnknownFormatError:
+        if path.suffix.lower() in _model_suffixes():
+            return True, ""
         return False, "not a model file filtergrid knows"
     except Exception:  # noqa: BLE001 - the worker will say what went wrong
         return True, ""
     return True, ""
+
+
+def _model_suffixes() -> set[str]:
+    return {suffix for fmt in converters.FORMATS for suffix in fmt.suffixes}
 
 
 class _Walker:
@@ -66,12 +77,16 @@ class _Walker:
         self.exclude = {_identity(p) for p in exclude if p.exists()}
         self.result = Walk()
 
+    def matches(self, path: Path, rel: str, *, named: bool) -> bool:
+        """--glob applies to what a folder walk finds, never to a path the user named."""
+        return named or not self.pattern or fnmatch.fnmatch(path.name, self.pattern) or fnmatch.fnmatch(rel, self.pattern)
+
     def add_file(self, path: Path, st: os.stat_result, *, named: bool, rel: str) -> None:
         key = (st.st_dev, st.st_ino)
         if key in self.seen_files:
             self.result.skipped.append((str(path), "same file as one already listed (a link or duplicate path)"))
             return
-        if not named and self.pattern and not (fnmatch.fnmatch(path.name, self.pattern) or fnmatch.fnmatch(rel, self.pattern)):
+        if not self.matches(path, rel, named=named):
             return
         self.seen_files.add(key)
         if named:
@@ -102,8 +117,7 @@ class _Walker:
             return  # a symlink back to a folder already walked: a loop or a second route in
         self.seen_dirs.add(key)
         if is_model_folder(folder):
-            if key not in self.seen_files:
-                self.seen_files.add(key)
+            if self.matches(folder, rel, named=not rel):
                 self.result.models.append(Found(folder, is_folder=True))
             return
         try:
