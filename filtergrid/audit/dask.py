@@ -16,40 +16,45 @@ from ..errors import FiltergridError
 from .process import run_isolated
 from .worker import empty_record, one_line
 
-#: Seconds to wait for the scheduler to answer before calling it unreachable.
-CONNECT_SECONDS = 10
 
 
 def connect(scheduler: str):
-    """A ``distributed.Client`` for ``scheduler`` or a one-line error saying why not."""
+    """A ``distributed.Client`` for ``scheduler`` or a one-line error saying why not.
+
+    How long to keep trying is Dask's own setting ``distributed.comm.timeouts.connect`` (e.g. the
+    environment variable ``DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT=5s``).
+    """
     distributed = require("distributed", "dask")
+    import dask.config
+    from dask.utils import parse_timedelta
+
+    timeout = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), default="seconds")
     try:
-        return distributed.Client(scheduler, timeout=CONNECT_SECONDS)
+        return distributed.Client(scheduler, timeout=timeout)
     except Exception as e:  # noqa: BLE001 - OSError, TimeoutError, ValueError for a bad address, ...
         detail = " ".join(str(e).split())[:200] or type(e).__name__
         raise FiltergridError(f"cannot reach the Dask scheduler at {scheduler}: {detail}") from None
 
 
-def run_dask(tasks: list[dict[str, Any]], *, scheduler: str, timeout: float | None, max_memory: int,
+def run_dask(client, tasks: list[dict[str, Any]], *, timeout: float | None, max_memory: int,
              on_record: Callable[[dict[str, Any]], None], tick: Callable[[], None]) -> None:
-    """Submit one task per file; ``on_record`` gets each record as its future completes."""
+    """Submit one task per file to ``client``; ``on_record`` gets each record as its future completes."""
     import distributed
 
-    client = connect(scheduler)
+    if not tasks:
+        return
     n = len(tasks)
     futures = client.map(run_isolated, tasks, [timeout] * n, [max_memory] * n, pure=False)
+    path_of = {f.key: t["path"] for f, t in zip(futures, tasks)}
     try:
-        by_key = {f.key: t for f, t in zip(futures, tasks)}
         for future in distributed.as_completed(futures):
             try:
                 record = future.result()
             except Exception as e:  # noqa: BLE001 - a lost worker or a task that could not run
-                record = empty_record(by_key[future.key]["path"])
+                record = empty_record(path_of[future.key])
                 record["error"] = f"the Dask task failed: {one_line(e)}"
             on_record(record)
             tick()
     except BaseException:
         client.cancel(futures)
         raise
-    finally:
-        client.close()

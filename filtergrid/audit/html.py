@@ -8,8 +8,12 @@ the template never marks anything safe.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
+
+import jinja2
+from markupsafe import Markup, escape
 
 from ..safeio import atomic_write
 
@@ -45,14 +49,19 @@ def number(value: float | None, digits: int = 3) -> str:
     return f"{value:.2e}"
 
 
-def render_html(document: dict[str, Any]) -> str:
-    import jinja2
+def breakable(text: str | None) -> Markup:
+    """Escaped text with line-break chances after ``.``, ``/`` and ``_`` (long tensor and file names)."""
+    parts = re.split(r"(?<=[./_])", text or "")
+    return Markup("<wbr>").join(escape(part) for part in parts)
 
+
+def render_html(document: dict[str, Any]) -> str:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("filtergrid.audit", "templates"),
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
     )
-    env.filters.update(shape=shape_text, number=number)
+    env.filters.update(shape=shape_text, number=number, basename=os.path.basename, dirname=os.path.dirname,
+                       breakable=breakable)
     files = document["files"]
     names = display_names([r["path"] for r in files])
     summary = document["summary"]

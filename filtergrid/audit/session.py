@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,49 +92,50 @@ def audit(options: AuditOptions, progress: Progress | None = None) -> dict[str, 
     """Audit every model under ``options.paths``; returns the final report document."""
     from .html import write_html
 
-    progress = progress or Progress()
-    out = options.out
-    out.mkdir(parents=True, exist_ok=True)
-    walk = find_models(options.paths, options.pattern, exclude=[out])
-    models = [Found(Path(os.path.abspath(f.path)), f.is_folder) for f in walk.models]
-    skipped = [(os.path.abspath(p), why) for p, why in walk.skipped]
-    report = Report(out, [str(f.path) for f in models], skipped, options.to_dict())
-    tasks = plan(models, options, report)
-    progress.start(len(models), len(report.records))
-
-    def on_record(record: dict[str, Any]) -> None:
-        report.add(record)
-        progress.advance(record)
-
-    def tick() -> None:
-        report.flush_if_due()
-        progress.refresh()
-
-    report.write(complete=False)
-    try:
-        run(tasks, options, on_record, tick)
-    except KeyboardInterrupt:
-        document = report.write(complete=False, interrupted=True)
-        write_html(document, out)
-        raise
-    document = report.write(complete=True)
-    write_html(document, out)
-    return document
-
-
-def run(tasks: list[dict[str, Any]], options: AuditOptions, on_record: Callable[[dict[str, Any]], None],
-        tick: Callable[[], None]) -> None:
-    if not tasks:
-        return
-    if options.scheduler:
-        from .dask import run_dask
-
-        run_dask(tasks, scheduler=options.scheduler, timeout=options.timeout, max_memory=options.max_memory,
-                 on_record=on_record, tick=tick)
-        return
-    from .runner import run_local
-
     if options.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {options.workers}")
-    run_local(tasks, workers=options.workers, timeout=options.timeout, max_memory=options.max_memory,
-              on_record=on_record, tick=tick)
+    client = None
+    if options.scheduler:  # an unreachable scheduler is a usage error: fail before writing anything
+        from .dask import connect
+
+        client = connect(options.scheduler)
+    try:
+        progress = progress or Progress()
+        out = options.out
+        out.mkdir(parents=True, exist_ok=True)
+        walk = find_models(options.paths, options.pattern, exclude=[out])
+        models = [Found(Path(os.path.abspath(f.path)), f.is_folder) for f in walk.models]
+        skipped = [(os.path.abspath(p), why) for p, why in walk.skipped]
+        report = Report(out, [str(f.path) for f in models], skipped, options.to_dict())
+        tasks = plan(models, options, report)
+        progress.start(len(models), len(report.records))
+
+        def on_record(record: dict[str, Any]) -> None:
+            report.add(record)
+            progress.advance(record)
+
+        def tick() -> None:
+            report.flush_if_due()
+            progress.refresh()
+
+        report.write(complete=False)
+        try:
+            if client is not None:
+                from .dask import run_dask
+
+                run_dask(client, tasks, timeout=options.timeout, max_memory=options.max_memory,
+                         on_record=on_record, tick=tick)
+            elif tasks:
+                from .runner import run_local
+
+                run_local(tasks, workers=options.workers, timeout=options.timeout, max_memory=options.max_memory,
+                          on_record=on_record, tick=tick)
+        except KeyboardInterrupt:
+            write_html(report.write(complete=False, interrupted=True), out)
+            raise
+        document = report.write(complete=True)
+        write_html(document, out)
+        return document
+    finally:
+        if client is not None:
+            client.close()
