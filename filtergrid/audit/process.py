@@ -30,6 +30,13 @@ STARTUP_SECONDS = 120.0
 _ONE_THREAD = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
+def _worker_env() -> dict[str, str]:
+    """This environment, one BLAS thread, and this very filtergrid first on the import path."""
+    package_root = str(Path(__file__).resolve().parents[2])
+    path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, **_ONE_THREAD, "PYTHONPATH": path}
+
+
 def _signal_name(code: int) -> str:
     try:
         return signal.Signals(-code).name
@@ -45,7 +52,7 @@ class WorkerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "filtergrid.audit.worker", str(max_memory)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
-            env={**os.environ, **_ONE_THREAD}, start_new_session=True,  # Ctrl-C is the parent's
+            env=_worker_env(), start_new_session=True,  # Ctrl-C is the parent's
         )
         self.ready = False
         self._pending = b""
@@ -60,8 +67,11 @@ class WorkerProcess:
     def start(self, task: dict[str, Any], timeout: float | None) -> None:
         """Hand over a task; its clock starts when the worker is ready (import time is not the file's)."""
         self.task, self.timeout = task, timeout
-        self.proc.stdin.write((json.dumps(task) + "\n").encode())
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write((json.dumps(task) + "\n").encode())
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # the worker is gone; its pipe's end-of-file turns into this task's error record
         if self.ready:
             self._arm()
 

@@ -44,6 +44,18 @@ def csv_row(record: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def to_json(document: dict[str, Any]) -> str:
+    """The document with one record per line: diff-friendly, and fast (json's C encoder needs no indent)."""
+    def dump(value: Any) -> str:
+        return json.dumps(value, allow_nan=False, ensure_ascii=True)
+
+    def block(items: list[Any]) -> str:
+        return "[\n" + ",\n".join(f"  {dump(item)}" for item in items) + "\n ]" if items else "[]"
+
+    return (f'{{"schema_version": {dump(document["schema_version"])},\n "summary": {dump(document["summary"])},\n'
+            f' "files": {block(document["files"])},\n "skipped": {block(document["skipped"])}}}\n')
+
+
 class Report:
     """The records of one audit, kept in walk order whatever order workers finish in."""
 
@@ -96,7 +108,7 @@ class Report:
     def write(self, *, complete: bool, interrupted: bool = False) -> dict[str, Any]:
         """Rewrite report.json and report.csv (atomically: a reader never sees half a file)."""
         document = self.document(complete=complete, interrupted=interrupted)
-        text = json.dumps(document, indent=1, allow_nan=False) + "\n"
+        text = to_json(document)
         atomic_write(self.out / "report.json", lambda f: f.write(text.encode()))
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, CSV_COLUMNS, lineterminator="\n")
@@ -113,6 +125,11 @@ class Report:
             self.write(complete=False)
 
 
+def _own_grid(out: Path, grid: Any) -> bool:
+    """A grid this audit wrote and still has (a report is data too: no paths outside grids/)."""
+    return isinstance(grid, str) and grid.startswith("grids/") and ".." not in grid and (out / grid).is_file()
+
+
 def previous_ok(out: Path) -> dict[str, dict[str, Any]]:
     """sha256 -> ok record from an earlier report in ``out`` whose grid is still there (for --resume)."""
     path = out / "report.json"
@@ -123,7 +140,6 @@ def previous_ok(out: Path) -> dict[str, dict[str, Any]]:
         if document.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(f"schema_version {document.get('schema_version')!r}, expected {SCHEMA_VERSION}")
         files = document["files"]
-        return {r["sha256"]: r for r in files
-                if r.get("status") == "ok" and r.get("sha256") and r.get("grid") and (out / r["grid"]).is_file()}
+        return {r["sha256"]: r for r in files if r.get("status") == "ok" and r.get("sha256") and _own_grid(out, r.get("grid"))}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise FiltergridError(f"cannot resume from {path}: not a filtergrid audit report ({' '.join(str(e).split())[:200]})") from None

@@ -72,7 +72,7 @@ def plan(models: list[Found], options: AuditOptions, report: Report) -> list[dic
             if sha in previous:
                 report.add({**previous[sha], "path": path, "resumed": True})
                 continue
-        tasks.append({"path": path, "is_folder": found.is_folder, "out": str(options.out),
+        tasks.append({"path": path, "is_folder": found.is_folder, "out": os.path.abspath(options.out),
                       "grid": grid_name(path), "render": options.render,
                       "max_memory_text": options.max_memory_text})
     return tasks
@@ -90,8 +90,6 @@ class Progress:
 
 def audit(options: AuditOptions, progress: Progress | None = None) -> dict[str, Any]:
     """Audit every model under ``options.paths``; returns the final report document."""
-    from .html import write_html
-
     if options.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {options.workers}")
     client = None
@@ -100,42 +98,46 @@ def audit(options: AuditOptions, progress: Progress | None = None) -> dict[str, 
 
         client = connect(options.scheduler)
     try:
-        progress = progress or Progress()
-        out = options.out
-        out.mkdir(parents=True, exist_ok=True)
-        walk = find_models(options.paths, options.pattern, exclude=[out])
-        models = [Found(Path(os.path.abspath(f.path)), f.is_folder) for f in walk.models]
-        skipped = [(os.path.abspath(p), why) for p, why in walk.skipped]
-        report = Report(out, [str(f.path) for f in models], skipped, options.to_dict())
-        tasks = plan(models, options, report)
-        progress.start(len(models), len(report.records))
-
-        def on_record(record: dict[str, Any]) -> None:
-            report.add(record)
-            progress.advance(record)
-
-        def tick() -> None:
-            report.flush_if_due()
-            progress.refresh()
-
-        report.write(complete=False)
-        try:
-            if client is not None:
-                from .dask import run_dask
-
-                run_dask(client, tasks, timeout=options.timeout, max_memory=options.max_memory,
-                         on_record=on_record, tick=tick)
-            elif tasks:
-                from .runner import run_local
-
-                run_local(tasks, workers=options.workers, timeout=options.timeout, max_memory=options.max_memory,
-                          on_record=on_record, tick=tick)
-        except KeyboardInterrupt:
-            write_html(report.write(complete=False, interrupted=True), out)
-            raise
-        document = report.write(complete=True)
-        write_html(document, out)
-        return document
+        return _run(options, progress or Progress(), client)
     finally:
         if client is not None:
             client.close()
+
+
+def _run(options: AuditOptions, progress: Progress, client) -> dict[str, Any]:
+    from .html import write_html
+
+    out = options.out
+    out.mkdir(parents=True, exist_ok=True)
+    walk = find_models(options.paths, options.pattern, exclude=[out])
+    models = [Found(Path(os.path.abspath(f.path)), f.is_folder) for f in walk.models]
+    skipped = [(os.path.abspath(p), why) for p, why in walk.skipped]
+    report = Report(out, [str(f.path) for f in models], skipped, options.to_dict())
+    tasks = plan(models, options, report)
+    progress.start(len(models), len(report.records))
+
+    def on_record(record: dict[str, Any]) -> None:
+        report.add(record)
+        progress.advance(record)
+
+    def tick() -> None:
+        report.flush_if_due()
+        progress.refresh()
+
+    report.write(complete=False)
+    limits = {"timeout": options.timeout, "max_memory": options.max_memory, "on_record": on_record, "tick": tick}
+    try:
+        if client is not None:
+            from .dask import run_dask
+
+            run_dask(client, tasks, **limits)
+        elif tasks:
+            from .runner import run_local
+
+            run_local(tasks, workers=options.workers, **limits)
+    except KeyboardInterrupt:
+        write_html(report.write(complete=False, interrupted=True), out)
+        raise
+    document = report.write(complete=True)
+    write_html(document, out)
+    return document
