@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import resource
 import signal
 import sys
 import time
@@ -125,6 +124,8 @@ def cap_memory(extra: int) -> None:
     """
     if extra <= 0:
         return
+    import resource  # POSIX only; elsewhere the time limit still holds
+
     limit = getattr(resource, "RLIMIT_DATA", None) if data_size() else getattr(resource, "RLIMIT_AS", None)
     if limit is None:
         return
