@@ -50,7 +50,7 @@ def duplicate_pairs(unit: np.ndarray, live: np.ndarray) -> tuple[int, int, list[
     sampled = index.size > MAX_DUPLICATE_FILTERS
     if sampled:
         index = np.sort(np.random.default_rng(0).choice(index, MAX_DUPLICATE_FILTERS, replace=False))
-    rows = unit[index]
+    rows = unit if index.size == len(unit) else unit[index]
     twins = np.zeros(index.size, bool)
     pairs, listed = 0, []
     for start in range(0, index.size, SIMILARITY_BLOCK_ROWS):
@@ -63,54 +63,68 @@ def duplicate_pairs(unit: np.ndarray, live: np.ndarray) -> tuple[int, int, list[
     return int(twins.sum()), pairs, listed[:LISTED_PAIRS], sampled
 
 
-def saturation(values: np.ndarray, original_dtype: str) -> float | None:
+def saturation(clean: np.ndarray, original_dtype: str) -> float | None:
     """Share of weights at the ends of the integer range, for integer or quantized sources, else None.
 
     Raw integers (a NumPy int8 array) are checked against their dtype's exact range. Dequantized
     values (int8 scaled back to floats, GGUF blocks) carry no scale in the bank, so each filter's own
     min and max stand for the ends of the range: that is exact for per-channel symmetric
     quantization, the common case for weights; at least 2 weights per filter are there by design.
+    ``clean`` holds the weights with non-finite ones set to 0.
     """
-    if not (_INTEGER_DTYPES.match(original_dtype) or _BLOCK_QUANT.match(original_dtype)):
+    if clean.size == 0 or not (_INTEGER_DTYPES.match(original_dtype) or _BLOCK_QUANT.match(original_dtype)):
         return None
-    finite = np.where(np.isfinite(values), values, 0)
-    if values.size == 0:
-        return None
-    if _INTEGER_DTYPES.match(original_dtype) and np.array_equal(finite, np.round(finite)):
-        try:
-            info = np.iinfo(np.dtype(original_dtype))
-        except TypeError:  # int4 and other types NumPy lacks
-            bits = int(re.sub(r"\D", "", original_dtype))
-            lo, hi = (0, 2**bits - 1) if original_dtype.startswith("u") else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
-        else:
-            lo, hi = info.min, info.max
-        return float(np.mean((finite == lo) | (finite == hi)))
-    at_ends = (finite == finite.min(axis=1, keepdims=True)) | (finite == finite.max(axis=1, keepdims=True))
+    if _INTEGER_DTYPES.match(original_dtype) and np.array_equal(clean, np.round(clean)):
+        lo, hi = _integer_range(original_dtype)
+        return float(np.mean((clean == lo) | (clean == hi)))
+    at_ends = (clean == clean.min(axis=1, keepdims=True)) | (clean == clean.max(axis=1, keepdims=True))
     return float(at_ends.mean())
 
 
+def _integer_range(dtype: str) -> tuple[int, int]:
+    try:
+        info = np.iinfo(np.dtype(dtype))
+    except TypeError:  # int4 and other types NumPy lacks
+        bits = int(re.sub(r"\D", "", dtype))
+        return (0, 2**bits - 1) if dtype.startswith("u") else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    return int(info.min), int(info.max)
+
+
+def _moments(values: np.ndarray, finite: np.ndarray) -> dict[str, float | None]:
+    """min, max, mean, std over the finite weights (masked reductions: no copy of the bank)."""
+    if not finite.any():
+        return dict.fromkeys(("min", "max", "mean", "std"))
+    mask = None if finite.all() else finite
+    return {
+        "min": _number(np.min(values, where=mask, initial=np.inf) if mask is not None else values.min()),
+        "max": _number(np.max(values, where=mask, initial=-np.inf) if mask is not None else values.max()),
+        "mean": _number(np.mean(values, where=mask, dtype=np.float64) if mask is not None else values.mean(dtype=np.float64)),
+        "std": _number(np.std(values, where=mask, dtype=np.float64) if mask is not None else values.std(dtype=np.float64)),
+    }
+
+
 def assess(bank: FilterBank) -> dict[str, Any]:
-    """The health record of one bank (JSON-ready; see docs/audit-report.md for each field)."""
+    """The health record of one bank (JSON-ready; see docs/audit-report.md for each field).
+
+    Memory: the bank, one cleaned copy (normalized in place for the duplicate search) and
+    row-sized vectors; the similarity matrix is computed in blocks.
+    """
     values = filters_of(bank)
     n, d = values.shape
-    nan = int(np.isnan(values).sum())
-    inf = int(np.isinf(values).sum())
     finite = np.isfinite(values)
+    nan = int(np.isnan(values).sum())
+    health: dict[str, Any] = {"filters": n, "weights_per_filter": d, "nan": nan,
+                              "inf": int(finite.size - finite.sum()) - nan, **_moments(values, finite)}
     clean = np.where(finite, values, np.float32(0))
-    magnitude = np.abs(clean)
-    largest = float(magnitude.max()) if clean.size else 0.0
-    dead = (magnitude.max(axis=1) <= DEAD_RELATIVE * largest) if largest > 0 else np.ones(n, bool)
+    del finite
+    health["saturated_fraction"] = saturation(clean, bank.provenance.original_dtype)
+    peaks = np.abs(clean).max(axis=1) if clean.size else np.zeros(n, np.float32)
+    largest = float(peaks.max()) if n else 0.0
+    dead = peaks <= DEAD_RELATIVE * largest if largest > 0 else np.ones(n, bool)
     norms = np.sqrt(np.einsum("ij,ij->i", clean, clean, dtype=np.float64))
-    safe = np.where(norms > 0, norms, 1.0)
-    unit = (clean / safe[:, None]).astype(np.float32)
-    dup_filters, dup_pairs, listed, sampled = duplicate_pairs(unit, ~dead & (norms > 0))
-    kept = values[finite]
-    saturated = saturation(values, bank.provenance.original_dtype)
-    health: dict[str, Any] = {
-        "filters": n,
-        "weights_per_filter": d,
-        "nan": nan,
-        "inf": inf,
+    clean /= np.where(norms > 0, norms, 1.0).astype(np.float32)[:, None]  # now unit rows
+    dup_filters, dup_pairs, listed, sampled = duplicate_pairs(clean, ~dead & (norms > 0))
+    health.update({
         "dead_filters": int(dead.sum()),
         "duplicate_filters": dup_filters,
         "duplicate_pairs": dup_pairs,
@@ -119,12 +133,7 @@ def assess(bank: FilterBank) -> dict[str, Any]:
         "l2_min": _number(norms.min()) if n else None,
         "l2_median": _number(np.median(norms)) if n else None,
         "l2_max": _number(norms.max()) if n else None,
-        "min": _number(kept.min()) if kept.size else None,
-        "max": _number(kept.max()) if kept.size else None,
-        "mean": _number(kept.mean(dtype=np.float64)) if kept.size else None,
-        "std": _number(kept.std(dtype=np.float64)) if kept.size else None,
-        "saturated_fraction": saturated,
-    }
+    })
     health["flags"] = flags(health)
     return health
 
