@@ -117,24 +117,20 @@ def data_size() -> int:
 
 
 def cap_memory(extra: int) -> None:
-    """Let this process allocate at most ``extra`` bytes beyond what it holds now.
+    """Let this process allocate at most ``extra`` bytes beyond what it holds now (Linux).
 
-    RLIMIT_DATA (Linux >= 4.7 counts anonymous mmaps, i.e. NumPy arrays) leaves read-only file maps
-    (safetensors' mmap) free; RLIMIT_AS is the fallback where DATA is not enforced.
+    RLIMIT_DATA counts anonymous mappings (NumPy arrays) since Linux 4.7 but not read-only file maps
+    (safetensors' mmap), so it bounds memory, not file size. Where VmData cannot be read the limit
+    is not set (the time limit still holds).
     """
-    if extra <= 0:
+    base = data_size()
+    if extra <= 0 or not base:
         return
-    import resource  # POSIX only; elsewhere the time limit still holds
+    import resource
 
-    limit = getattr(resource, "RLIMIT_DATA", None) if data_size() else getattr(resource, "RLIMIT_AS", None)
-    if limit is None:
-        return
-    base = data_size() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    soft, hard = resource.getrlimit(limit)
-    want = base + extra
-    if hard != resource.RLIM_INFINITY:
-        want = min(want, hard)
-    resource.setrlimit(limit, (want, hard))
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    want = base + extra if hard == resource.RLIM_INFINITY else min(base + extra, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (want, hard))
 
 
 def encode_reply(record: dict[str, Any], recycle: bool) -> str:
