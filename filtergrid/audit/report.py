@@ -114,7 +114,8 @@ class Report:
         writer = csv.DictWriter(buffer, CSV_COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(csv_row(r) for r in document["files"])
-        atomic_write(self.out / "report.csv", lambda f: f.write(buffer.getvalue().encode()))
+        # A file name that is not UTF-8 is written back as the bytes it is made of.
+        atomic_write(self.out / "report.csv", lambda f: f.write(buffer.getvalue().encode("utf-8", "surrogateescape")))
         self._flushed = (time.monotonic(), len(self.records))
         return document
 
