@@ -291,3 +291,16 @@ def test_diff_of_different_shapes_is_one_line(tmp_path):
     np.save(tmp_path / "large.npy", np.ones((8, 3, 3, 3), np.float32))
     assert_one_line_error(run_cli("diff", tmp_path / "small.npy", tmp_path / "large.npy", "-o", tmp_path / "d.png"),
                           "differ in shape")
+
+
+def test_a_file_name_that_is_not_utf8_is_reported(tmp_path):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    name = b"caf\xe9.npy".decode("utf-8", "surrogateescape")
+    np.save(folder / name, np.ones((2, 1, 3, 3), np.float32))
+    result = run_cli("audit", folder, "--out", tmp_path / "out", "--quiet")
+    assert result.returncode in (0, 1) and not result.stderr, result.stderr
+    (record,) = json.loads((tmp_path / "out" / "report.json").read_text())["files"]
+    assert record["path"].endswith(name) and record["format"] == "numpy"
+    assert b"caf\xe9.npy" in (tmp_path / "out" / "report.csv").read_bytes()
+    assert "caf\ufffd.npy" in (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
