@@ -79,5 +79,5 @@ def render_html(document: dict[str, Any]) -> str:
 
 def write_html(document: dict[str, Any], out: Path) -> Path:
     """Write ``out/index.html`` atomically (names that are not UTF-8 are shown with U+FFFD)."""
-    text = render_html(document)
-    return atomic_write(out / "index.html", lambda f: f.write(text.encode("utf-8", "replace")))
+    data = render_html(document).encode("utf-8", "surrogateescape").decode("utf-8", "replace").encode("utf-8")
+    return atomic_write(out / "index.html", lambda f: f.write(data))
