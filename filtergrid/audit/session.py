@@ -57,25 +57,26 @@ def _size(found: Found) -> int:
 
 
 def plan(models: list[Found], options: AuditOptions, report: Report) -> list[dict[str, Any]]:
-    """Tasks for the workers; with --resume, files already ``ok`` (same sha256) are copied instead."""
+    """Tasks for the workers, largest first (no worker is left with one big file at the end while
+    the others idle); with --resume, models already ``ok`` (same sha256) are copied instead."""
     previous = previous_ok(options.out) if options.resume else {}
     sizes = {r.get("size") for r in previous.values()}
     tasks = []
     for found in models:
         path = str(found.path)
-        if previous:
-            try:
-                size = _size(found)
-                sha = size_and_sha256(found.path, found.is_folder)[1] if size in sizes else None
-            except OSError:
-                sha = None
-            if sha in previous:
-                report.add({**previous[sha], "path": path, "resumed": True})
-                continue
-        tasks.append({"path": path, "is_folder": found.is_folder, "out": os.path.abspath(options.out),
-                      "grid": grid_name(path), "render": options.render,
-                      "max_memory_text": options.max_memory_text})
-    return tasks
+        try:
+            size = _size(found)
+            sha = size_and_sha256(found.path, found.is_folder)[1] if previous and size in sizes else None
+        except OSError:
+            size, sha = 0, None  # the worker will report why
+        if sha in previous:
+            report.add({**previous[sha], "path": path, "resumed": True})
+            continue
+        tasks.append((size, {"path": path, "is_folder": found.is_folder, "out": os.path.abspath(options.out),
+                             "grid": grid_name(path), "render": options.render,
+                             "max_memory_text": options.max_memory_text}))
+    tasks.sort(key=lambda sized: -sized[0])
+    return [task for _, task in tasks]
 
 
 class Progress:
