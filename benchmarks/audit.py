@@ -5,7 +5,8 @@ of the framework-made fixtures) and a few large ones, audits it three ways and p
 peak resident memory of each worker process (sampled from /proc: VmHWM of the audit's worker
 processes). "workers busy" is the time workers spent on files per second of wall time: near the
 worker count when the pool keeps them fed (the rest is start-up and the parent's walk and writes).
-Run on a quiet machine: ``python benchmarks/audit.py [--n 200] [--repeat 3]``.
+Run on a quiet machine: ``python benchmarks/audit.py [--n 200] [--repeat 3]``; one other process
+holding a core at 100% caps what 2 workers can get at ~1.33 cores, and the speed-up with it.
 """
 
 from __future__ import annotations
