@@ -23,6 +23,8 @@ COMMANDS = {
     "inspect": "inspect",
     "convert": "convert",
     "demo": "demo",
+    "audit": "audit",
+    "diff": "diff",
 }
 
 #: Subcommand name -> its one-line help, so ``filtergrid --help`` lists commands without importing them
