@@ -17,21 +17,15 @@ from .._version import __version__
 from ..errors import FiltergridError
 from . import deadline
 
-#: Subcommand name -> module under filtergrid.cli (each defines a click command named ``command``).
+#: Subcommand name -> (module under filtergrid.cli defining a click ``command``, its one-line help).
+#: ``--help`` lists the commands from here without importing them; a test keeps the help texts equal.
 COMMANDS = {
-    "render": "render",
-    "inspect": "inspect",
-    "convert": "convert",
-    "demo": "demo",
-}
-
-#: Subcommand name -> its one-line help, so ``filtergrid --help`` lists commands without importing them
-#: (a test keeps these equal to the commands' own docstrings; a command missing here is imported).
-SHORT_HELP = {
-    "render": "Render the first layer of MODEL (or --tensor NAME) as a grid of images.",
-    "inspect": "List MODEL's tensors in model order and say which one is the first layer.",
-    "convert": "Write the first layer of MODEL as a float32 (filters, H, W, C) array.",
-    "demo": "Render the first conv layer of a tiny CNN trained on scikit-learn's digits.",
+    "render": ("render", "Render the first layer of MODEL (or --tensor NAME) as a grid of images."),
+    "inspect": ("inspect", "List MODEL's tensors in model order and say which one is the first layer."),
+    "convert": ("convert", "Write the first layer of MODEL as a float32 (filters, H, W, C) array."),
+    "demo": ("demo", "Render the first conv layer of a tiny CNN trained on scikit-learn's digits."),
+    "audit": ("audit", "Audit every model under PATH...: format, first layer, health and grid of each, in one report."),
+    "diff": ("diff", "Render the first layers of A and B side by side with B - A, and print how much each filter changed."),
 }
 
 EXIT_USAGE = 2
@@ -44,18 +38,15 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:
             return None
-        return importlib.import_module(f"{__name__}.{COMMANDS[name]}").command
+        return importlib.import_module(f"{__name__}.{COMMANDS[name][0]}").command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        """The command list of ``--help``, from SHORT_HELP where it has an entry."""
+        """The command list of ``--help``, from COMMANDS' short help: no subcommand is imported."""
         names = self.list_commands(ctx)
         limit = formatter.width - 6 - max(map(len, names), default=0)
         rows = []
         for name in names:
-            if name in SHORT_HELP:
-                rows.append((name, click.utils.make_default_short_help(SHORT_HELP[name], limit)))
-            elif (command := self.get_command(ctx, name)) is not None and not command.hidden:
-                rows.append((name, command.get_short_help_str(limit)))
+            rows.append((name, click.utils.make_default_short_help(COMMANDS[name][1], limit)))
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)

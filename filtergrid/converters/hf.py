@@ -27,11 +27,15 @@ WEIGHT_FILES = (
 )
 
 def sniff(probe: Probe) -> bool:
-    """A folder holding one of the known weight files, or the ``config.json`` of such a folder."""
+    """A folder with a ``config.json`` and one of the known weight files, or that ``config.json``.
+
+    Without ``config.json`` a folder is just a folder (one that happens to hold a file named
+    ``pytorch_model.bin`` is not a model), so a batch audit lists its files one by one.
+    """
     folder = probe.path if probe.is_dir else probe.path.parent
     if not probe.is_dir and not (probe.path.name == "config.json" and probe.head.lstrip().startswith(b"{")):
         return False
-    return any((folder / name).is_file() for name in WEIGHT_FILES)
+    return (folder / "config.json").is_file() and any((folder / name).is_file() for name in WEIGHT_FILES)
 
 def shard_files(folder: Path) -> tuple[str, list[Path]]:
     """(the file that named the weights, the weight files in the model's own order)."""

@@ -1,0 +1,175 @@
+"""Audit ONE model: hash, detect, load, assess, draw its grid; always a plain JSON-ready record.
+
+:func:`audit_file` never raises for anything the file can cause: a failure at any step becomes
+``status: "error"`` with a one-line ``error`` and the fields found so far. It runs inside a worker
+process (``python -m filtergrid.audit.worker``, see :mod:`filtergrid.audit.process`) whose memory
+is capped, so a file that crashes the decoder or blows memory costs one record, not the audit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+#: Bytes hashed per read (sha256 is streamed: memory stays bounded for any file size).
+HASH_CHUNK = 1 << 20
+
+RECORD_FIELDS = ("path", "size", "sha256", "format", "status", "error", "tensor", "chosen_by",
+                 "original_shape", "original_dtype", "layout", "canonical_shape", "kind", "health",
+                 "grid", "seconds")
+
+
+def empty_record(path: str) -> dict[str, Any]:
+    """Every field of the schema, unknown until a step fills it in."""
+    record: dict[str, Any] = dict.fromkeys(RECORD_FIELDS)
+    record.update(path=path, status="error")
+    return record
+
+
+def one_line(error: BaseException) -> str:
+    """The message of an error as one line (FiltergridErrors already are; others get their type)."""
+    from ..errors import FiltergridError
+
+    if isinstance(error, FiltergridError):
+        return error.reason  # the record already says which file and format
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}"[:500] if text else type(error).__name__
+
+
+def files_of(path: Path, is_folder: bool) -> list[Path]:
+    """The bytes that make the model: the file, or a model folder's regular files in name order."""
+    if not is_folder:
+        return [path]
+    return sorted((p for p in path.rglob("*") if p.is_file()), key=lambda p: p.relative_to(path).as_posix())
+
+
+def size_and_sha256(path: Path, is_folder: bool) -> tuple[int, str]:
+    """Total size and streamed sha256; a folder hashes each file's relative name and bytes in order."""
+    digest = hashlib.sha256()
+    size = 0
+    for file in files_of(path, is_folder):
+        if is_folder:
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with open(file, "rb") as f:
+            while chunk := f.read(HASH_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def _describe(record: dict[str, Any], bank) -> None:
+    p = bank.provenance
+    record.update(tensor=p.tensor, chosen_by=p.chosen_by, original_shape=list(p.original_shape),
+                  original_dtype=p.original_dtype, layout=p.layout, canonical_shape=list(bank.shape),
+                  kind=bank.kind)
+
+
+def audit_file(task: dict[str, Any]) -> dict[str, Any]:
+    """The record of ``task["path"]``; the grid goes to ``task["out"]/task["grid"]`` (relative)."""
+    from .. import api, converters
+    from ..render import RenderOptions, render_result, save
+    from .health import assess
+
+    started = time.perf_counter()
+    path = Path(task["path"])
+    record = empty_record(task["path"])
+    step = "reading"
+    try:
+        record["size"], record["sha256"] = size_and_sha256(path, task.get("is_folder", False))
+        step = "detecting"
+        record["format"] = converters.detect(path).name
+        step = "loading"
+        bank = api.load(path, format=record["format"])
+        _describe(record, bank)
+        step = "assessing"
+        record["health"] = assess(bank)
+        step = "drawing"
+        result = render_result(bank, RenderOptions(**task.get("render", {})))
+        save(result, bank, Path(task["out"]) / task["grid"])
+        record["grid"] = task["grid"]
+        record["status"] = "ok"
+    except Exception as e:  # noqa: BLE001 - the whole point: one record per file, whatever happens
+        if isinstance(e, MemoryError) or isinstance(e.__context__, MemoryError):
+            limit = task.get("max_memory_text")
+            record["error"] = f"ran out of memory while {step}" + (f" (--max-memory {limit})" if limit else "")
+        else:
+            record["error"] = one_line(e) if step != "drawing" else f"grid: {one_line(e)}"
+    record["seconds"] = round(time.perf_counter() - started, 4)
+    return record
+
+
+def data_size() -> int:
+    """Bytes of private data the process holds now (VmData on Linux; 0 where unknown)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmData:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def cap_memory(extra: int) -> None:
+    """Let this process allocate at most ``extra`` bytes beyond what it holds now (Linux).
+
+    RLIMIT_DATA counts anonymous mappings (NumPy arrays) since Linux 4.7 but not read-only file maps
+    (safetensors' mmap), so it bounds memory, not file size. Where VmData cannot be read the limit
+    is not set (the time limit still holds).
+    """
+    base = data_size()
+    if extra <= 0 or not base:
+        return
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    want = base + extra if hard == resource.RLIM_INFINITY else min(base + extra, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (want, hard))
+
+
+def encode_reply(record: dict[str, Any], recycle: bool) -> str:
+    """One JSON line; a record that will not serialize (a bug of ours) still becomes an error record."""
+    try:
+        return json.dumps({"record": record, "recycle": recycle}, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        broken = empty_record(record["path"])
+        broken.update(error=f"internal error: record not serializable ({one_line(e)})", seconds=record["seconds"])
+        return json.dumps({"record": broken, "recycle": recycle})
+
+
+def serve(max_memory: int) -> None:
+    """The worker loop: one JSON task per line on stdin, one JSON reply per line on the protocol pipe.
+
+    The protocol pipe is the original stdout; fd 1 is pointed at stderr so that a stray print (or a C
+    library writing to stdout) cannot corrupt a reply. Ctrl-C is the parent's to handle.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    replies = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    import numpy  # noqa: F401 - warm the imports before measuring the baseline
+    import PIL.Image  # noqa: F401
+
+    from .. import api, render  # noqa: F401
+    from . import health  # noqa: F401
+
+    cap_memory(max_memory)
+    replies.write(json.dumps({"ready": os.getpid()}) + "\n")
+    replies.flush()
+    for line in sys.stdin:
+        record = audit_file(json.loads(line))
+        # After running out of memory the heap may stay fragmented: hand over to a fresh process.
+        recycle = bool(record["error"] and "out of memory" in record["error"])
+        replies.write(encode_reply(record, recycle) + "\n")
+        replies.flush()
+        if recycle:
+            break
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]) if len(sys.argv) > 1 else 0)

@@ -1,0 +1,124 @@
+"""``filtergrid audit PATH... --out DIR``: every model under PATH -> report.json/.csv, grids, index.html.
+
+Exit 0 when every model is ok, 1 when some are not, 2 on usage errors (and an unreachable scheduler).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import UsageError
+from .options import render_kwargs, render_options
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """``2G``, ``512M``, ``1.5GiB``, ``1000000`` -> bytes (binary units); ``none`` -> 0 (no limit)."""
+    if text.strip().lower() in ("none", "0"):
+        return 0
+    match = _SIZE.match(text)
+    if not match:
+        raise UsageError(f"--max-memory {text!r} is not a size like 2G, 512M or 1000000")
+    return int(float(match[1]) * _UNITS[match[2].upper()])
+
+
+def default_memory(workers: int) -> int:
+    """Physical memory shared out between the workers (so together they cannot exhaust the machine)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // max(workers, 1)
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+class BarProgress:
+    """A rich progress bar on stderr: files done, errors, files per second."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("auditing"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[errors]} errors · {task.fields[rate]} files/s"),
+                            TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+        self.errors = 0
+        self.done_here = 0
+        self.began = time.monotonic()
+        self.task = None
+
+    def start(self, total: int, done: int) -> None:
+        self.bar.start()
+        self.task = self.bar.add_task("audit", total=total, completed=done, errors=0, rate="-")
+
+    def advance(self, record: dict[str, Any]) -> None:
+        self.errors += record["status"] != "ok"
+        self.done_here += 1
+        rate = self.done_here / max(time.monotonic() - self.began, 1e-9)
+        self.bar.update(self.task, advance=1, errors=self.errors, rate=f"{rate:.1f}")
+
+    def refresh(self) -> None:
+        self.bar.refresh()
+
+    def stop(self) -> None:
+        self.bar.stop()
+
+
+def summary_line(document: dict[str, Any], out: Path) -> str:
+    s = document["summary"]
+    ok, errors = s["by_status"].get("ok", 0), s["audited"] - s["by_status"].get("ok", 0)
+    flags = ", ".join(f"{n} {flag}" for flag, n in s["flags"].items())
+    resumed = f", {s['resumed']} resumed" if s["resumed"] else ""
+    return (f"audited {s['audited']} models: {ok} ok, {errors} not ok{resumed}"
+            f"{f' (health flags: {flags})' if flags else ''} in {s['seconds']:.1f} s; "
+            f"{s['skipped']} files skipped; report: {out / 'index.html'}")
+
+
+@click.command("audit")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=str))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for report.json, report.csv, index.html and grids/.")
+@click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
+              help="Worker processes (default: one per CPU core).")
+@click.option("--scheduler", metavar="ADDR", default=None,
+              help="Run on a Dask cluster, e.g. tcp://host:8786 (pip install 'filtergrid[dask]'); "
+                   "models and --out must be on a filesystem the workers share.")
+@click.option("--resume", is_flag=True, help="Keep models already ok (same sha256) in DIR/report.json.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=300, show_default=True,
+              metavar="SECONDS", help="Time limit per model; a model past it is an error record.")
+@click.option("--max-memory", metavar="SIZE", default=None,
+              help="Memory a worker may allocate for one model, e.g. 2G (default: RAM / workers; 'none' for no limit).")
+@click.option("--glob", "pattern", metavar="PATTERN", default=None,
+              help="Only files in folders whose name or relative path matches, e.g. '*.safetensors'.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
+@render_options
+def command(paths, out, workers, scheduler, resume, timeout, max_memory, pattern, quiet, normalize, cols, pad,
+            scale, cmap, bgr, channels, background):
+    """Audit every model under PATH...: format, first layer, health and grid of each, in one report."""
+    from ..audit import AuditOptions, Progress, audit
+    from ..render import RenderOptions
+
+    render = render_kwargs(normalize, cols, pad, scale, cmap, bgr, channels, background)
+    RenderOptions(**render)  # a bad colour or colormap is a usage error now, not N error records
+    workers = workers or os.cpu_count() or 1
+    memory = parse_size(max_memory) if max_memory else default_memory(workers)
+    options = AuditOptions(paths=tuple(paths), out=out, workers=workers, scheduler=scheduler, resume=resume,
+                           timeout=timeout, max_memory=memory, max_memory_text=max_memory or "", pattern=pattern,
+                           render=render)
+    progress = BarProgress() if not quiet and sys.stderr.isatty() else Progress()
+    try:
+        document = audit(options, progress)
+    finally:
+        if isinstance(progress, BarProgress):
+            progress.stop()
+    if not quiet:
+        click.echo(summary_line(document, out))
+    if document["summary"]["audited"] != document["summary"]["by_status"].get("ok", 0):
+        sys.exit(1)

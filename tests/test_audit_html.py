@@ -1,0 +1,91 @@
+"""The HTML report in a real headless browser: every row and grid there, images decoded, names inert."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import pytest
+
+from audit_zoo import HOSTILE_NAME, make_zoo
+from conftest import run_cli
+
+BROWSER = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+pytestmark = pytest.mark.skipif(BROWSER is None, reason="needs a headless Chromium (apt-get install chromium)")
+
+HEADLESS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--hide-scrollbars",
+            "--virtual-time-budget=10000"]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    zoo = make_zoo(tmp_path_factory.mktemp("zoo") / "models")
+    out = tmp_path_factory.mktemp("html") / "out"
+    result = run_cli("audit", zoo.root, "--out", out, "--quiet")
+    assert result.returncode == 1, result.stderr
+    return zoo, out, json.loads((out / "report.json").read_text())
+
+
+def dump_dom(url: str) -> str:
+    return subprocess.run([BROWSER, *HEADLESS, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+
+
+class Elements(HTMLParser):
+    """Tags with their attributes, as the browser left the DOM."""
+
+    def __init__(self, markup: str):
+        super().__init__()
+        self.found: list[tuple[str, dict[str, str]]] = []
+        self.feed(markup)
+
+    def handle_starttag(self, tag, attrs):
+        self.found.append((tag, dict(attrs)))
+
+    def all(self, tag: str, **where: str) -> list[dict[str, str]]:
+        return [a for t, a in self.found if t == tag and all(a.get(k) == v for k, v in where.items())]
+
+
+def test_every_row_and_grid_is_in_the_browser_and_every_image_loads(report):
+    _, out, document = report
+    dom = Elements(dump_dom((out / "index.html").as_uri()))
+    files = document["files"]
+    ok = [r for r in files if r["status"] == "ok"]
+    body = dom.all("body")[0]
+    assert body["data-images"] == "ok", body
+    assert body["data-images-loaded"] == f"{len(ok)}/{len(ok)}"
+    rows = dom.all("tr")[1:]
+    assert len(rows) == len(files)
+    assert [r["data-status"] for r in rows] == [r["status"] for r in files]
+    assert sorted(i["src"] for i in dom.all("img")) == sorted(r["grid"] for r in ok)
+    assert len(dom.all("div", **{"class": "card error"})) == len(files) - len(ok)
+
+
+def test_file_names_are_text_not_markup(report):
+    _, out, _ = report
+    markup = (out / "index.html").read_text(encoding="utf-8")
+    assert "&lt;img src=x onerror=alert(1)&gt;.npy" in markup
+    dom = Elements(dump_dom((out / "index.html").as_uri()))
+    assert not [a for _, a in dom.found if "onerror" in a], "a file name became an element"
+    assert all(i["src"].startswith("grids/") for i in dom.all("img"))
+    assert HOSTILE_NAME not in markup
+
+
+def test_the_address_filters_rows_and_cards(report):
+    _, out, document = report
+    errors = sum(r["status"] != "ok" for r in document["files"])
+    dom = dump_dom((out / "index.html").as_uri() + "#status=error")
+    shown = [row for row in re.findall(r"<tr [^>]*data-status=\"(\w+)\"[^>]*>", dom)]
+    hidden_rows = re.findall(r"<tr [^>]*hidden", dom)
+    assert len(shown) - len(hidden_rows) == errors
+    assert f"{errors} of {len(document['files'])} shown" in dom
+
+
+def test_screenshot(report, tmp_path):
+    _, out, _ = report
+    shot = tmp_path / "report.png"
+    subprocess.run([BROWSER, *HEADLESS, "--window-size=1400,1800", f"--screenshot={shot}", (out / "index.html").as_uri()],
+                   capture_output=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 10_000
