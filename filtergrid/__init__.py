@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
 # The renderer subpackage shares its name with the ``render`` function below. Importing a subpackage
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING
 # claims the name; later ``import filtergrid.render`` statements find it in sys.modules and rebind
 # nothing. (The subpackage imports its modules lazily, so this costs nothing.)
 from . import render as _renderer  # noqa: F401
+from ._lazy import lazy_getattr
 from ._version import __version__
 from .errors import (
     CorruptFileError,
@@ -36,12 +36,7 @@ _LAZY = {"load": "api", "open_model": "api", "tensors": "api",
          "FilterBank": "bank", "Provenance": "bank", "TensorInfo": "bank"}
 
 
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 
 __all__ = [

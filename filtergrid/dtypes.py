@@ -85,12 +85,21 @@ def from_buffer(buffer, dtype: str, shape, offset: int = 0) -> np.ndarray:
     return np.frombuffer(buffer, dtype=STORAGE[dtype], count=count, offset=offset).reshape(dims)
 
 
+#: Element types NumPy has no dtype for: stored as bit patterns, decoded to float32 when read.
+BIT_PATTERNS = ("bfloat16", "float8_e4m3fn", "float8_e5m2")
+
+
+def native(stored: np.ndarray, dtype: str) -> np.ndarray:
+    """Stored elements as an array NumPy understands: bit-pattern types decoded, others copied out."""
+    return to_float32(stored, dtype) if dtype in BIT_PATTERNS else np.array(stored)
+
+
 def to_float32(stored: np.ndarray, dtype: str | None = None) -> np.ndarray:
     """Decode stored elements (``dtype`` names bit-pattern types like bfloat16) to float32."""
     dtype = dtype or stored.dtype.name
     if dtype == "bfloat16":
         return (np.asarray(stored, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
-    if dtype in ("float8_e4m3fn", "float8_e5m2"):
+    if dtype in BIT_PATTERNS:
         return _float8_table(dtype)[np.asarray(stored, dtype=np.uint8)]
     if dtype not in STORAGE and stored.dtype.kind not in "fiub":
         raise CorruptFileError(f"unsupported element type {dtype!r}")

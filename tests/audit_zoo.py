@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from conftest import FIXTURES, manifest_entries
 from safetensors.numpy import save_file
 
 import filtergrid
-from conftest import FIXTURES, manifest_entries
 
 #: A file name an attacker would choose: the HTML report must show it, never run it.
 HOSTILE_NAME = "<img src=x onerror=alert(1)>.npy"

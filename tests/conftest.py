@@ -20,6 +20,16 @@ def manifest_entries() -> list[dict]:
     return entries
 
 
+def group_entries(group: str) -> list[dict]:
+    """The manifest entries of one fixture group (``fixtures/<group>/manifest.json``)."""
+    return json.loads((FIXTURES / group / "manifest.json").read_text())
+
+
+def entry_id(entry: dict) -> str:
+    """A short pytest id for a manifest entry: its file's stem."""
+    return Path(entry["file"]).stem
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """The CLI as a user runs it: a separate process, so exit codes and stderr are real."""
     return subprocess.run([sys.executable, "-m", "filtergrid", *map(str, args)], capture_output=True,

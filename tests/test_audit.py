@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from audit_zoo import make_zoo, slow_folder
 from conftest import assert_one_line_error, run_cli
+from PIL import Image
+
 from filtergrid import converters
 from filtergrid.audit import health, walk
 from filtergrid.audit.process import WorkerProcess, run_isolated

@@ -10,7 +10,6 @@ import sys
 import time
 
 import pytest
-
 from audit_zoo import comparable, make_zoo, slow_folder
 from conftest import assert_one_line_error, run_cli
 

@@ -9,7 +9,6 @@ import subprocess
 from html.parser import HTMLParser
 
 import pytest
-
 from audit_zoo import HOSTILE_NAME, make_zoo
 from conftest import run_cli
 

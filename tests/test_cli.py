@@ -6,10 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import assert_one_line_error, run_cli
 from PIL import Image
 from safetensors.numpy import save_file
-
-from conftest import assert_one_line_error, run_cli
 
 rng = np.random.default_rng(3)
 

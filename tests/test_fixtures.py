@@ -12,11 +12,10 @@ import importlib.util
 
 import numpy as np
 import pytest
+from conftest import FIXTURES, manifest_entries
 
 import filtergrid
 from filtergrid import converters
-
-from conftest import FIXTURES, manifest_entries
 
 ENTRIES = manifest_entries()
 

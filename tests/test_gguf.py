@@ -3,30 +3,25 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import struct
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FIXTURES, entry_id, group_entries
 
 import filtergrid
-from conftest import FIXTURES
 from filtergrid import converters, limits
 from filtergrid.errors import CorruptFileError, FiltergridError, LimitError, MissingExtraError
 
 gguf = pytest.importorskip("gguf")
 
-ENTRIES = json.loads((FIXTURES / "gguf" / "manifest.json").read_text())
+ENTRIES = group_entries("gguf")
 LLM = FIXTURES / "gguf" / "tiny_llm_q8_0.gguf"
 
 
-def _id(entry: dict) -> str:
-    return Path(entry["file"]).stem
-
-
-@pytest.mark.parametrize("entry", ENTRIES, ids=_id)
+@pytest.mark.parametrize("entry", ENTRIES, ids=entry_id)
 def test_every_tensor_matches_gguf_reader(entry: dict) -> None:
     """Each quantization type the writer can make (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, BF16, F16, F32)."""
     expected = np.load(FIXTURES / entry["expected"])

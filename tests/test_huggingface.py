@@ -4,9 +4,9 @@ import json
 import shutil
 
 import pytest
+from conftest import FIXTURES
 
 import filtergrid
-from conftest import FIXTURES
 from filtergrid import converters
 from filtergrid.errors import UnknownFormatError, UnsafeFileError
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import filtergrid
-from filtergrid.errors import CorruptFileError, UnsafeFileError
+from filtergrid.errors import UnsafeFileError
 
 rng = np.random.default_rng(1)
 

@@ -3,31 +3,26 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import struct
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FIXTURES, entry_id, group_entries
 
 import filtergrid
-from conftest import FIXTURES
 from filtergrid import converters
 from filtergrid.errors import CorruptFileError, FiltergridError, MissingExtraError
 
 tfl = pytest.importorskip("tflite")
 flatbuffers = pytest.importorskip("flatbuffers")
 
-ENTRIES = json.loads((FIXTURES / "tflite" / "manifest.json").read_text())
+ENTRIES = group_entries("tflite")
 CONV_INT8 = FIXTURES / "tflite" / "conv_int8.tflite"
 
 
-def _id(entry: dict) -> str:
-    return Path(entry["file"]).stem
-
-
-@pytest.mark.parametrize("entry", ENTRIES, ids=_id)
+@pytest.mark.parametrize("entry", ENTRIES, ids=entry_id)
 def test_listing_offers_the_first_weight_first(entry: dict) -> None:
     infos = filtergrid.tensors(FIXTURES / entry["file"], format="tflite")
     first = next(i for i in infos if i.candidate)

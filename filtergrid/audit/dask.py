@@ -17,7 +17,6 @@ from .process import run_isolated
 from .worker import empty_record, one_line
 
 
-
 def connect(scheduler: str):
     """A ``distributed.Client`` for ``scheduler`` or a one-line error saying why not.
 

@@ -27,8 +27,7 @@ from ..errors import CorruptFileError, LimitError, TensorNotFoundError, UnsafeFi
 from ..layout import LAYOUTS
 from ..safeio import check_extent, resolve_inside
 from .base import Probe, is_weight
-from .protowire import (I32, I64, LEN, MAX_VARINT_BYTES, VARINT, iter_fields, packed_varints, read_varint,
-                        signed, text)
+from .protowire import I32, I64, LEN, MAX_VARINT_BYTES, VARINT, iter_fields, packed_varints, read_varint, signed, text
 
 #: TensorProto.DataType codes filtergrid decodes, in the vocabulary of :mod:`filtergrid.dtypes`.
 ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64",

@@ -25,8 +25,8 @@ import numpy as np
 from .. import dtypes, limits, safepickle
 from ..bank import TensorInfo
 from ..errors import CorruptFileError, LimitError, TensorNotFoundError
-from ..safeio import check_extent, check_member_name, read_exact, zip_errors
 from ..layout import CHANNELS_FIRST
+from ..safeio import check_extent, check_member_name, read_exact, zip_errors
 from .base import Probe, tensor_info
 from .torch_objects import (
     BUILD_IGNORED,
@@ -112,7 +112,7 @@ class TorchReader:
         values = self._elements(ref, size)
         q = ref.quantization
         if q is None:
-            return dtypes.to_float32(values, ref.dtype) if ref.dtype in ("bfloat16", "float8_e4m3fn", "float8_e5m2") else values
+            return dtypes.to_float32(values, ref.dtype) if ref.dtype in dtypes.BIT_PATTERNS else values
         if q.axis is None:
             return dtypes.dequantize(values, q.scale, q.zero_point)
         scales = self._elements(q.scale, q.scale.size)

@@ -92,12 +92,11 @@ class SafetensorsReader:
                                CHANNELS_FIRST, "first weight in natural name order")
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
-        dtype, shape, begin, end = self._entries[name]
+        dtype, shape, begin, _ = self._entries[name]
         if rows is not None and shape and rows < shape[0]:
-            end = begin + dtypes.nbytes((rows, *shape[1:]), dtype)
             shape = (rows, *shape[1:])
         stored = dtypes.from_buffer(self._map, dtype, shape, offset=self._start + begin)
-        return dtypes.to_float32(stored, dtype) if dtype in ("bfloat16", "float8_e4m3fn", "float8_e5m2") else np.array(stored)
+        return dtypes.native(stored, dtype)
 
     def close(self) -> None:
         if self._map is not None:

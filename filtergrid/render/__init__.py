@@ -9,8 +9,9 @@ or ``--help`` need neither numpy's renderer modules nor Pillow).
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from .._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from .core import RenderResult, render, render_result
@@ -25,10 +26,4 @@ _EXPORTS = {"RenderResult": "core", "render": "core", "render_result": "core",
 __all__ = ["CHANNEL_MODES", "NORMALIZATIONS", "RenderOptions", "RenderResult", "render", "render_result", "save"]
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    # Importing ``.save`` binds the submodule as ``save``; the function must win, as it did when eager.
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _EXPORTS, globals())

@@ -6,7 +6,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-
 from PIL import Image
 
 from ..bank import FilterBank
@@ -14,7 +13,6 @@ from ..errors import UsageError
 from . import channels, colormaps, grid
 from .normalize import normalize
 from .options import RenderOptions
-
 
 #: Filters of 1-D kernels stacked as rows get up to this many pixel rows each, so that a few long
 #: filters (128 x 512 taps) make an image about half as tall as wide rather than a thin strip.
