@@ -285,7 +285,7 @@ class Bench:
         render = self.filtergrid("render", str(bank), "--layout", "NHWC", "-o", str(self.work / "grid.png"), "-q")
         log(f"render: measuring a 4096x16x16x3 bank x{self.args.repeat}")
         stats = self.rounds({"render": render})["render"]
-        inner = ("import sys, time, filtergrid\nfrom filtergrid.render import RenderOptions, render_result\n"
+        inner = ("import sys, time, filtergrid\nfrom filtergrid.renderer import RenderOptions, render_result\n"
                  "bank = filtergrid.load(sys.argv[1], layout='NHWC'); times = []\n"
                  "for _ in range(5):\n    t = time.perf_counter(); result = render_result(bank, RenderOptions())\n"
                  "    times.append(time.perf_counter() - t)\nprint(sorted(times)[2], *result.image.size)")

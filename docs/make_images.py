@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from filtergrid.api import grid_bank
-from filtergrid.render import NORMALIZATIONS, RenderOptions, render_result, save
+from filtergrid.renderer import NORMALIZATIONS, RenderOptions, render_result, save
 
 SIDE = 11
 OUT = Path(__file__).parent / "images"

@@ -9,11 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-# The renderer subpackage shares its name with the ``render`` function below. Importing a subpackage
-# binds it as an attribute of its parent, so it is imported here, once, before ``def render``
-# claims the name; later ``import filtergrid.render`` statements find it in sys.modules and rebind
-# nothing. (The subpackage imports its modules lazily, so this costs nothing.)
-from . import render as _renderer  # noqa: F401
 from ._lazy import lazy_getattr
 from ._version import __version__
 from .errors import (
@@ -54,7 +49,7 @@ def render(bank_or_path, *, tensor: str | None = None, layout: str | None = None
     """
     from .api import load
     from .bank import FilterBank
-    from .render import render as _render
+    from .renderer import render as _render
 
     bank = bank_or_path if isinstance(bank_or_path, FilterBank) else load(
         bank_or_path, tensor, layout=layout, image_shape=image_shape, flatten=flatten)
@@ -64,7 +59,7 @@ def render(bank_or_path, *, tensor: str | None = None, layout: str | None = None
 def grid(array, layout: str = "OIHW", *, flatten: str = "HWC", image_shape=None, **options):
     """A PIL image of the grid of an in-memory array (torchvision's make_grid, without torch)."""
     from .api import grid_bank
-    from .render import render as _render
+    from .renderer import render as _render
 
     return _render(grid_bank(array, layout, flatten=flatten, image_shape=image_shape), **options)
 

@@ -101,7 +101,7 @@ class FilterBank:
         """Lets Jupyter show the grid of a bank with default options."""
         import io
 
-        from .render import render
+        from .renderer import render
 
         buf = io.BytesIO()
         render(self).save(buf, format="PNG")

@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .audit.health import filters_of
 from .bank import FilterBank, Provenance
 from .errors import UsageError
-from .render import RenderOptions, render_result
+from .renderer import RenderOptions, render_result
 
 #: Colours and spacing of the composed picture.
 _CANVAS = (20, 24, 32)

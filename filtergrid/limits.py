@@ -9,6 +9,9 @@ See docs/security.md for what each one protects against.
 from __future__ import annotations
 
 import os
+import sys
+
+from .errors import LimitError
 
 
 def _env(name: str, default: int) -> int:
@@ -37,3 +40,20 @@ MAX_HEATMAP_COLS = _env("MAX_HEATMAP_COLS", 2048)
 MAX_ZIP_MEMBER_BYTES = _env("MAX_ZIP_MEMBER_BYTES", 4 * 1024**3)
 #: Deepest nesting of subgraphs / containers followed (ONNX If/Loop bodies, nested pickles).
 MAX_NESTING = _env("MAX_NESTING", 64)
+
+
+def exceeded(name: str, what: str, value: int | None = None) -> LimitError:
+    """The one error for a named limit: what went over, the limit's value, and how to raise it.
+
+    Callers ``raise limits.exceeded(...)`` so an audit can tell "raise the limit" from "broken file".
+    """
+    limit = getattr(sys.modules[__name__], name)
+    amount = f" ({value:,})" if value is not None else ""
+    return LimitError(f"{what}{amount} is over the limit {name}={limit:,}; "
+                      f"if you trust the file, raise it with FILTERGRID_{name}")
+
+
+def check(name: str, value: int, what: str) -> None:
+    """Raise :func:`exceeded` when ``value`` is over the named limit (read now, so changes apply)."""
+    if value > getattr(sys.modules[__name__], name):
+        raise exceeded(name, what, value)

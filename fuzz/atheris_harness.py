@@ -34,7 +34,7 @@ with atheris.instrument_imports(include=["filtergrid"]):
     import filtergrid
     from filtergrid import converters
     from filtergrid.errors import FiltergridError
-    from filtergrid.render import RenderOptions, render_result
+    from filtergrid.renderer import RenderOptions, render_result
 
     for _fmt in converters.FORMATS:
         try:

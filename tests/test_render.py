@@ -14,7 +14,7 @@ from filtergrid import limits
 from filtergrid.api import grid_bank
 from filtergrid.bank import FilterBank, Provenance
 from filtergrid.errors import FiltergridError, LimitError, UsageError
-from filtergrid.render import CHANNEL_MODES, NORMALIZATIONS, RenderOptions, core, grid, render, render_result, save
+from filtergrid.renderer import CHANNEL_MODES, NORMALIZATIONS, RenderOptions, core, grid, render, render_result, save
 
 MAGENTA = [255, 0, 255]
 
@@ -380,9 +380,19 @@ def test_package_level_render_and_grid_use_this_renderer():
     a = np.array([[[[0.0, 1.0]]]], dtype=np.float32)  # OIHW (1, 1, 1, 2)
     image = filtergrid.grid(a, "OIHW", pad=0, scale=1)
     np.testing.assert_array_equal(gray(np.asarray(image)), [[0, 255]])
-    # the subpackage filtergrid.render, imported above, must not have taken the function's name
+    # the renderer package (filtergrid.renderer) and the public verb filtergrid.render are distinct names
     assert callable(filtergrid.render)
     assert filtergrid.render(bank_of(rows_of([[0, 1]])), pad=0, scale=1).size == (2, 1)
+
+
+def test_renderer_modules_import_by_their_dotted_names():
+    import importlib
+
+    for name in ("options", "core", "grid", "normalize", "save", "colormaps", "channels"):
+        assert importlib.import_module(f"filtergrid.renderer.{name}").__name__ == f"filtergrid.renderer.{name}"
+    import filtergrid.renderer.options as o  # the import the old name clash broke
+
+    assert o.RenderOptions is filtergrid.renderer.RenderOptions
 
 
 # --- saving ------------------------------------------------------------------------------------

@@ -72,7 +72,7 @@ def test_basic_colors_are_cmaps():
     """The default colours skip the cmap import; they must be the colours cmap would give."""
     import cmap
 
-    from filtergrid.render.colormaps import BASIC_COLORS
+    from filtergrid.renderer.colormaps import BASIC_COLORS
 
     for name, rgb in BASIC_COLORS.items():
         assert tuple(int(v) for v in cmap.Color(name).rgba8[:3]) == rgb

@@ -73,7 +73,7 @@ def _describe(record: dict[str, Any], bank) -> None:
 def audit_file(task: dict[str, Any]) -> dict[str, Any]:
     """The record of ``task["path"]``; the grid goes to ``task["out"]/task["grid"]`` (relative)."""
     from .. import api, converters
-    from ..render import RenderOptions, render_result, save
+    from ..renderer import RenderOptions, render_result, save
     from .health import assess
 
     started = time.perf_counter()

@@ -1,4 +1,4 @@
-"""The ``filtergrid`` command: a thin layer over :mod:`filtergrid.api` and :mod:`filtergrid.render`.
+"""The ``filtergrid`` command: a thin layer over :mod:`filtergrid.api` and :mod:`filtergrid.renderer`.
 
 Subcommands live one per module (meshio-style) and are imported only when used, so ``--help`` and
 ``render`` stay fast. Every failure a user can cause ends as one line ``filtergrid: error: ...`` on

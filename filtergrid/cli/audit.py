@@ -103,7 +103,7 @@ def command(paths, out, workers, scheduler, resume, timeout, max_memory, pattern
             scale, cmap, bgr, channels, background):
     """Audit every model under PATH...: format, first layer, health and grid of each, in one report."""
     from ..audit import AuditOptions, Progress, audit
-    from ..render import RenderOptions
+    from ..renderer import RenderOptions
 
     render = render_kwargs(normalize, cols, pad, scale, cmap, bgr, channels, background)
     RenderOptions(**render)  # a bad colour or colormap is a usage error now, not N error records

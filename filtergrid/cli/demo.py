@@ -19,8 +19,8 @@ DEMO_MODEL = "digits_cnn.onnx"
 def command(normalize, cols, pad, scale, cmap, bgr, channels, background, output):
     """Render the first conv layer of a tiny CNN trained on scikit-learn's digits."""
     from .. import api
-    from ..render import RenderOptions, render_result, save
-    from .render import describe
+    from ..renderer import RenderOptions, render_result, save
+    from .renderer import describe
 
     with as_file(files("filtergrid") / "demo" / DEMO_MODEL) as model:
         bank = api.load(model)

@@ -44,7 +44,7 @@ def command(a, b, output, tensor, tensor_b, layout, image_shape, normalize, cols
     """Render the first layers of A and B side by side with B - A, and print how much each filter changed."""
     from .. import api
     from ..compare import compare, side_by_side
-    from ..render import RenderOptions
+    from ..renderer import RenderOptions
     from ..safeio import atomic_write
 
     bank_a = api.load(a, tensor, layout=layout, image_shape=image_shape)

@@ -32,7 +32,7 @@ def load_kwargs(tensor, layout, image_shape, flatten, format_name) -> dict:
 
 def render_options(f):
     """How tiles are scaled and drawn: shared by render, demo and the audit."""
-    from ..render import CHANNEL_MODES, NORMALIZATIONS
+    from ..renderer import CHANNEL_MODES, NORMALIZATIONS
 
     for decorator in reversed((
         click.option("--normalize", "-n", type=click.Choice(NORMALIZATIONS), default=None,
@@ -53,6 +53,6 @@ def render_options(f):
 
 
 def render_kwargs(normalize, cols, pad, scale, cmap, bgr, channels, background) -> dict:
-    """The keyword arguments of :func:`filtergrid.render.render` from the shared options."""
+    """The keyword arguments of :func:`filtergrid.renderer.render` from the shared options."""
     return {"normalize": normalize, "cols": cols, "pad": pad, "scale": scale, "cmap": cmap, "bgr": bgr,
             "channels": channels, "background": background}

@@ -33,7 +33,7 @@ def command(model, tensor, layout, image_shape, flatten, format_name, normalize,
             bgr, channels, background, output, quiet):
     """Render the first layer of MODEL (or --tensor NAME) as a grid of images."""
     from .. import api
-    from ..render import RenderOptions, render_result, save
+    from ..renderer import RenderOptions, render_result, save
 
     bank = api.load(model, **load_kwargs(tensor, layout, image_shape, flatten, format_name))
     result = render_result(bank, RenderOptions(**render_kwargs(normalize, cols, pad, scale, cmap, bgr,
