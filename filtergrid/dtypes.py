@@ -94,6 +94,18 @@ def native(stored: np.ndarray, dtype: str) -> np.ndarray:
     return to_float32(stored, dtype) if dtype in BIT_PATTERNS else np.array(stored)
 
 
+def from_integer_fields(values: np.ndarray, dtype: str) -> np.ndarray:
+    """Elements kept one per integer (protobuf ``int32_data``/``uint64_data``) in their storage dtype.
+
+    Each integer holds the element's value, or for float16 and the bit-pattern types its bits:
+    both are the low bytes of the integer, so the integers are cut to the element's width.
+    """
+    storage = STORAGE[dtype]
+    if storage.kind == "b":
+        return np.asarray(values) != 0
+    return np.asarray(values).astype(f"<u{storage.itemsize}").view(storage)
+
+
 def to_float32(stored: np.ndarray, dtype: str | None = None) -> np.ndarray:
     """Decode stored elements (``dtype`` names bit-pattern types like bfloat16) to float32."""
     dtype = dtype or stored.dtype.name

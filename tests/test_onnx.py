@@ -187,11 +187,33 @@ def test_conv_inside_a_model_local_function(tmp_path):
     np.testing.assert_array_equal(load(path).array, w.transpose(OIHW_TO_NHWC))
 
 
-def test_functions_calling_functions_are_bounded(tmp_path, monkeypatch):
+def test_functions_calling_functions_are_walked_once_per_arguments(tmp_path, monkeypatch):
+    """4**11 calls if walked naively; each body once (its arguments are the same every time)."""
     monkeypatch.setattr(limits, "MAX_TENSORS", 1000)
-    path = function_model(tmp_path / "m.onnx", weights(), calls=4, depth=12)  # 4**11 calls if walked naively
-    with pytest.raises(LimitError):
-        load(path)
+    w = weights()
+    path = function_model(tmp_path / "m.onnx", w, calls=4, depth=12)
+    assert first(path).role == "weight of the first Conv node 'fconv' in function 'Block0'"
+    np.testing.assert_array_equal(load(path).array, w.transpose(OIHW_TO_NHWC))
+
+
+def test_functions_called_with_ever_new_arguments_are_bounded(tmp_path, monkeypatch):
+    """Each level calls the next with two different Transposes of its weight: 2**11 distinct calls."""
+    monkeypatch.setattr(limits, "MAX_TENSORS", 1000)
+    opsets = [helper.make_opsetid("", 21), helper.make_opsetid("local", 1)]
+    functions = [helper.make_function("local", "Block0", ["inp", "k"], ["out"],
+                                      [conv("k", name="fconv", x="inp", y="out")], opsets)]
+    for level in range(1, 12):
+        body = [helper.make_node("Transpose", ["k"], ["ka"], perm=[0, 1, 2, 3]),
+                helper.make_node("Transpose", ["k"], ["kb"], perm=[0, 1, 3, 2]),
+                helper.make_node(f"Block{level - 1}", ["inp", "ka"], ["h"], domain="local"),
+                helper.make_node(f"Block{level - 1}", ["h", "kb"], ["out"], domain="local")]
+        functions.append(helper.make_function("local", f"Block{level}", ["inp", "k"], ["out"], body, opsets))
+    graph = helper.make_graph([helper.make_node("Block11", ["x", "w"], ["y"], domain="local")], "g", [],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(weights((8, 3, 5, 5)), "w")])
+    onnx.save_model(helper.make_model(graph, functions=functions, opset_imports=opsets), str(tmp_path / "m.onnx"))
+    with pytest.raises(LimitError, match="MAX_TENSORS"):
+        load(tmp_path / "m.onnx")
 
 
 def test_identity_and_cast_are_followed(tmp_path):

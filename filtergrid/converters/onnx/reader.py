@@ -1,0 +1,50 @@
+"""The ONNX Reader: walk the file once when opened, decode one tensor when asked."""
+
+from __future__ import annotations
+
+import mmap
+from pathlib import Path
+
+import numpy as np
+
+from ...bank import TensorInfo
+from ...errors import CorruptFileError, TensorNotFoundError
+from .decode import Decoder
+from .listing import list_tensors
+from .walk import GraphWalk
+from .wire import ModelParser
+
+
+class OnnxReader:
+    def __init__(self, path: Path) -> None:
+        try:
+            with path.open("rb") as f:
+                self.mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except IsADirectoryError:
+            raise CorruptFileError("an ONNX model is a file, not a folder") from None
+        except ValueError:
+            raise CorruptFileError("empty file") from None
+        try:
+            parser = ModelParser(self.mm)
+            graph = parser.model()
+            uses = GraphWalk(parser.functions).run(graph)
+            self.entries = list_tensors(uses, parser.tensors)
+        except BaseException:
+            self.mm.close()
+            raise
+        self.decoder = Decoder(self.mm, path.parent)
+
+    def tensors(self) -> list[TensorInfo]:
+        return [e.info for e in self.entries.values()]
+
+    def read(self, name: str, rows: int | None = None) -> np.ndarray:
+        entry = self.entries.get(name)
+        if entry is None:
+            raise TensorNotFoundError(f"no tensor named {name!r} in this ONNX model")
+        values = self.decoder.decode(entry.tensor, rows)
+        if entry.quant is None:
+            return values
+        return self.decoder.dequantize(values, entry.quant, name, rows)
+
+    def close(self) -> None:
+        self.mm.close()
