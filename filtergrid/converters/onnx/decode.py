@@ -25,7 +25,7 @@ from .ops import Quantization
 _FIELD_OF = {"float32": 4, "float64": 10, "int64": 7, "uint32": 11, "uint64": 11}
 _INT32_DATA = 5
 #: Fields of fixed-size little-endian floats.
-_FIXED_DTYPE = {4: np.dtype("<f4"), 10: np.dtype("<f8")}
+_FIXED_DTYPE: dict[int, np.dtype] = {4: np.dtype("<f4"), 10: np.dtype("<f8")}
 #: Bytes a varint takes at most: a typed field longer than this per value is refused unread.
 _VARINT_BYTES = 10
 

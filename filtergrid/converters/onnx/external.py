@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 from pathlib import Path
-from typing import BinaryIO
-
-import numpy as np
 
 from ...errors import CorruptFileError, UnsafeFileError
 from ...safeio import check_extent, resolve_inside
 from .model import StoredTensor
 
 
-def read_external(folder: Path, t: StoredTensor, need: int, wanted: int) -> np.ndarray:
+def read_external(folder: Path, t: StoredTensor, need: int, wanted: int) -> bytearray:
     """The first ``wanted`` of the ``need`` bytes the tensor's external data must hold, extent checked."""
     info = t.external or {}
     location = info.get("location", "")
@@ -27,9 +25,9 @@ def read_external(folder: Path, t: StoredTensor, need: int, wanted: int) -> np.n
         if length != need:
             raise CorruptFileError(f"tensor {t.name!r} declares {list(t.dims)} = {need:,} bytes but its external "
                                    f"data has {length:,}")
-        data = np.empty(wanted, np.uint8)
+        data = bytearray(wanted)
         f.seek(offset)
-        if f.readinto(memoryview(data)) != wanted:
+        if f.readinto(data) != wanted:
             raise CorruptFileError(f"external data file {location!r} ended while reading {t.name!r}")
     return data
 
@@ -44,7 +42,7 @@ def _extent(t: StoredTensor, info: dict[str, str]) -> tuple[int, int | None]:
     return offset, length
 
 
-def _open_regular(path: Path, location: str, tensor: str) -> BinaryIO:
+def _open_regular(path: Path, location: str, tensor: str) -> io.BufferedReader:
     """Open without following a link swapped in after resolve_inside and without blocking on a FIFO."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))

@@ -74,6 +74,10 @@ class Scope:
 
     def constant(self, name: str) -> StoredTensor | None:
         """The constant ``name`` is, with nothing between (an argument bound to a constant counts)."""
+        if name in self.constants:
+            return self.constants[name]
+        if name in self.producers:  # the common case: a value computed right here
+            return None
         found = self.find(name)
         if isinstance(found, Traced):
             return found.tensor if found.direct else None

@@ -25,8 +25,7 @@ _MAX_INTS = 64
 
 # TensorProto fields holding values when there is no raw_data: float, int32, int64, double, uint64.
 TYPED_FIELDS = (4, 5, 7, 10, 11)
-#: NodeProto string fields: repeated ones (appended) and single ones (set).
-_NODE_LISTS = {1: "inputs", 2: "outputs"}
+#: NodeProto string fields besides inputs (1) and outputs (2).
 _NODE_STRINGS = {3: "name", 4: "op_type", 7: "domain", 8: "overload"}
 #: AttributeProto fields holding ints: i (3), ints (8, one by one or packed).
 _INT_FIELDS = ((3, VARINT), (8, VARINT), (8, LEN))
@@ -52,7 +51,8 @@ class StructureBudget:
 
     def reached(self, position: int) -> int:
         walked = self.done + position - self.start - self.values
-        limits.check("MAX_HEADER_BYTES", walked, "ONNX graph structure (bytes besides tensor values)")
+        if walked > limits.MAX_HEADER_BYTES:
+            raise limits.exceeded("MAX_HEADER_BYTES", "ONNX graph structure (bytes besides tensor values)", walked)
         return walked
 
     def end(self, position: int) -> None:
@@ -91,12 +91,13 @@ class ModelParser:
         self.tensors: list[StoredTensor] = []  # initializers and Constant values, in storage order
         self.functions: dict[FunctionKey, Graph] = {}
         self.kept = 0
+        self.most_kept = ITEMS_PER_TENSOR * limits.MAX_TENSORS
         self.budget = StructureBudget()
 
-    def count(self, n: int = 1) -> None:
+    def count(self) -> None:
         """Bound the nodes, names and values kept, whatever the file declares."""
-        self.kept += n
-        if self.kept > ITEMS_PER_TENSOR * limits.MAX_TENSORS:
+        self.kept += 1
+        if self.kept > self.most_kept:
             raise limits.exceeded("MAX_TENSORS", f"model structure holds more than {ITEMS_PER_TENSOR} nodes, "
                                   "names and values per allowed tensor")
 
@@ -158,18 +159,27 @@ class ModelParser:
         return tensor
 
     def node(self, start: int, end: int, depth: int) -> Generator[Any, Any, Node]:
-        n = Node()
-        for number, wire, a, b in iter_fields(self.buf, start, end, "NodeProto"):
+        n, buf = Node(), self.buf
+        for number, wire, a, b in iter_fields(buf, start, end, "NodeProto"):
             if wire != LEN:
                 continue
             self.count()
-            if number in _NODE_LISTS:
-                getattr(n, _NODE_LISTS[number]).append(self.text(a, b, f"NodeProto.{_NODE_LISTS[number]}"))
+            if number == 1:
+                n.inputs.append(text(buf, a, b, "NodeProto.input"))
+            elif number == 2:
+                n.outputs.append(text(buf, a, b, "NodeProto.output"))
             elif number in _NODE_STRINGS:
-                setattr(n, _NODE_STRINGS[number], self.text(a, b, f"NodeProto.{_NODE_STRINGS[number]}"))
+                setattr(n, _NODE_STRINGS[number], text(buf, a, b, "NodeProto.name/op_type/domain/overload"))
             elif number == 5:
                 name, attribute = yield self.attribute(a, b, depth)
                 n.attributes[name] = attribute
+        if n.attributes:
+            self.node_attributes(n)
+        self.budget.reached(end)
+        return n
+
+    def node_attributes(self, n: Node) -> None:
+        """A Constant's value is a tensor of the model; subgraphs are walked then_branch first."""
         constant = n.constant_value()
         if constant is not None:
             constant.name = n.outputs[0]
@@ -178,8 +188,6 @@ class ModelParser:
         # (onnx.helper sorts them by name); other subgraphs in stored order
         ordered = sorted(n.attributes.items(), key=lambda item: item[0] != "then_branch")
         n.subgraphs = [g for _, attr in ordered for g in attr.graphs]
-        self.budget.reached(end)
-        return n
 
     def attribute(self, start: int, end: int, depth: int) -> Generator[Any, Any, tuple[str, Attribute]]:
         name, attr = "", Attribute()
