@@ -41,7 +41,7 @@ MAX_ZIP_MEMBER_BYTES = _env("MAX_ZIP_MEMBER_BYTES", 4 * 1024**3)
 #: Deepest nesting of subgraphs / containers followed (ONNX If/Loop bodies, nested pickles).
 MAX_NESTING = _env("MAX_NESTING", 64)
 #: Largest ratio of a sparse tensor's dense bytes to the model file's size (ONNX sparse
-#: initializers): a 94-byte file may not densify to 2 GiB.
+#: initializers): a file of a few dozen bytes may not densify to 2 GiB.
 MAX_SPARSE_EXPANSION = _env("MAX_SPARSE_EXPANSION", 1024)
 
 
