@@ -23,7 +23,7 @@ from .. import dtypes, limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError, LimitError
 from ..safeio import check_extent, map_readonly
-from .base import Probe, is_weight, require
+from .base import Probe, is_weight, lookup, require
 
 MAGIC = b"GGUF"
 VERSIONS = (2, 3)
@@ -214,7 +214,7 @@ class GGUFFile:
         return infos
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
-        t = self._tensors[name]
+        t = lookup(self._tensors, name)
         shape = t.shape
         if rows is not None and len(shape) >= 2:
             shape = (min(rows, shape[0]), *shape[1:])

@@ -16,7 +16,7 @@ from .. import limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError
 from ..safeio import resolve_inside
-from .base import Probe, natural_key
+from .base import Probe, lookup, natural_key
 
 #: Weight files by preference: a sharded index wins over a single file of the same kind.
 WEIGHT_FILES = (
@@ -92,7 +92,7 @@ class HuggingFaceReader:
                 for i in self._infos]
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
-        return self._owner[name].read(name, rows=rows)
+        return lookup(self._owner, name).read(name, rows=rows)
 
     def close(self) -> None:
         for reader in self._readers:

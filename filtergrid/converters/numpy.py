@@ -19,7 +19,7 @@ from ..bank import TensorInfo
 from ..errors import CorruptFileError, FiltergridError, UnsafeFileError
 from ..layout import ARRAYS
 from ..safeio import check_member_name, zip_errors
-from .base import Probe, listing_by_name
+from .base import Probe, listing_by_name, lookup, not_found
 
 MAGIC = b"\x93NUMPY"
 
@@ -82,6 +82,8 @@ class NpyReader:
         return listing_by_name([(self.name, self._shape, self._dtype.name)], ARRAYS, "the file's only array")
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
+        if name != self.name:
+            raise not_found(name)
         self._file.seek(self._data_start)  # a second read starts at the data again
         return _read(self._file, self._dtype, self._shape, self._fortran, rows)
 
@@ -118,7 +120,7 @@ class NpzReader:
                                "first weight in natural name order")
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
-        member, dtype, shape, fortran, used = self._headers[name]
+        member, dtype, shape, fortran, used = lookup(self._headers, name)
         with zip_errors(self.path.name), self._zip.open(member) as f:
             f.read(used)
             return _read(f, dtype, shape, fortran, rows)

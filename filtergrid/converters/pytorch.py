@@ -24,10 +24,10 @@ import numpy as np
 
 from .. import dtypes, limits, safepickle
 from ..bank import TensorInfo
-from ..errors import CorruptFileError, LimitError, TensorNotFoundError
+from ..errors import CorruptFileError, LimitError
 from ..layout import CHANNELS_FIRST
 from ..safeio import check_extent, check_member_name, read_exact, zip_errors
-from .base import Probe, tensor_info
+from .base import Probe, lookup, tensor_info
 from .torch_objects import (
     BUILD_IGNORED,
     ELEMENT_SIZE,
@@ -103,9 +103,7 @@ class TorchReader:
         return infos  # module order is model order: the first weight in it is the first layer
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
-        if name not in self.by_name:
-            raise TensorNotFoundError(f"no tensor named {name!r}")
-        ref = self.by_name[name]
+        ref = lookup(self.by_name, name)
         size = ref.size
         if rows is not None and size:
             size = (min(size[0], rows), *size[1:])

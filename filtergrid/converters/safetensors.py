@@ -20,7 +20,7 @@ from ..bank import TensorInfo
 from ..errors import CorruptFileError
 from ..layout import CHANNELS_FIRST
 from ..safeio import check_extent
-from .base import Probe, listing_by_name
+from .base import Probe, listing_by_name, lookup
 
 DTYPES = {
     "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
@@ -92,7 +92,7 @@ class SafetensorsReader:
                                CHANNELS_FIRST, "first weight in natural name order")
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
-        dtype, shape, begin, _ = self._entries[name]
+        dtype, shape, begin, _ = lookup(self._entries, name)
         if rows is not None and shape and rows < shape[0]:
             shape = (rows, *shape[1:])
         stored = dtypes.from_buffer(self._map, dtype, shape, offset=self._start + begin)
