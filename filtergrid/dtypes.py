@@ -13,7 +13,7 @@ from functools import lru_cache
 import numpy as np
 
 from . import limits
-from .errors import CorruptFileError, LimitError
+from .errors import CorruptFileError
 
 #: Storage dtype of each element type filtergrid can decode (bit patterns for the ones NumPy lacks).
 STORAGE = {
@@ -58,12 +58,7 @@ def check_shape(shape) -> tuple[int, ...]:
     if 0 in dims and math.prod(d for d in dims if d) * 4 > limits.MAX_TENSOR_BYTES:
         # empty, but NumPy still refuses to reshape to it ("array is too big"): no real tensor
         raise CorruptFileError(f"shape {list(dims)} is empty along one axis and astronomically long along others")
-    decoded = math.prod(dims) * 4
-    if decoded > limits.MAX_TENSOR_BYTES:
-        raise LimitError(
-            f"tensor of shape {list(dims)} would take {decoded:,} bytes as float32, over "
-            f"MAX_TENSOR_BYTES={limits.MAX_TENSOR_BYTES:,} (raise it with FILTERGRID_MAX_TENSOR_BYTES)"
-        )
+    limits.check("MAX_TENSOR_BYTES", math.prod(dims) * 4, f"float32 bytes of a tensor of shape {list(dims)}")
     return dims
 
 

@@ -244,8 +244,7 @@ class _Budget:
 
     def _take(self, data: bytes) -> bytes:
         if len(data) > self._left:
-            raise LimitError(f"pickle is larger than MAX_PICKLE_BYTES={self._limit:,} "
-                             "(raise it with FILTERGRID_MAX_PICKLE_BYTES)")
+            raise limits.exceeded("MAX_PICKLE_BYTES", "pickle size in bytes")
         self._left -= len(data)
         return data
 
@@ -360,8 +359,7 @@ class SafeUnpickler(pickle._Unpickler):
         CPython's C stack, which no exception handler can catch."""
         made = self.stack[-1]
         depth = 1 + max(map(self._nesting, made), default=0)
-        if depth > limits.MAX_NESTING:
-            raise CorruptFileError(f"pickle nests tuples deeper than MAX_NESTING={limits.MAX_NESTING}")
+        limits.check("MAX_NESTING", depth, "depth of nested tuples in the pickle")
         self._tuple_depths[id(made)] = (made, depth)
 
     def load_tuple(self) -> None:
@@ -437,6 +435,5 @@ def loads(data: bytes, allowed: Mapping[str, Any] = BASE_ALLOWED,
           persistent_load: Callable[[Any], Any] | None = None,
           build_ignored: tuple[type, ...] = (dict,), what: str = "pickle") -> Any:
     """:func:`load` from bytes already in memory (a zip member)."""
-    if len(data) > limits.MAX_PICKLE_BYTES:
-        raise LimitError(f"{what} has {len(data):,} bytes, over MAX_PICKLE_BYTES={limits.MAX_PICKLE_BYTES:,}")
+    limits.check("MAX_PICKLE_BYTES", len(data), f"bytes of {what}")
     return load(io.BytesIO(data), allowed, persistent_load, build_ignored, what)

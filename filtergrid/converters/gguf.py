@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import dtypes, limits
 from ..bank import TensorInfo
-from ..errors import CorruptFileError, LimitError
+from ..errors import CorruptFileError
 from ..safeio import check_extent, map_readonly
 from .base import Probe, is_weight, lookup, require
 
@@ -76,8 +76,7 @@ class _Header:
     def take(self, n: int, what: str) -> int:
         start = self.pos
         check_extent(start, n, self.size, what)
-        if start + n > limits.MAX_HEADER_BYTES:
-            raise LimitError(f"GGUF header goes past MAX_HEADER_BYTES={limits.MAX_HEADER_BYTES:,} at {what}")
+        limits.check("MAX_HEADER_BYTES", start + n, f"GGUF header bytes up to {what}")
         self.pos += n
         return start
 
@@ -103,8 +102,7 @@ class _Header:
         elif vtype == STRING:
             self.take(self.u64(what), what)
         elif vtype == ARRAY:
-            if depth >= limits.MAX_NESTING:
-                raise LimitError(f"{what}: arrays nested deeper than MAX_NESTING={limits.MAX_NESTING}")
+            limits.check("MAX_NESTING", depth + 1, f"depth of nested arrays in {what}")
             item, n = self.u32(what), self.u64(what)
             if item in SCALAR_BYTES:
                 self.take(n * SCALAR_BYTES[item], what)
@@ -137,8 +135,7 @@ class GGUFFile:
         if file_version not in VERSIONS:
             raise CorruptFileError(f"GGUF version {file_version} is not supported (only {VERSIONS})")
         n_tensors, n_kv = h.u64("tensor count"), h.u64("metadata count")
-        if n_tensors > limits.MAX_TENSORS:
-            raise LimitError(f"{n_tensors:,} tensors declared, over MAX_TENSORS={limits.MAX_TENSORS:,}")
+        limits.check("MAX_TENSORS", n_tensors, "tensors the GGUF header declares")
         h.count(n_kv, MIN_KV_BYTES, "metadata entries")
         h.count(n_tensors, MIN_TENSOR_INFO_BYTES, "tensors")
 

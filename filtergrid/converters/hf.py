@@ -45,8 +45,7 @@ def shard_files(folder: Path) -> tuple[str, list[Path]]:
             continue
         if not name.endswith(".index.json"):
             return name, [resolve_inside(folder, name, "weight file")]
-        if path.stat().st_size > limits.MAX_HEADER_BYTES:
-            raise CorruptFileError(f"{name} is larger than MAX_HEADER_BYTES")
+        limits.check("MAX_HEADER_BYTES", path.stat().st_size, f"bytes of {name}")
         try:
             weight_map = json.loads(path.read_text("utf-8"))["weight_map"]
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:

@@ -102,15 +102,13 @@ class NpzReader:
 
     def _read_headers(self) -> dict:
         infos = self._zip.infolist()
-        if len(infos) > limits.MAX_TENSORS:
-            raise CorruptFileError(f"{len(infos):,} arrays, over MAX_TENSORS")
+        limits.check("MAX_TENSORS", len(infos), "members of the npz archive")
         headers = {}
         for member in infos:
             check_member_name(member.filename, "npz member")
             if not member.filename.endswith(".npy"):
                 continue
-            if member.file_size > limits.MAX_ZIP_MEMBER_BYTES:
-                raise CorruptFileError(f"member {member.filename!r} claims {member.file_size:,} bytes")
+            limits.check("MAX_ZIP_MEMBER_BYTES", member.file_size, f"inflated bytes of member {member.filename!r}")
             with self._zip.open(member) as f:
                 headers[member.filename[:-4]] = (member, *_header(f, member.file_size, member.filename))
         return headers

@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import dtypes, limits, safepickle
 from ..bank import TensorInfo
-from ..errors import CorruptFileError, LimitError
+from ..errors import CorruptFileError
 from ..layout import CHANNELS_FIRST
 from ..safeio import check_extent, check_member_name, read_exact, zip_errors
 from .base import Probe, lookup, tensor_info
@@ -135,8 +135,7 @@ class TorchReader:
         extent = 1 + sum((d - 1) * s for d, s in zip(dims, ref.stride))
         declared = storage.numel * ELEMENT_SIZE[storage.element]
         dtypes.check_fits((ref.offset + extent,), element, declared, f"tensor view into storage {storage.key}")
-        if extent * item > limits.MAX_TENSOR_BYTES:
-            raise LimitError(f"tensor view spans {extent * item:,} bytes, over MAX_TENSOR_BYTES={limits.MAX_TENSOR_BYTES:,}")
+        limits.check("MAX_TENSOR_BYTES", extent * item, "bytes a tensor view spans")
         first = storage.start * ELEMENT_SIZE[storage.element] + ref.offset * item
         dtypes.check_fits(((storage.start + storage.numel) * ELEMENT_SIZE[storage.element],), "uint8",
                           self.source.nbytes(storage.key), f"storage {storage.key}")
@@ -190,8 +189,7 @@ class _ArchiveStorages:
             check_extent(data_offset, info.file_size, self._size, f"zip member {info.filename}")
             self._file.seek(data_offset + start)
             return read_exact(self._file, length, f"storage {key}")
-        if info.file_size > limits.MAX_ZIP_MEMBER_BYTES:
-            raise LimitError(f"compressed storage {key} inflates to {info.file_size:,} bytes, over MAX_ZIP_MEMBER_BYTES")
+        limits.check("MAX_ZIP_MEMBER_BYTES", info.file_size, f"inflated bytes of compressed storage {key}")
         with self._archive.open(info) as member:
             member.seek(start)
             return read_exact(member, length, f"storage {key}")
@@ -214,8 +212,7 @@ def open_archive(path: Path, module_kind: str = "pickled module") -> TorchReader
             raise CorruptFileError("zip archive has no single <folder>/data.pkl, so it is no torch file")
         big_endian = _byteorder(archive, prefix) == "big"
         info = archive.getinfo(f"{prefix}/data.pkl")
-        if info.file_size > limits.MAX_PICKLE_BYTES:
-            raise LimitError(f"data.pkl has {info.file_size:,} bytes, over MAX_PICKLE_BYTES={limits.MAX_PICKLE_BYTES:,}")
+        limits.check("MAX_PICKLE_BYTES", info.file_size, "bytes of data.pkl")
         with zip_errors("data.pkl"):
             data = archive.read(info)
         root = safepickle.loads(data, TORCH_ALLOWED, lambda pid: storage_of(pid, legacy=False),

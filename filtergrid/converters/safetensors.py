@@ -42,9 +42,8 @@ def sniff(probe: Probe) -> bool:
 def read_index(path: Path, size: int, f) -> tuple[int, dict[str, tuple[str, tuple[int, ...], int, int]], dict]:
     """(data start, {name: (dtype, shape, begin, end)}, metadata) after checking every entry."""
     (n,) = struct.unpack("<Q", f.read(8).ljust(8, b"\0"))
-    if n > limits.MAX_HEADER_BYTES:
-        raise CorruptFileError(f"header claims {n:,} bytes, over MAX_HEADER_BYTES={limits.MAX_HEADER_BYTES:,}")
     check_extent(8, n, size, "header")
+    limits.check("MAX_HEADER_BYTES", n, "bytes of the safetensors header")
     try:
         header = json.loads(f.read(n))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
@@ -52,8 +51,7 @@ def read_index(path: Path, size: int, f) -> tuple[int, dict[str, tuple[str, tupl
     if not isinstance(header, dict):
         raise CorruptFileError("header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}
-    if len(header) > limits.MAX_TENSORS:
-        raise CorruptFileError(f"header lists {len(header):,} tensors, over MAX_TENSORS")
+    limits.check("MAX_TENSORS", len(header), "tensors in the safetensors header")
     data_size = size - 8 - n
     entries = {}
     for name, entry in header.items():

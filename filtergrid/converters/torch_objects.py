@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import limits
-from ..errors import CorruptFileError, LimitError
+from ..errors import CorruptFileError
 from ..safepickle import BASE_ALLOWED, Allowed, Global, Placeholder
 
 #: Bytes per element of each torch element type (complex ones are listed, not decoded).
@@ -277,14 +277,12 @@ class _Walk:
 
     def visit(self, obj: Any, name: str, owner: str, depth: int) -> None:
         if isinstance(obj, TensorRef):
-            if len(self.found) >= limits.MAX_TENSORS:
-                raise LimitError(f"more than MAX_TENSORS={limits.MAX_TENSORS:,} tensors")
+            limits.check("MAX_TENSORS", len(self.found) + 1, "tensors in the pickle")
             self.found.append(NamedTensor(name, obj, owner))
             return
         if not isinstance(obj, (dict, list, tuple, Placeholder)) or id(obj) in self.seen:
             return
-        if depth > limits.MAX_NESTING:
-            raise LimitError(f"objects nest deeper than MAX_NESTING={limits.MAX_NESTING}")
+        limits.check("MAX_NESTING", depth, "depth of nested containers")
         self.seen.add(id(obj))
         for child_name, child, child_owner in self.children(obj, name, owner):
             self.visit(child, child_name, child_owner, depth + 1)

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import limits
-from ..errors import LimitError
 
 #: Automatic upscaling makes a tile's longer side at least this many pixels (3x3 -> 66, 7x7 -> 70, 32x32 -> 64).
 TARGET_TILE_PX = 64
@@ -61,10 +60,8 @@ def fit(tiles: int, cols: int, tile_h: int, tile_w: int, pad: int, scale: int | 
         geometry = Geometry(rows, cols, tile_h, tile_w, geometry.scale - 1, pad)
     if geometry.width * geometry.height > cap:
         how = "lower --scale or pad, change --cols" if scale is not None else "even at scale 1; change --cols or pad"
-        raise LimitError(
-            f"image would be {geometry.width}x{geometry.height} = {geometry.width * geometry.height:,} pixels, "
-            f"over the limit of {cap:,} ({how}, or raise FILTERGRID_MAX_OUTPUT_PIXELS)"
-        )
+        raise limits.exceeded("MAX_OUTPUT_PIXELS", f"pixels of a {geometry.width}x{geometry.height} image ({how})",
+                              geometry.width * geometry.height)
     return geometry
 
 
