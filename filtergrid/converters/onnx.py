@@ -24,7 +24,7 @@ import numpy as np
 from .. import dtypes, limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError, LimitError, UnsafeFileError
-from ..layout import LAYOUTS
+from ..layout import CHANNELS_FIRST, LAYOUTS
 from ..safeio import check_extent, resolve_inside
 from .base import Probe, is_weight, lookup
 from .protowire import I32, I64, LEN, MAX_VARINT_BYTES, VARINT, iter_fields, packed_varints, read_varint, signed, text
@@ -551,7 +551,8 @@ class OnnxReader:
             while name in entries:
                 repeats[base] = repeats.get(base, 1) + 1
                 name = f"{base}#{repeats[base]}"
-            info = TensorInfo(name, tensor.dims, type_name(tensor.data_type), layout, "CHW", role, candidate)
+            info = TensorInfo(name, tensor.dims, type_name(tensor.data_type), layout, CHANNELS_FIRST.flatten, role,
+                              candidate)
             entries[name] = _Entry(info, tensor, quant)
             placed.add(id(tensor))
 

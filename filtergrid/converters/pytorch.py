@@ -110,17 +110,14 @@ class TorchReader:
         values = self._elements(ref, size)
         q = ref.quantization
         if q is None:
-            return dtypes.to_float32(values, ref.dtype) if ref.dtype in dtypes.BIT_PATTERNS else values
-        if q.axis is None:
-            return dtypes.dequantize(values, q.scale, q.zero_point)
-        scales = self._elements(q.scale, q.scale.size)
-        zeros = self._elements(q.zero_point, q.zero_point.size)
-        if q.axis == 0 and len(scales) != values.shape[0]:  # only the first ``rows`` were read
-            scales, zeros = scales[: values.shape[0]], zeros[: values.shape[0]]
-        return dtypes.dequantize(values, scales, zeros, q.axis)
+            return dtypes.native(values, ref.dtype)
+        scale, zero = q.scale, q.zero_point
+        if q.axis is not None:
+            scale, zero = self._elements(q.scale, q.scale.size), self._elements(q.zero_point, q.zero_point.size)
+        return dtypes.dequantize(values, scale, zero, q.axis, length=ref.size[0] if ref.size else None)
 
     def _elements(self, ref: TensorRef, size: tuple[int, ...]) -> np.ndarray:
-        """The strided view ``ref`` describes, as a NumPy array of its stored element type."""
+        """The strided view ``ref`` describes, as a (read-only) NumPy array of its stored element type."""
         element = QUANTIZED.get(ref.dtype, ref.dtype)
         if element not in dtypes.STORAGE:
             raise CorruptFileError(f"element type {ref.dtype} is not supported")
@@ -142,7 +139,7 @@ class TorchReader:
         raw = self.source.read(storage.key, first, extent * item)
         flat = np.frombuffer(raw, dtype=stored, count=extent)
         view = np.lib.stride_tricks.as_strided(flat, shape=dims, strides=[s * item for s in ref.stride], writeable=False)
-        return view.astype(stored.newbyteorder("="), copy=True)
+        return view.astype(stored.newbyteorder("="), copy=False)  # a read-only view: dtypes copies it out
 
     def close(self) -> None:
         self.source.close()
