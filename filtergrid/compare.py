@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .audit.health import filters_of
 from .bank import FilterBank, Provenance
 from .errors import UsageError
 from .renderer import RenderOptions, render_result
+from .stats import filters_of, row_norms
 
 #: Colours and spacing of the composed picture.
 _CANVAS = (20, 24, 32)
@@ -48,8 +48,7 @@ def compare(a: FilterBank, b: FilterBank) -> Comparison:
         raise UsageError(f"cannot compare {a.kind} {list(a.shape)} with {b.kind} {list(b.shape)}: "
                          "the first layers differ in shape (pick matching tensors with --tensor / --tensor-b)")
     fa, fb = filters_of(a).astype(np.float64), filters_of(b).astype(np.float64)
-    norm_a, norm_b = np.linalg.norm(fa, axis=1), np.linalg.norm(fb, axis=1)
-    change = np.linalg.norm(fb - fa, axis=1)
+    norm_a, norm_b, change = row_norms(fa), row_norms(fb), row_norms(fb - fa)
     with np.errstate(divide="ignore", invalid="ignore"):
         relative = np.where(norm_a > 0, change / norm_a, np.where(change > 0, np.inf, 0.0))
         cosine = np.einsum("ij,ij->i", fa, fb) / (norm_a * norm_b)

@@ -143,3 +143,12 @@ def test_damaged_file_fails_typed(case, tmp_path):
         pass
     finally:
         reader.close()
+
+
+def test_unknown_format_name_lists_every_format_with_its_title():
+    from filtergrid.converters import resolve
+
+    with pytest.raises(FiltergridError) as caught:
+        resolve(FIXTURES / "numpy/conv_bank.npy", "nope")
+    for f in FORMATS:
+        assert f"{f.name} ({f.title})" in str(caught.value)

@@ -30,6 +30,10 @@ class Format:
     def load_module(self) -> ModuleType:
         return importlib.import_module(self.module)
 
+    def cannot_read(self, reason: str) -> str:
+        """The message for a file of this format filtergrid recognises but will not read."""
+        return f"this is a {self.title} file; filtergrid cannot read it because {reason}"
+
     def could_be(self, probe: Probe) -> bool:
         return not self.heads or probe.head.startswith(self.heads)
 
@@ -83,4 +87,5 @@ def resolve(path: str | Path, format: str | None = None) -> Format:
     try:
         return BY_NAME[format.lower()]
     except KeyError:
-        raise FiltergridError(f"unknown format {format!r}; choose from {', '.join(BY_NAME)}") from None
+        choices = "; ".join(f"{f.name} ({f.title})" for f in FORMATS)
+        raise FiltergridError(f"unknown format {format[:60]!r}; choose from {choices}") from None

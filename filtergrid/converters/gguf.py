@@ -23,8 +23,10 @@ from .. import dtypes, limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError
 from ..safeio import check_extent, map_readonly
+from . import BY_NAME
 from .base import Probe, is_weight, lookup, require
 
+_FORMAT = BY_NAME["gguf"]
 MAGIC = b"GGUF"
 VERSIONS = (2, 3)
 DEFAULT_ALIGNMENT = 32
@@ -131,9 +133,9 @@ class GGUFFile:
         h.take(4, "magic")
         file_version = h.u32("version")
         if file_version & 0xFFFF == 0:
-            raise CorruptFileError("big-endian GGUF files are not supported")
+            raise CorruptFileError(_FORMAT.cannot_read("it is big-endian (only little-endian GGUF is supported)"))
         if file_version not in VERSIONS:
-            raise CorruptFileError(f"GGUF version {file_version} is not supported (only {VERSIONS})")
+            raise CorruptFileError(_FORMAT.cannot_read(f"its version {file_version} is not supported (only {VERSIONS})"))
         n_tensors, n_kv = h.u64("tensor count"), h.u64("metadata count")
         limits.check("MAX_TENSORS", n_tensors, "tensors the GGUF header declares")
         h.count(n_kv, MIN_KV_BYTES, "metadata entries")
