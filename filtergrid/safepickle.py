@@ -13,8 +13,10 @@ unpickler imports nothing. A global is resolved, in this order, to
 
 Nothing else is callable: REDUCE on a placeholder, a string or a list is refused, BUILD never
 calls ``__setstate__``, the copyreg extension registry is not consulted, and a bytes object that
-holds another pickle stays bytes. Input is bounded by ``limits.MAX_PICKLE_BYTES``; every malformed
-stream (bad memo index, empty stack, truncated data) ends as :class:`CorruptFileError`.
+holds another pickle stays bytes. Input is bounded by ``limits.MAX_PICKLE_BYTES`` and the opcodes
+run (each may make an object) by ``limits.MAX_PICKLE_OPS``; every malformed stream (bad memo
+index, empty stack, truncated data) ends as :class:`CorruptFileError`. Objects from a pickle are
+only ever shown through :func:`shown` (bounded, never a full ``repr``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import _compat_pickle
 import io
 import pickle
 import re
+import reprlib
 import struct
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -226,6 +229,29 @@ def _python3_name(module: str, name: str) -> tuple[str, str]:
     return _compat_pickle.IMPORT_MAPPING.get(module, module), name
 
 
+class _BoundedRepr(reprlib.Repr):
+    """``repr`` cut to a few items per level and a few levels: a list shared 2^44-fold stays short."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxstring, self.maxother = 2, 60, 60
+        self.maxlist = self.maxtuple = self.maxdict = self.maxset = self.maxfrozenset = 4
+
+    def repr_int(self, x: int, level: int) -> str:
+        return repr(x) if x.bit_length() <= 64 else f"<{x.bit_length()}-bit int>"  # str(10**5000) fails
+
+    def repr_instance(self, x: Any, level: int) -> str:
+        return repr(x) if isinstance(x, (Global, Placeholder, float, complex, bool)) else f"<{type(x).__name__}>"
+
+
+_SHOWN = _BoundedRepr()
+
+
+def shown(value: Any) -> str:
+    """A short, bounded text for an object built from a pickle (for error messages)."""
+    return _SHOWN.repr(value)[:160]
+
+
 def _describe(value: Any) -> str:
     if isinstance(value, Global):
         return value.qualname
@@ -287,6 +313,7 @@ class SafeUnpickler(pickle._Unpickler):
                  persistent_load: Callable[[Any], Any] | None = None,
                  build_ignored: tuple[type, ...] = (dict,)):
         super().__init__(_Budget(file, limits.MAX_PICKLE_BYTES), encoding="utf-8")
+        self._ops_left = limits.MAX_PICKLE_OPS
         self._allowed = allowed
         self._persistent = persistent_load
         self._build_ignored = build_ignored
@@ -299,6 +326,12 @@ class SafeUnpickler(pickle._Unpickler):
                 return self._allowed[f"{mod}.{nam}"]
         check_global(module, name)
         return Global(*python3)
+
+    def count_opcode(self) -> None:
+        """Charge one opcode: each may push an object, so a deflated run of MARKs is stopped here."""
+        self._ops_left -= 1
+        if self._ops_left < 0:
+            raise limits.exceeded("MAX_PICKLE_OPS", "opcodes run by the pickle")
 
     def persistent_load(self, pid: Any) -> Any:
         if self._persistent is None:
@@ -378,6 +411,12 @@ class SafeUnpickler(pickle._Unpickler):
         pickle._Unpickler.load_tuple3(self)
         self._check_tuple()
 
+    def load_mark(self) -> None:
+        """MARK starts a container's items: marks nest as deep as the containers, never deeper than
+        MAX_NESTING (64 Mi MARKs deflate to 64 KB and would make 64 Mi lists)."""
+        limits.check("MAX_NESTING", len(self.metastack) + 1, "depth of open MARKs in the pickle")
+        pickle._Unpickler.load_mark(self)
+
     def load_bytearray8(self) -> None:
         """BYTEARRAY8, reading before allocating: pickle's own zeroes ``bytearray(declared length)``
         first, so 108 bytes could claim (and touch) gigabytes. Found by fuzzing."""
@@ -397,6 +436,14 @@ def _opcode(name: str) -> int:
     return getattr(pickle, name)[0]
 
 
+def _counted(run: Callable[[Any], None]) -> Callable[[Any], None]:
+    def counted(unpickler: SafeUnpickler) -> None:
+        unpickler.count_opcode()
+        run(unpickler)
+
+    return counted
+
+
 SafeUnpickler.dispatch.update({_opcode(n): pickle._Unpickler.dispatch[_opcode(n)] for n in _DATA_OPCODES})
 SafeUnpickler.dispatch.update({
     _opcode("REDUCE"): SafeUnpickler.load_reduce, _opcode("NEWOBJ"): SafeUnpickler.load_newobj,
@@ -406,8 +453,9 @@ SafeUnpickler.dispatch.update({
     _opcode("EXT4"): SafeUnpickler.load_ext,
     _opcode("TUPLE"): SafeUnpickler.load_tuple, _opcode("TUPLE1"): SafeUnpickler.load_tuple1,
     _opcode("TUPLE2"): SafeUnpickler.load_tuple2, _opcode("TUPLE3"): SafeUnpickler.load_tuple3,
-    _opcode("BYTEARRAY8"): SafeUnpickler.load_bytearray8,
+    _opcode("BYTEARRAY8"): SafeUnpickler.load_bytearray8, _opcode("MARK"): SafeUnpickler.load_mark,
 })
+SafeUnpickler.dispatch.update({code: _counted(run) for code, run in SafeUnpickler.dispatch.items()})
 
 
 #: What a malformed stream makes the pure unpickler raise; all of them mean a corrupt file.

@@ -133,6 +133,9 @@ class TorchReader:
         declared = storage.numel * ELEMENT_SIZE[storage.element]
         dtypes.check_fits((ref.offset + extent,), element, declared, f"tensor view into storage {storage.key}")
         limits.check("MAX_TENSOR_BYTES", extent * item, "bytes a tensor view spans")
+        # A view may repeat stored elements (stride 0), but not blow a few bytes up to gigabytes.
+        limits.check("MAX_WORK_PER_BYTE", math.prod(dims) * 4 // (extent * item),
+                     "float32 bytes decoded per stored byte of a tensor view")
         first = storage.start * ELEMENT_SIZE[storage.element] + ref.offset * item
         dtypes.check_fits(((storage.start + storage.numel) * ELEMENT_SIZE[storage.element],), "uint8",
                           self.source.nbytes(storage.key), f"storage {storage.key}")
@@ -214,7 +217,7 @@ def open_archive(path: Path, module_kind: str = "pickled module") -> TorchReader
             data = archive.read(info)
         root = safepickle.loads(data, TORCH_ALLOWED, lambda pid: storage_of(pid, legacy=False),
                                 BUILD_IGNORED, what="data.pkl")
-        found, found_in = model_tensors(root, module_kind)
+        found, found_in = model_tensors(root, module_kind, len(data))
         return TorchReader(found, found_in, _ArchiveStorages(path, archive, prefix), big_endian)
     except BaseException:
         archive.close()
@@ -275,7 +278,9 @@ def open_legacy(path: Path) -> TorchReader:
                 raise CorruptFileError(f"storage {storage.key} is named with two element sizes")
             return storage
 
+        start = f.tell()
         root = safepickle.load(f, TORCH_ALLOWED, persistent, BUILD_IGNORED, what="legacy object pickle")
+        pickle_bytes = f.tell() - start
         keys = safepickle.load(f, what="legacy storage list")
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise CorruptFileError("legacy storage list is not a list of keys")
@@ -290,7 +295,7 @@ def open_legacy(path: Path) -> TorchReader:
             check_extent(offset + 8, nbytes, size, f"storage {key}")
             ranges[key] = (offset + 8, nbytes)
             offset += 8 + nbytes
-        found, found_in = model_tensors(root)
+        found, found_in = model_tensors(root, pickle_bytes=pickle_bytes)
         return TorchReader(found, found_in, _LegacyStorages(f, ranges), not little)
     except BaseException:
         f.close()
