@@ -115,6 +115,8 @@ _CODE_RUNNING_BUILTINS = frozenset({
     "breakpoint", "globals", "locals", "vars", "apply", "execfile", "reload", "help", "exit", "quit",
 })
 
+#: Longest module + name a global may have (real ones are under 200 characters).
+_MAX_GLOBAL_CHARS = 1000
 _DOTTED_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 
 #: Text encodings ``_codecs.encode`` may use (protocol-2 pickles spell bytes this way); no codec
@@ -201,8 +203,9 @@ def check_global(module: str, name: str) -> None:
 
     Both the spelling in the file and its Python 3 name (``__builtin__`` -> ``builtins``) are checked.
     """
-    if not _DOTTED_NAME.match(module) or not _DOTTED_NAME.match(name):
-        raise UnsafeFileError(f"refused to load global {module!r} {name!r}: not a Python name")
+    too_long = len(module) + len(name) > _MAX_GLOBAL_CHARS
+    if too_long or not _DOTTED_NAME.match(module) or not _DOTTED_NAME.match(name):
+        raise UnsafeFileError(f"refused to load global {shown(module)} {shown(name)}: not a Python name")
     python3 = _python3_name(module, name)
     for mod, nam in (python3, (module, name)):
         reason = _refusal(mod, nam)

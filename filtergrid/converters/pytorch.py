@@ -286,11 +286,11 @@ def open_legacy(path: Path) -> TorchReader:
             raise CorruptFileError("legacy storage list is not a list of keys")
         ranges, offset = {}, f.tell()
         for key in keys:  # each storage takes at least 8 bytes, so this ends with the file
+            if key not in elements:  # known keys are short names (torch_objects.storage_of)
+                raise CorruptFileError(f"storage {safepickle.shown(key)} is listed but no tensor uses it")
             check_extent(offset, 8, size, f"size of storage {key}")
             f.seek(offset)
             count = int.from_bytes(read_exact(f, 8, f"size of storage {key}"), "little" if little else "big")
-            if key not in elements:
-                raise CorruptFileError(f"storage {key} is listed but no tensor uses it")
             nbytes = count * ELEMENT_SIZE[elements[key]]
             check_extent(offset + 8, nbytes, size, f"storage {key}")
             ranges[key] = (offset + 8, nbytes)
