@@ -16,7 +16,7 @@ from . import limits
 from .errors import CorruptFileError
 
 #: Storage dtype of each element type filtergrid can decode (bit patterns for the ones NumPy lacks).
-STORAGE = {
+STORAGE: dict[str, np.dtype] = {
     "float64": np.dtype("<f8"),
     "float32": np.dtype("<f4"),
     "float16": np.dtype("<f2"),

@@ -11,7 +11,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from .errors import CorruptFileError, UnsafeFileError, UsageError
 
@@ -61,7 +61,7 @@ def map_readonly(path: str | os.PathLike) -> mmap.mmap:
         return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
 
 
-def read_exact(f: BinaryIO, n: int, what: str) -> bytes:
+def read_exact(f: IO[bytes], n: int, what: str) -> bytes:
     """Read exactly ``n`` bytes (the caller has bounded ``n``) or fail naming what was short."""
     data = f.read(n)
     if len(data) != n:
@@ -75,7 +75,7 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
     """Write through a temporary file in the same folder, then rename over ``path``.
 
     A crash or Ctrl-C leaves either the old file or the new one, never half of one.

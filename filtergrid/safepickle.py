@@ -182,20 +182,22 @@ def _reconstructor(cls: Any, base: Any, state: Any = None) -> Placeholder:
     return Placeholder(cls, (state,) if state is not None else ())
 
 
+#: The functions of ours that stand in for allow-listed builtins and standard-library names.
+_BASE_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "builtins.set": _set,
+    "builtins.frozenset": _frozenset,
+    "builtins.slice": _slice,
+    "builtins.complex": _complex,
+    "builtins.bytes": _bytes,
+    "builtins.bytearray": _bytearray,
+    "collections.OrderedDict": _ordered_dict,
+    "_codecs.encode": _encode,
+    "copyreg._reconstructor": _reconstructor,
+}
+
 #: Allow-listed builtins and standard-library names every caller gets.
-BASE_ALLOWED: dict[str, Any] = {
-    q: Allowed(q, fn) for q, fn in {
-        "builtins.set": _set,
-        "builtins.frozenset": _frozenset,
-        "builtins.slice": _slice,
-        "builtins.complex": _complex,
-        "builtins.bytes": _bytes,
-        "builtins.bytearray": _bytearray,
-        "collections.OrderedDict": _ordered_dict,
-        "_codecs.encode": _encode,
-        "copyreg._reconstructor": _reconstructor,
-    }.items()
-} | {"builtins.object": Global("builtins", "object")}  # the base class copyreg._reconstructor names
+BASE_ALLOWED: dict[str, Any] = {q: Allowed(q, fn) for q, fn in _BASE_FUNCTIONS.items()} | {
+    "builtins.object": Global("builtins", "object")}  # the base class copyreg._reconstructor names
 
 
 def check_global(module: str, name: str) -> None:
@@ -305,12 +307,24 @@ _DATA_OPCODES = frozenset({
 })
 
 
+#: Python's pure unpickler, whose opcode methods typeshed does not list.
+_PURE: Any = pickle._Unpickler
+
+
 class SafeUnpickler(pickle._Unpickler):
     """Python's pure unpickler with every code-running opcode replaced (see the module docstring).
 
     The pure-Python base is used (not ``pickle.Unpickler``) because the C one calls ``__setstate__``
     and ``cls.__new__`` on its own; here each opcode that could call something is ours.
     """
+
+    # What the pure-Python base sets up in ``load()`` (typeshed does not describe its internals).
+    stack: list[Any]
+    metastack: list[list[Any]]
+    read: Callable[[int], bytes]
+    readline: Callable[[], bytes]
+    append: Callable[[Any], None]
+    pop_mark: Callable[[], list[Any]]
 
     def __init__(self, file: BinaryIO, allowed: Mapping[str, Any] = BASE_ALLOWED,
                  persistent_load: Callable[[Any], Any] | None = None,
@@ -399,26 +413,26 @@ class SafeUnpickler(pickle._Unpickler):
         self._tuple_depths[id(made)] = (made, depth)
 
     def load_tuple(self) -> None:
-        pickle._Unpickler.load_tuple(self)
+        _PURE.load_tuple(self)
         self._check_tuple()
 
     def load_tuple1(self) -> None:
-        pickle._Unpickler.load_tuple1(self)
+        _PURE.load_tuple1(self)
         self._check_tuple()
 
     def load_tuple2(self) -> None:
-        pickle._Unpickler.load_tuple2(self)
+        _PURE.load_tuple2(self)
         self._check_tuple()
 
     def load_tuple3(self) -> None:
-        pickle._Unpickler.load_tuple3(self)
+        _PURE.load_tuple3(self)
         self._check_tuple()
 
     def load_mark(self) -> None:
         """MARK starts a container's items: marks nest as deep as the containers, never deeper than
         MAX_NESTING (64 Mi MARKs deflate to 64 KB and would make 64 Mi lists)."""
         limits.check("MAX_NESTING", len(self.metastack) + 1, "depth of open MARKs in the pickle")
-        pickle._Unpickler.load_mark(self)
+        _PURE.load_mark(self)
 
     def load_bytearray8(self) -> None:
         """BYTEARRAY8, reading before allocating: pickle's own zeroes ``bytearray(declared length)``

@@ -21,7 +21,7 @@ def command(normalize, cols, pad, scale, cmap, bgr, channels, background, output
     """Render the first conv layer of a tiny CNN trained on scikit-learn's digits."""
     from .. import api
     from ..renderer import RenderOptions, render_result, save
-    from .renderer import describe
+    from .render import describe
 
     with as_file(files("filtergrid") / "demo" / DEMO_MODEL) as model:
         bank = api.load(model)

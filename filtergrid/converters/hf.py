@@ -16,7 +16,7 @@ from .. import limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError
 from ..safeio import resolve_inside
-from .base import Probe, lookup, natural_key
+from .base import Probe, Reader, lookup, natural_key
 
 #: Weight files by preference: a sharded index wins over a single file of the same kind.
 WEIGHT_FILES = (
@@ -65,7 +65,7 @@ class HuggingFaceReader:
         self.folder = path if path.is_dir() else path.parent
         self.index, files = shard_files(self.folder)
         self._readers = []
-        self._owner: dict[str, object] = {}
+        self._owner: dict[str, Reader] = {}
         self._infos: list[TensorInfo] = []
         try:
             for file in files:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import zipfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 import numpy as np
 
@@ -31,7 +31,7 @@ def sniff(probe: Probe) -> bool:
     return bool(names) and all(n.endswith(".npy") for n in names)
 
 
-def _header(f: BinaryIO, available: int, what: str) -> tuple[np.dtype, tuple[int, ...], bool, int]:
+def _header(f: IO[bytes], available: int, what: str) -> tuple[np.dtype, tuple[int, ...], bool, int]:
     """(dtype, shape, fortran_order, header bytes) with the declared size checked against ``available``."""
     start = f.tell()
     try:
@@ -57,7 +57,7 @@ def _header(f: BinaryIO, available: int, what: str) -> tuple[np.dtype, tuple[int
     return dtype, shape, fortran, used
 
 
-def _read(f: BinaryIO, dtype: np.dtype, shape: tuple[int, ...], fortran: bool, rows: int | None) -> np.ndarray:
+def _read(f: IO[bytes], dtype: np.dtype, shape: tuple[int, ...], fortran: bool, rows: int | None) -> np.ndarray:
     count = int(np.prod(shape, dtype=object))
     if rows is not None and not fortran and shape and rows < shape[0]:
         shape = (rows, *shape[1:])

@@ -11,7 +11,7 @@ checkpoint dicts, pickled ``nn.Module`` objects and TorchScript modules (both pl
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,7 +171,7 @@ def _same_list(values: Any, *_ignored: Any) -> Any:
     return values
 
 
-_TENSOR_REBUILDERS = {
+_TENSOR_REBUILDERS: dict[str, Callable[..., Any]] = {
     "torch._utils._rebuild_tensor": _rebuild_tensor,
     "torch._utils._rebuild_tensor_v2": _rebuild_tensor,
     "torch._utils._rebuild_tensor_v3": _rebuild_tensor_v3,
