@@ -53,12 +53,12 @@ def command(a, b, output, tensor, tensor_b, layout, image_shape, quiet, **params
     bank_b = api.load(b, tensor_b or tensor, layout=layout, image_shape=image_shape)
     comparison = compare(bank_a, bank_b)
     options = RenderOptions(**render_kwargs(params))
-    image = side_by_side(bank_a, bank_b, options, (_label("A", a, bank_a), _label("B", b, bank_b)))
+    top = comparison.most_changed(TOP)
+    image = side_by_side(bank_a, bank_b, options, (_label("A", a, bank_a), _label("B", b, bank_b)), top)
     atomic_write(out, lambda f: image.save(f, format="PNG"))
     if quiet:
         return
     n, h, w, c = bank_a.shape
-    top = comparison.most_changed(TOP)
     say(f"A: {a}: {bank_a.provenance.format} tensor {bank_a.provenance.tensor!r} {list(bank_a.provenance.original_shape)}")
     say(f"B: {b}: {bank_b.provenance.format} tensor {bank_b.provenance.tensor!r} {list(bank_b.provenance.original_shape)}")
     say(f"{len(comparison.cosine)} {'rows' if bank_a.kind == 'matrix' else f'filters of {h}x{w}x{c}'}")
