@@ -9,6 +9,7 @@ sign and size read at a glance, and the filters that moved most outlined.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,7 +83,7 @@ def shared_options(a: FilterBank, b: FilterBank, options: RenderOptions) -> Rend
 
 
 def side_by_side(a: FilterBank, b: FilterBank, options: RenderOptions, labels: tuple[str, str],
-                 marked: list[int] = ()) -> Image.Image:
+                 marked: Sequence[int] = ()) -> Image.Image:
     """A | B | B - A, drawn by the renderer with one geometry (same columns, same tile scale) and
     one scale for A and B; the filters in ``marked`` are outlined on the difference."""
     shared = shared_options(a, b, options)
@@ -104,7 +105,7 @@ def side_by_side(a: FilterBank, b: FilterBank, options: RenderOptions, labels: t
     return canvas
 
 
-def _difference_panel(diff: FilterBank, options: RenderOptions, marked: list[int]) -> tuple[Image.Image, str]:
+def _difference_panel(diff: FilterBank, options: RenderOptions, marked: Sequence[int]) -> tuple[Image.Image, str]:
     """B - A on a symmetric scale (zero in the middle of the colour bar), most-changed tiles outlined,
     and a caption that names the colour of "no change" as drawn (RGB tiles ignore the colormap)."""
     cmap = options.cmap or DIFF_CMAP
