@@ -12,6 +12,7 @@ from pathlib import Path
 from types import ModuleType
 
 from ..errors import FiltergridError, UnknownFormatError
+from ..safeio import model_path
 from .base import Probe
 
 
@@ -60,7 +61,7 @@ BY_NAME = {f.name: f for f in FORMATS}
 
 def detect(path: str | Path) -> Format:
     """The format of ``path``; a wrong suffix still works because the bytes decide first."""
-    path = Path(path)
+    path = model_path(path)
     probe = Probe.of(path)
     if not probe.is_dir and probe.size == 0:
         raise UnknownFormatError("empty file: not a model", path=str(path))

@@ -26,7 +26,7 @@ import numpy as np
 from ..bank import TensorInfo
 from ..errors import MissingExtraError, TensorNotFoundError
 from ..layout import Convention
-from ..safeio import ZIP_ERRORS
+from ..safeio import ZIP_ERRORS, open_zip
 
 #: Bytes read from the start of a file for sniffing.
 PROBE_BYTES = 4096
@@ -44,9 +44,10 @@ class Probe:
 
     @classmethod
     def of(cls, path: Path) -> Probe:
+        """``path`` may be a :class:`~filtergrid.remote.RemotePath`: one ranged read of its first bytes."""
         if path.is_dir():
             return cls(path, is_dir=True)
-        with open(path, "rb") as f:
+        with path.open("rb") as f:
             head = f.read(PROBE_BYTES)
         return cls(path, head, path.stat().st_size)
 
@@ -56,7 +57,7 @@ class Probe:
         if not self.head.startswith(b"PK"):
             return ()
         try:
-            with zipfile.ZipFile(self.path) as z:
+            with open_zip(self.path) as z:
                 return tuple(z.namelist())
         except ZIP_ERRORS as e:
             self.notes.append(f"zip: {' '.join(str(e).split())[:200]}")

@@ -7,9 +7,7 @@ touched; then only the chosen tensor's bytes are read through an mmap.
 
 from __future__ import annotations
 
-import io
 import json
-import mmap
 import struct
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from .. import dtypes, limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError
 from ..layout import CHANNELS_FIRST
-from ..safeio import check_extent
+from ..safeio import check_extent, map_readonly, window
 from .base import Probe, listing_by_name, lookup
 
 DTYPES = {
@@ -80,10 +78,10 @@ def read_index(path: Path, size: int, f) -> tuple[int, dict[str, tuple[str, tupl
 class SafetensorsReader:
     def __init__(self, path: Path):
         self.path = path
-        self._file = io.open(path, "rb")
+        self._file = path.open("rb")
         size = path.stat().st_size
         self._start, self._entries, self.metadata = read_index(path, size, self._file)
-        self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        self._map = map_readonly(path) if size else None
 
     def tensors(self) -> list[TensorInfo]:
         return listing_by_name([(k, shape, dt) for k, (dt, shape, _, _) in self._entries.items()],
@@ -93,7 +91,8 @@ class SafetensorsReader:
         dtype, shape, begin, _ = lookup(self._entries, name)
         if rows is not None and shape and rows < shape[0]:
             shape = (rows, *shape[1:])
-        stored = dtypes.from_buffer(self._map, dtype, shape, offset=self._start + begin)
+        start = self._start + begin
+        stored = dtypes.from_buffer(window(self._map, start, dtypes.nbytes(shape, dtype)), dtype, shape)
         return dtypes.native(stored, dtype)
 
     def close(self) -> None:
