@@ -124,17 +124,15 @@ class Decoder:
                                    f"{list(dims)}")
         return indices
 
-    def dequantize(self, q: np.ndarray, quant: Quantization, name: str, rows: int | None) -> np.ndarray:
-        """``(q - zero_point) * scale`` along the quantization axis (first ``rows`` of per-row scales)."""
+    def dequantize(self, q: np.ndarray, quant: Quantization, name: str, length: int | None) -> np.ndarray:
+        """``(q - zero_point) * scale`` along the quantization axis (``length``: axis 0's full length
+        when ``q`` holds only the first rows)."""
         if quant.scale is None and not quant.scale_optional:
             raise CorruptFileError(f"the scale of quantized weight {name!r} is not a constant of the model")
         if not -q.ndim <= quant.axis < max(q.ndim, 1):
             raise CorruptFileError(f"quantization axis {quant.axis} of {name!r} is outside its {q.ndim} axes")
         scale, zero = self._scale_and_zero(quant, name)
-        if rows is not None and q.ndim and quant.axis % q.ndim == 0 and scale.size > 1:  # first rows only
-            scale = scale[: q.shape[0]]
-            zero = zero if zero.ndim == 0 else zero[: q.shape[0]]
-        return dtypes.dequantize(q, scale, zero, quant.axis if scale.size > 1 else None)
+        return dtypes.dequantize(q, scale, zero, quant.axis if scale.size > 1 else None, length=length)
 
     def _scale_and_zero(self, quant: Quantization, name: str) -> tuple[np.ndarray, np.ndarray]:
         """Per-tensor or per-axis (1-D) scale and zero point, one broadcast to the other's length."""

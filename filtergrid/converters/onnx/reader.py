@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from ...bank import TensorInfo
-from ...errors import CorruptFileError, TensorNotFoundError
+from ...errors import CorruptFileError
+from ..base import lookup
 from .decode import Decoder
 from .listing import list_tensors
 from .walk import GraphWalk
@@ -38,13 +39,12 @@ class OnnxReader:
         return [e.info for e in self.entries.values()]
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
-        entry = self.entries.get(name)
-        if entry is None:
-            raise TensorNotFoundError(f"no tensor named {name!r} in this ONNX model")
+        entry = lookup(self.entries, name)
         values = self.decoder.decode(entry.tensor, rows)
         if entry.quant is None:
             return values
-        return self.decoder.dequantize(values, entry.quant, name, rows)
+        length = entry.tensor.dims[0] if rows is not None and entry.tensor.dims else None
+        return self.decoder.dequantize(values, entry.quant, name, length)
 
     def close(self) -> None:
         self.mm.close()
