@@ -12,8 +12,7 @@ only from files inside the model's folder (:mod:`.external`). Detection is in :m
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from ...safeio import model_path
 from .reader import OnnxReader
 from .sniff import sniff
 
@@ -21,4 +20,4 @@ __all__ = ["OnnxReader", "open", "sniff"]
 
 
 def open(path) -> OnnxReader:  # noqa: A001 - the converter protocol's name
-    return OnnxReader(Path(path))
+    return OnnxReader(model_path(path))

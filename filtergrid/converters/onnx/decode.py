@@ -15,6 +15,7 @@ import numpy as np
 
 from ... import dtypes, limits
 from ...errors import CorruptFileError
+from ...safeio import array_at
 from ..protowire import I32, I64, LEN, VARINT, packed_varints, signed
 from .external import read_external
 from .model import ONNX_DTYPES, StoredTensor, type_name
@@ -63,7 +64,7 @@ class Decoder:
             if end - start != count * itemsize:
                 raise CorruptFileError(f"tensor {t.name!r} declares {list(t.dims)} {dtype} = {count * itemsize:,} "
                                        f"bytes but its raw_data has {end - start:,}")
-            return np.frombuffer(self.buf, dtypes.STORAGE[dtype], count=wanted, offset=start)
+            return array_at(self.buf, dtypes.STORAGE[dtype], wanted, start)
         return self._typed(t, dtype, count)[:wanted]
 
     def _typed(self, t: StoredTensor, dtype: str, count: int) -> np.ndarray:
@@ -85,7 +86,7 @@ class Decoder:
         size = sum(b - a for wire, a, b in spans if wire in (LEN, I32, I64))
         if size != count * fixed.itemsize or any(wire == VARINT for wire, _, _ in spans):
             raise CorruptFileError(f"{what} holds {size:,} bytes, {count:,} values need {count * fixed.itemsize:,}")
-        parts = [np.frombuffer(self.buf, fixed, count=(b - a) // fixed.itemsize, offset=a) for _, a, b in spans]
+        parts = [array_at(self.buf, fixed, (b - a) // fixed.itemsize, a) for _, a, b in spans]
         return np.concatenate(parts) if parts else np.empty(0, fixed)
 
     def _varints(self, spans: list[tuple[int, int, int]], count: int, what: str) -> np.ndarray:

@@ -6,8 +6,10 @@ import io
 import os
 import stat
 from pathlib import Path
+from typing import BinaryIO
 
 from ...errors import CorruptFileError, UnsafeFileError
+from ...remote import RemotePath
 from ...safeio import check_extent, resolve_inside
 from .model import StoredTensor
 
@@ -18,7 +20,7 @@ def read_external(folder: Path, t: StoredTensor, need: int, wanted: int) -> byte
     location = info.get("location", "")
     offset, length = _extent(t, info)
     with _open_regular(resolve_inside(folder, location, "ONNX external data"), location, t.name) as f:
-        size = os.fstat(f.fileno()).st_size
+        size = f.seek(0, io.SEEK_END)
         if length is None:
             length = max(size - offset, 0)
         check_extent(offset, length, size, f"external data of {t.name!r} in {location!r}")
@@ -42,8 +44,13 @@ def _extent(t: StoredTensor, info: dict[str, str]) -> tuple[int, int | None]:
     return offset, length
 
 
-def _open_regular(path: Path, location: str, tensor: str) -> io.BufferedReader:
-    """Open without following a link swapped in after resolve_inside and without blocking on a FIFO."""
+def _open_regular(path: Path | RemotePath, location: str, tensor: str) -> BinaryIO:
+    """Open without following a link swapped in after resolve_inside and without blocking on a FIFO
+    (a file beside a remote model is read by ranges like the model)."""
+    if isinstance(path, RemotePath):
+        if not path.exists():
+            raise CorruptFileError(f"external data file {location!r} of tensor {tensor!r} is missing")
+        return path.open("rb")  # type: ignore[return-value]
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import mmap
 from pathlib import Path
 
 import numpy as np
 
 from ...bank import TensorInfo
 from ...errors import CorruptFileError
+from ...safeio import map_readonly
 from ..base import lookup
 from .decode import Decoder
 from .listing import list_tensors
@@ -19,8 +19,7 @@ from .wire import ModelParser
 class OnnxReader:
     def __init__(self, path: Path) -> None:
         try:
-            with path.open("rb") as f:
-                self.mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            self.mm = map_readonly(path)  # a remote model: its RangeFile, read by ranges
         except IsADirectoryError:
             raise CorruptFileError("an ONNX model is a file, not a folder") from None
         except ValueError:

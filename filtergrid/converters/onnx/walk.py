@@ -20,7 +20,6 @@ from .model import FunctionKey, Graph, Node, StoredTensor, function_key
 from .ops import WEIGHT_OPS, Quantization, Traced, WeightOp
 from .scopes import Scope, trace
 
-
 #: Distinct argument sets a function's body is walked for (a layer function called for every layer
 #: of a deep model needs a few hundred; more only multiplies work).
 CALLS_PER_FUNCTION = 256

@@ -13,7 +13,15 @@ from typing import Any
 
 from ... import limits
 from ...errors import CorruptFileError
-from ..protowire import LEN, MAX_VARINT_BYTES, VARINT, iter_fields, packed_varints, signed, text
+from ..protowire import (
+    LEN,
+    MAX_VARINT_BYTES,
+    VARINT,
+    iter_fields,
+    packed_varints,
+    signed,
+    text,
+)
 from .model import Attribute, FunctionKey, Graph, Node, StoredTensor, TypedSpan
 
 #: Nodes, names and values the walk may keep per allowed tensor (bounds memory on hostile graphs).
