@@ -45,6 +45,8 @@ FORMATS: tuple[Format, ...] = (
            "Keras HDF5 (Keras 2 model/weights, Keras 3 .weights.h5)"),
     Format("tflite", "filtergrid.converters.tflite", (".tflite",), "TensorFlow Lite flatbuffer", "tflite"),
     Format("gguf", "filtergrid.converters.gguf", (".gguf",), "GGUF (llama.cpp)", "gguf", heads=(b"GGUF",)),
+    Format("coreml", "filtergrid.converters.coreml", (".mlmodel", ".mlpackage"),
+           "Core ML (.mlmodel NeuralNetwork / ML Program, .mlpackage)"),
     Format("torchscript", "filtergrid.converters.torchscript", (), "TorchScript (torch.jit.save)", heads=(b"PK",)),
     Format("pytorch", "filtergrid.converters.pytorch", (".pt", ".pth", ".bin", ".ckpt"),
            "PyTorch (torch.save zip or legacy pickle, Lightning .ckpt)", heads=(b"PK", b"\x80")),
