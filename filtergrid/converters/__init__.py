@@ -47,6 +47,7 @@ FORMATS: tuple[Format, ...] = (
     Format("gguf", "filtergrid.converters.gguf", (".gguf",), "GGUF (llama.cpp)", "gguf", heads=(b"GGUF",)),
     Format("coreml", "filtergrid.converters.coreml", (".mlmodel", ".mlpackage"),
            "Core ML (.mlmodel NeuralNetwork / ML Program, .mlpackage)"),
+    Format("openvino", "filtergrid.converters.openvino", (".xml",), "OpenVINO IR (.xml + .bin)"),
     Format("torchscript", "filtergrid.converters.torchscript", (), "TorchScript (torch.jit.save)", heads=(b"PK",)),
     Format("pytorch", "filtergrid.converters.pytorch", (".pt", ".pth", ".bin", ".ckpt"),
            "PyTorch (torch.save zip or legacy pickle, Lightning .ckpt)", heads=(b"PK", b"\x80")),
