@@ -48,6 +48,8 @@ FORMATS: tuple[Format, ...] = (
     Format("coreml", "filtergrid.converters.coreml", (".mlmodel", ".mlpackage"),
            "Core ML (.mlmodel NeuralNetwork / ML Program, .mlpackage)"),
     Format("openvino", "filtergrid.converters.openvino", (".xml",), "OpenVINO IR (.xml + .bin)"),
+    Format("paddle", "filtergrid.converters.paddle", (".pdparams",), "PaddlePaddle .pdparams (paddle.save state dict)",
+           heads=(b"\x80",)),
     Format("torchscript", "filtergrid.converters.torchscript", (), "TorchScript (torch.jit.save)", heads=(b"PK",)),
     Format("pytorch", "filtergrid.converters.pytorch", (".pt", ".pth", ".bin", ".ckpt"),
            "PyTorch (torch.save zip or legacy pickle, Lightning .ckpt)", heads=(b"PK", b"\x80")),
