@@ -90,3 +90,13 @@ def test_cycle_is_refused(tmp_path: Path) -> None:
     xml.write_text(text.replace(f'<edge from-layer="{src}" from-port="0" to-layer="{dst}" to-port="{port}" />', loop))
     with pytest.raises(CorruptFileError, match="cycle"):
         filtergrid.load(xml)
+
+
+def test_a_weight_it_cannot_compute_is_refused_not_skipped(tmp_path: Path) -> None:
+    xml, _ = _copy(tmp_path, "conv_fp16")
+    text = xml.read_text()
+    xml.write_text(text.replace('name="self.0.weight" type="Convert"', 'name="self.0.weight" type="Sqrt"', 1))
+    first = next(i for i in filtergrid.tensors(xml) if i.candidate)
+    assert first.name == "self.0.weight" and "Sqrt" in first.role  # still the first layer, not the head
+    with pytest.raises(CorruptFileError, match="Sqrt"):
+        filtergrid.load(xml)

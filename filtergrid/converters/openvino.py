@@ -141,6 +141,7 @@ class _Weight:
     shape: tuple[int, ...]
     dtype: str  # element type of the stored constant at the root of the chain
     regroup: bool  # GroupConvolution: (G, O/G, I/G, kH, kW) read as (O, I/G, kH, kW)
+    problem: str | None  # why the weight cannot be computed (an unsupported op or element type)
 
 
 class OpenVINOReader:
@@ -174,9 +175,13 @@ class OpenVINOReader:
         return infos
 
     def _weight_info(self, layer: _Layer, source: str, rank: int) -> TensorInfo:
-        root, chain = self._chain_root(source)
-        stored_shape, dtype = self._const_shape(self._layers[root])
-        shape = _declared_shape(self._layers[source]) if chain else stored_shape
+        problem = None
+        try:
+            root, chain = self._chain_root(source)
+            stored_shape, dtype = self._const_shape(self._layers[root])
+        except CorruptFileError as e:  # stays the first layer; reading it refuses with the reason
+            chain, dtype, problem = [], "unknown", e.reason
+        shape = _declared_shape(self._layers[source]) if chain or problem else stored_shape
         name = self._layers[source].name
         regroup = layer.type == "GroupConvolution" and len(shape) == 5
         if regroup:
@@ -190,8 +195,10 @@ class OpenVINOReader:
                else f"weight of {where} (weight-bearing layer #{rank + 1})")
         if chain:
             why += f" ({dtype}, decompressed by {'/'.join(chain)})"
+        if problem:
+            why += f" (cannot be read: {problem})"
         candidate = layout != "auto"
-        self._weights[name] = _Weight(source, shape, dtype, regroup)
+        self._weights[name] = _Weight(source, shape, dtype, regroup, problem)
         return TensorInfo(name, shape, dtype, layout, "CHW", why if candidate else f"{why}; no layout for it", candidate)
 
     def _chain_root(self, layer_id: str) -> tuple[str, list[str]]:
@@ -272,6 +279,8 @@ class OpenVINOReader:
         weight = self._weights.get(name)
         if weight is None:
             raise TensorNotFoundError(f"no tensor named {name!r}")
+        if weight.problem:
+            raise CorruptFileError(weight.problem)
         try:
             value = self._evaluate(weight.layer)
         except ValueError as e:  # shapes that do not broadcast

@@ -76,7 +76,13 @@ def _immediate(tensor: Message, dtype: str, shape: tuple[int, ...], what: str) -
     repeated = tensor.message(field, what) if field else None
     if repeated is None:
         raise CorruptFileError(f"{what}: no immediate {dtype} values")
-    values = repeated.floats(1) if dtype == "float32" else np.array(repeated.ints(1), dtype=dtypes.STORAGE[dtype])
+    if dtype == "float32":
+        values = repeated.floats(1)
+    elif dtype == "float64":  # packed fixed64
+        a, b = repeated.span(1) or (0, 0)
+        values = np.frombuffer(repeated.buf[a:b - (b - a) % 8], dtype="<f8")
+    else:
+        values = np.array(repeated.ints(1), dtype=dtypes.STORAGE[dtype])
     if values.size != count:
         _short(what, values.size, count)
     return values.reshape(shape)
@@ -172,9 +178,11 @@ class ProgramWalk:
             layout = layouts.get(len(tensor.shape), "auto") if role != "bias" else "auto"
             if op.type == "matmul" and self._flag(op, "transpose_y"):
                 layout = "OI"
-            candidate = role != "bias" and layout != "auto" and decode is not None
-            why = (f"{role} of the {where}{how}" if decode is not None or role == "bias"
-                   else f"{role} of the {where}, computed by {how}: not stored, not shown")
+            # A weight computed by an op filtergrid does not evaluate stays the first layer: reading it
+            # refuses, rather than silently showing the next layer.
+            candidate = role != "bias" and layout != "auto"
+            why = (f"{role} of the {where}{how}" if decode is not None
+                   else f"{role} of the {where}, computed by {how} (not read)")
             entries.append(Entry(prefix + name, tensor.shape, tensor.dtype, layout, why, candidate,
                                  where, decode or _refuse(name, how)))
         return entries
