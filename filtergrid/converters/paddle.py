@@ -60,7 +60,7 @@ def _dtype(value, name: str) -> np.dtype:
         raise CorruptFileError(f"array {name!r} has dtype {code[:10]!r}")
     try:
         dt = np.dtype(code).newbyteorder(order if order != "|" else "=")
-    except TypeError:
+    except (TypeError, ValueError):
         raise CorruptFileError(f"array {name!r} has dtype {code[:10]!r}") from None
     if dt.kind not in _KINDS:
         raise CorruptFileError(f"array {name!r} has dtype {dt}, not a number type")

@@ -104,6 +104,8 @@ def _package_hint(path: Path) -> str:
 def _spec_path(package: Path) -> Path:
     """The root model of an ``.mlpackage``: named by ``Manifest.json``, inside the package's Data/."""
     manifest = package / "Manifest.json"
+    if not manifest.is_file():
+        raise CorruptFileError("the folder has no Manifest.json: not an .mlpackage")
     if manifest.stat().st_size > MAX_MANIFEST_BYTES:
         raise CorruptFileError(f"Manifest.json is over {MAX_MANIFEST_BYTES:,} bytes")
     try:

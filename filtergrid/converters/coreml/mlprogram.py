@@ -82,7 +82,10 @@ def _immediate(tensor: Message, dtype: str, shape: tuple[int, ...], what: str) -
         a, b = repeated.span(1) or (0, 0)
         values = np.frombuffer(repeated.buf[a:b - (b - a) % 8], dtype="<f8")
     else:
-        values = np.array(repeated.ints(1), dtype=dtypes.STORAGE[dtype])
+        try:
+            values = np.array(repeated.ints(1), dtype=dtypes.STORAGE[dtype])
+        except (OverflowError, ValueError):
+            raise CorruptFileError(f"{what}: immediate values out of range for {dtype}") from None
     if values.size != count:
         _short(what, values.size, count)
     return values.reshape(shape)
@@ -227,7 +230,8 @@ class ProgramWalk:
             codes = data.decode(self._blob, what)
             zero = _tensor(attrs["zero_point"], what).decode(self._blob, what)
             scale = _tensor(attrs["scale"], what).decode(self._blob, what)
-            axis = int(_tensor(attrs["axis"], what).decode(self._blob, what).reshape(-1)[0])
+            axes = _tensor(attrs["axis"], what).decode(self._blob, what).reshape(-1)
+            axis = int(axes[0]) if axes.size == 1 else codes.ndim
             if not -codes.ndim <= axis < codes.ndim:
                 raise CorruptFileError(f"{what}: axis {axis} of a rank-{codes.ndim} tensor")
             return dtypes.dequantize(codes, scale.ravel(), zero.ravel(), axis if scale.size > 1 else None)
