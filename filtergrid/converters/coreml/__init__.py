@@ -22,7 +22,7 @@ from ...errors import CorruptFileError, TensorNotFoundError, UnknownFormatError
 from ...safeio import map_readonly, resolve_inside
 from ..base import Probe
 from ..protomessage import Message
-from ..protowire import LEN, MAX_VARINT_BYTES, iter_fields, read_varint
+from ..protowire import LEN, MAX_VARINT_BYTES, read_varint
 from . import neuralnetwork
 from .blob import BlobFile, looks_like_blob
 from .entries import Entry
@@ -47,38 +47,24 @@ def _looks_like_spec(probe: Probe) -> bool:
     """``specificationVersion`` (field 1), a description (field 2), then a model type field (>= 200).
 
     ONNX also starts with a varint field 1, but its field 2 is a name and nothing it has is >= 200.
-    When the description is longer than the probe, the key after it is read from the file.
+    Fields come in number order (1, 2, 10 isUpdatable, 200+), so the key after the description
+    decides; when the description is longer than the probe, that key is read from the file.
     """
     head = probe.head
-    if len(head) < 4 or head[0] != 0x08 or not 1 <= head[1] <= 20:
+    if len(head) < 4 or head[0] != 0x08 or not 1 <= head[1] <= 20 or head[2] != 0x12:
         return False
     try:
-        for number, wire, a, b in iter_fields(head, 0, len(head), "probe"):
-            if FIRST_MODEL_TYPE <= number <= LAST_MODEL_TYPE:
-                return wire == LEN
-            if number not in (1, 2, 10) or (number == 2) != (wire == LEN):
-                return False
-        return False
-    except CorruptFileError as e:  # the head ended inside a field: read the key after it
-        if "run past the end" not in str(e):
-            return False
-    try:
-        return _next_key_is_model_type(probe, head)
+        length, pos = read_varint(head, 3, len(head), "probe")
+        after = head[pos + length:pos + length + 2 * MAX_VARINT_BYTES]
+        if len(after) < 2 * MAX_VARINT_BYTES:
+            with probe.path.open("rb") as f:
+                f.seek(pos + length)
+                after = f.read(2 * MAX_VARINT_BYTES)
+        if after[:1] == b"\x50":  # isUpdatable (10, varint) and its one-byte value
+            after = after[2:]
+        key, _ = read_varint(after, 0, len(after), "probe")
     except (CorruptFileError, OSError):
         return False
-
-
-def _next_key_is_model_type(probe: Probe, head: bytes) -> bool:
-    """The field after a description longer than the probe (fields come in number order: 1, 2, 10, 200+)."""
-    if head[2] != 0x12:
-        return False
-    length, pos = read_varint(head, 3, len(head), "probe")
-    with probe.path.open("rb") as f:
-        f.seek(pos + length)
-        after = f.read(MAX_VARINT_BYTES)
-    if after[:1] == b"\x50":  # isUpdatable (10, varint): skip it and its one-byte value
-        after = after[2:]
-    key, _ = read_varint(after, 0, len(after), "probe")
     return FIRST_MODEL_TYPE <= key >> 3 <= LAST_MODEL_TYPE and key & 7 == LEN
 
 
