@@ -21,9 +21,9 @@ import numpy as np
 
 from .. import dtypes, limits
 from ..bank import TensorInfo
-from ..errors import CorruptFileError, TensorNotFoundError, UnsafeFileError
+from ..errors import CorruptFileError, UnsafeFileError
 from ..safeio import check_extent, map_readonly, resolve_inside
-from .base import Probe
+from .base import Probe, not_found
 
 #: OpenVINO element types -> filtergrid dtypes (packed 4-bit and 1-bit types are not read yet).
 ELEMENT_TYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16", "f64": "float64", "i8": "int8",
@@ -278,7 +278,7 @@ class OpenVINOReader:
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
         weight = self._weights.get(name)
         if weight is None:
-            raise TensorNotFoundError(f"no tensor named {name!r}")
+            raise not_found(name)
         if weight.problem:
             raise CorruptFileError(weight.problem)
         try:

@@ -15,9 +15,9 @@ import numpy as np
 
 from .. import dtypes, limits, safepickle
 from ..bank import TensorInfo
-from ..errors import CorruptFileError, TensorNotFoundError
+from ..errors import CorruptFileError
 from ..layout import PADDLE
-from .base import Probe, prefer_layer_weights, tensor_info
+from .base import Probe, not_found, prefer_layer_weights, tensor_info
 
 _RECONSTRUCT = {"numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct"}
 #: NumPy type codes a weight may have (no object, string or void arrays).
@@ -92,7 +92,7 @@ class PaddleParamsReader:
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
         if name not in self._arrays:
-            raise TensorNotFoundError(f"no tensor named {name!r}")
+            raise not_found(name)
         return np.array(self._arrays[name])
 
     def close(self) -> None:

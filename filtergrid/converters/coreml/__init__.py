@@ -18,9 +18,9 @@ import numpy as np
 
 from ... import limits
 from ...bank import TensorInfo
-from ...errors import CorruptFileError, TensorNotFoundError, UnknownFormatError
+from ...errors import CorruptFileError, UnknownFormatError
 from ...safeio import map_readonly, resolve_inside
-from ..base import Probe
+from ..base import Probe, not_found
 from ..protomessage import Message
 from ..protowire import LEN, MAX_VARINT_BYTES, read_varint
 from . import neuralnetwork
@@ -148,7 +148,7 @@ class CoreMLReader:
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
         entry = self._by_name.get(name)
         if entry is None:
-            raise TensorNotFoundError(f"no tensor named {name!r}")
+            raise not_found(name)
         return entry.decode()
 
     def close(self) -> None:
