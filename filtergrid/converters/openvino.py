@@ -42,8 +42,10 @@ def sniff(probe: Probe) -> bool:
     if _is_ir(probe.head):
         return True
     # model.bin next to its model.xml: the bytes are raw constants, the sibling says what they are
-    sibling = probe.path.with_suffix(".xml")
-    if probe.path.suffix.lower() != ".bin" or not sibling.is_file():
+    if probe.path.suffix.lower() != ".bin":
+        return False
+    sibling = _sibling(probe.path, ".xml")
+    if not sibling.is_file():
         return False
     with sibling.open("rb") as f:
         return _is_ir(f.read(512))
@@ -56,9 +58,14 @@ def _is_ir(head: bytes) -> bool:
     return start.startswith(b"<net ") and b"version=" in start[:200]
 
 
+def _sibling(path, suffix: str):
+    """``model.bin`` -> ``model.xml`` (also for remote paths, which have no ``with_suffix``)."""
+    return path.parent / (path.name[:len(path.name) - len(path.suffix)] + suffix)
+
+
 def open(path: Path) -> OpenVINOReader:
     path = Path(path)
-    xml_path = path.with_suffix(".xml") if path.suffix.lower() == ".bin" else path
+    xml_path = _sibling(path, ".xml") if path.suffix.lower() == ".bin" else path
     return OpenVINOReader(xml_path)
 
 
