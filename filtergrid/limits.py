@@ -40,6 +40,8 @@ MAX_HEATMAP_COLS = _env("MAX_HEATMAP_COLS", 2048)
 MAX_ZIP_MEMBER_BYTES = _env("MAX_ZIP_MEMBER_BYTES", 4 * 1024**3)
 #: Deepest nesting of subgraphs / containers followed (ONNX If/Loop bodies, nested pickles).
 MAX_NESTING = _env("MAX_NESTING", 64)
+#: Deepest folder nesting an audit walks below a folder it was given (deeper folders are skipped).
+MAX_WALK_DEPTH = _env("MAX_WALK_DEPTH", 64)
 
 
 def exceeded(name: str, what: str, value: int | None = None) -> LimitError:

@@ -58,7 +58,8 @@ def test_every_row_and_grid_is_in_the_browser_and_every_image_loads(report):
     rows = dom.all("tr")[1:]
     assert len(rows) == len(files)
     assert [r["data-status"] for r in rows] == [r["status"] for r in files]
-    assert sorted(i["src"] for i in dom.all("img")) == sorted(r["grid"] for r in ok)
+    assert sorted(i["src"] for i in dom.all("img")) == sorted(r["thumbnail"] for r in ok)
+    assert sorted(a["href"] for a in dom.all("a", **{"class": "thumb"})) == sorted(r["grid"] for r in ok)
     assert len(dom.all("div", **{"class": "card error"})) == len(files) - len(ok)
 
 

@@ -30,11 +30,21 @@ STARTUP_SECONDS = 120.0
 _ONE_THREAD = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
-def _worker_env() -> dict[str, str]:
-    """This environment, one BLAS thread, and this very filtergrid first on the import path."""
+#: How a worker starts: ``python -I`` (no PYTHONPATH, no user site-packages, not the current
+#: folder), then this very filtergrid's folder first only when the interpreter would not find it
+#: (a source checkout); an installed filtergrid is found where it is, after the standard library.
+_BOOT = ("import sys; root = sys.argv[1]; root in sys.path or sys.path.insert(0, root); "
+         "from filtergrid.audit.worker import serve; serve(int(sys.argv[2]))")
+
+
+def worker_command(max_memory: int) -> list[str]:
     package_root = str(Path(__file__).resolve().parents[2])
-    path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, **_ONE_THREAD, "PYTHONPATH": path}
+    return [sys.executable, "-I", "-c", _BOOT, package_root, str(max_memory)]
+
+
+def _worker_env() -> dict[str, str]:
+    """This environment without PYTHONPATH, and one BLAS thread."""
+    return {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, **_ONE_THREAD}
 
 
 def _signal_name(code: int) -> str:
@@ -50,7 +60,7 @@ class WorkerProcess:
     def __init__(self, max_memory: int = 0):
         self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "filtergrid.audit.worker", str(max_memory)],
+            worker_command(max_memory),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
             env=_worker_env(), start_new_session=True,  # Ctrl-C is the parent's
         )
