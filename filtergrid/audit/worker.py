@@ -109,18 +109,26 @@ def thumbnail_bytes(image: Image) -> bytes:
 
 
 def _draw(record: dict[str, Any], bank: FilterBank, task: dict[str, Any]) -> None:
-    """The full grid and its thumbnail (``grids/x.png`` and ``grids/x.thumb.png``)."""
+    """The full grid and its thumbnail: ``grids/x.thumb.png``, or the grid itself when it is small."""
     from ..renderer import RenderOptions, render_result, save
     from ..safeio import atomic_write
 
     result = render_result(bank, RenderOptions(**task.get("render", {})))
-    out = Path(task["out"])
-    save(result, bank, out / task["grid"])
-    record["grid"] = task["grid"]
-    thumb = task["grid"].removesuffix(".png") + ".thumb.png"
+    grid = Path(task["out"]) / task["grid"]
+    save(result, bank, grid)
+    record["grid"] = record["thumbnail"] = task["grid"]
+    if max(result.image.size) <= THUMB_PIXELS and grid.stat().st_size <= THUMB_MAX_BYTES:
+        return
     data = thumbnail_bytes(result.image)
-    atomic_write(out / thumb, lambda f: f.write(data))
-    record["thumbnail"] = thumb
+    record["thumbnail"] = task["grid"].removesuffix(".png") + ".thumb.png"
+    atomic_write(Path(task["out"]) / record["thumbnail"], lambda f: f.write(data))
+
+
+def _is_empty(path: str) -> bool:
+    try:
+        return os.stat(path).st_size == 0
+    except OSError:
+        return False
 
 
 def _failure(record: dict[str, Any], error: Exception, step: str, task: dict[str, Any]) -> None:
@@ -128,8 +136,9 @@ def _failure(record: dict[str, Any], error: Exception, step: str, task: dict[str
     from ..errors import UnknownFormatError, UnsupportedFormatError
 
     if isinstance(error, UnknownFormatError) and step == "detecting":
+        # Never the file's first bytes (detect's message has them): it may be anyone's non-model file.
         record["status"] = "error" if task.get("claimed", True) else "skipped"
-        record["error"] = NOT_A_MODEL  # never the file's bytes: it may be anyone's non-model file
+        record["error"] = NOT_A_MODEL + (" (an empty file)" if _is_empty(task["path"]) else "")
     elif isinstance(error, UnsupportedFormatError):
         record["status"], record["error"] = "unsupported", one_line(error)
     elif isinstance(error, MemoryError) or isinstance(error.__context__, MemoryError):
@@ -149,6 +158,8 @@ def audit_file(task: dict[str, Any]) -> dict[str, Any]:
     record = empty_record(task["path"])
     step = "detecting"
     try:
+        if not task.get("is_folder"):
+            record["size"] = path.stat().st_size  # known even when nothing else is
         record["format"] = converters.detect(path).name
         step = "reading"
         record["size"], record["sha256"] = size_and_sha256(path, task.get("is_folder", False))
