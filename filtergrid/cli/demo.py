@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from . import say
 from .options import render_kwargs, render_options
 
 DEMO_MODEL = "digits_cnn.onnx"
@@ -27,4 +28,4 @@ def command(normalize, cols, pad, scale, cmap, bgr, channels, background, output
         result = render_result(bank, RenderOptions(**render_kwargs(normalize, cols, pad, scale, cmap, bgr,
                                                                     channels, background)))
         out = save(result, bank, output)
-    click.echo(describe(bank, result, out))
+    say(describe(bank, result, out))

@@ -35,7 +35,7 @@ def render_options(f):
     from ..renderer import CHANNEL_MODES, NORMALIZATIONS
 
     for decorator in reversed((
-        click.option("--normalize", "-n", type=click.Choice(NORMALIZATIONS), default=None,
+        click.option("--normalize", "-n", type=click.Choice(NORMALIZATIONS, case_sensitive=False), default=None,
                      help="Intensity scaling: per-filter min-max (default), global, symmetric around 0, percentile."),
         click.option("--cols", type=click.IntRange(min=1), default=None, help="Tiles per row (default: near-square)."),
         click.option("--pad", type=click.IntRange(min=0, max=64), default=1, show_default=True,
@@ -44,7 +44,7 @@ def render_options(f):
                      help="Upscale each tile this many times, nearest-neighbour (default: automatic)."),
         click.option("--cmap", metavar="NAME", default=None, help="Colormap for one-channel tiles (e.g. viridis)."),
         click.option("--bgr", is_flag=True, help="The model was trained on BGR images: swap red and blue."),
-        click.option("--channels", type=click.Choice(CHANNEL_MODES), default="split", show_default=True,
+        click.option("--channels", type=click.Choice(CHANNEL_MODES, case_sensitive=False), default="split", show_default=True,
                      help="Filters with other than 1 or 3 input channels: a tile per channel, their mean, or the first 3 as RGB."),
         click.option("--background", default="black", show_default=True, help="Colour between tiles."),
     )):

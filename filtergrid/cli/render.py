@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from . import say
 from .options import load_kwargs, model_options, render_kwargs, render_options
 
 
@@ -34,10 +35,13 @@ def command(model, tensor, layout, image_shape, flatten, format_name, normalize,
     """Render the first layer of MODEL (or --tensor NAME) as a grid of images."""
     from .. import api
     from ..renderer import RenderOptions, render_result, save
+    from ..safeio import refuse_overwriting_input
 
+    out = output or default_output(model)
+    refuse_overwriting_input(out, model)
     bank = api.load(model, **load_kwargs(tensor, layout, image_shape, flatten, format_name))
     result = render_result(bank, RenderOptions(**render_kwargs(normalize, cols, pad, scale, cmap, bgr,
                                                                 channels, background)))
-    out = save(result, bank, output or default_output(model))
+    out = save(result, bank, out)
     if not quiet:
-        click.echo(describe(bank, result, out))
+        say(describe(bank, result, out))
