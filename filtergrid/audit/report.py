@@ -17,7 +17,8 @@ from typing import Any
 
 from ..errors import FiltergridError
 from ..safeio import atomic_write
-from .text import bounded, csv_cell
+from ..untrusted import csv_cell
+from .text import bounded_record, encodable
 from .worker import RECORD_FIELDS
 
 SCHEMA_VERSION = 1
@@ -53,17 +54,19 @@ def failing(files: list[dict[str, Any]], conditions: tuple[str, ...]) -> list[tu
 
 
 def _cell(value: Any) -> Any:
+    """Numbers as they are, lists joined, text as a cell no spreadsheet runs as a formula."""
     if value is None:
         return ""
     if isinstance(value, list):
         return "x".join(map(str, value)) if all(isinstance(v, int) for v in value) else " ".join(map(str, value))
-    return csv_cell(value)
+    return csv_cell(value) if isinstance(value, str) else value
 
 
 def csv_row(record: dict[str, Any]) -> dict[str, Any]:
     """A flat row: shapes as ``64x3x7x7``, flags space-separated, health fields prefixed."""
     health = record.get("health") or {}
     row = {f: _cell(record.get(f)) for f in RECORD_FIELDS if f != "health"}
+    row["path"] = encodable(record["path"])  # absolute: no formula; undecodable bytes written back as bytes
     row.update({f"health.{c}": _cell(health.get(c)) for c in HEALTH_COLUMNS})
     return row
 
@@ -98,7 +101,7 @@ class Report:
 
     def add(self, record: dict[str, Any]) -> None:
         """Keep a worker's record (bounded in size); a file it found to be no model goes to ``skipped``."""
-        record = bounded(record)
+        record = bounded_record(record)
         if record["status"] == "skipped":
             self.order.remove(record["path"])
             self.skipped.append((record["path"], record["error"]))

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .text import bounded
+from .text import bounded, bounded_record
 from .walk import NOT_A_MODEL
 
 if TYPE_CHECKING:
@@ -174,7 +174,7 @@ def audit_file(task: dict[str, Any]) -> dict[str, Any]:
     except Exception as e:  # noqa: BLE001 - the whole point: one record per file, whatever happens
         _failure(record, e, step, task)
     record["seconds"] = round(time.perf_counter() - started, 4)
-    return bounded(record)
+    return bounded_record(record)
 
 
 def data_size() -> int:

@@ -78,8 +78,15 @@ def say(message: str) -> None:
     click.echo(terminal(message))
 
 
+#: Commands with a ``--timeout`` of their own (audit's is per model): theirs is left where it is.
+_OWN_TIMEOUT = {"audit"}
+
+
 def _global_options_first(argv: list[str]) -> list[str]:
     """``filtergrid render m --timeout 5`` means ``filtergrid --timeout 5 render m``: move it."""
+    command = next((arg for arg in argv if arg in COMMANDS), None)
+    if command in _OWN_TIMEOUT:
+        return argv
     moved, rest, i = [], [], 0
     while i < len(argv):
         arg = argv[i]

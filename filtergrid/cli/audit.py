@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from ..audit.report import DEFAULT_FAIL_ON, FAIL_CONDITIONS, failing
-from ..audit.text import terminal
+from ..untrusted import terminal
 from ..errors import UsageError
 from .options import render_kwargs, render_options
 
