@@ -101,7 +101,7 @@ class LineProgress:
 
     def start(self, total: int, done: int) -> None:
         self.total, self.done = total, done
-        self.line()
+        self.line(time.monotonic())
 
     def advance(self, record: dict[str, Any]) -> None:
         self.done += 1
@@ -109,13 +109,13 @@ class LineProgress:
         self.refresh()
 
     def refresh(self) -> None:
-        if time.monotonic() - self.printed >= PROGRESS_SECONDS:
-            self.line()
+        now = time.monotonic()
+        if now - self.printed >= PROGRESS_SECONDS:
+            self.line(now)
 
-    def line(self) -> None:
-        self.printed = time.monotonic()
-        click.echo(f"auditing: {self.done}/{self.total} files, {self.errors} not ok, "
-                   f"{self.printed - self.began:.0f} s", err=True)
+    def line(self, now: float) -> None:
+        self.printed = now
+        click.echo(f"auditing: {self.done}/{self.total} files, {self.errors} not ok, {now - self.began:.0f} s", err=True)
 
     def stop(self) -> None: ...
 
