@@ -75,7 +75,7 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
     """Write through a temporary file in the same folder, then rename over ``path``.
 
     A crash or Ctrl-C leaves either the old file or the new one, never half of one.

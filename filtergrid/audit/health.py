@@ -54,7 +54,8 @@ def duplicate_pairs(unit: np.ndarray, live: np.ndarray) -> tuple[int, int, list[
         index = np.sort(np.random.default_rng(0).choice(index, MAX_DUPLICATE_FILTERS, replace=False))
     rows = unit if index.size == len(unit) else unit[index]
     twins = np.zeros(index.size, bool)
-    pairs, listed = 0, []
+    pairs = 0
+    listed: list[list[int]] = []
     for start in range(0, index.size, SIMILARITY_BLOCK_ROWS):
         block = rows[start:start + SIMILARITY_BLOCK_ROWS] @ rows.T
         i, j = np.nonzero(np.triu(block > DUPLICATE_COSINE, k=start + 1))

@@ -92,6 +92,8 @@ class Progress:
 
     def refresh(self) -> None: ...
 
+    def stop(self) -> None: ...
+
 
 def audit(options: AuditOptions, progress: Progress | None = None) -> dict[str, Any]:
     """Audit every model under ``options.paths``; returns the final report document."""
@@ -130,16 +132,17 @@ def _run(options: AuditOptions, progress: Progress, client) -> dict[str, Any]:
         progress.refresh()
 
     report.write(complete=False)
-    limits = {"timeout": options.timeout, "max_memory": options.max_memory, "on_record": on_record, "tick": tick}
     try:
         if client is not None:
             from .dask import run_dask
 
-            run_dask(client, tasks, **limits)
+            run_dask(client, tasks, timeout=options.timeout, max_memory=options.max_memory, on_record=on_record,
+                     tick=tick)
         elif tasks:
             from .runner import run_local
 
-            run_local(tasks, workers=options.workers, **limits)
+            run_local(tasks, workers=options.workers, timeout=options.timeout, max_memory=options.max_memory,
+                      on_record=on_record, tick=tick)
     except KeyboardInterrupt:
         write_html(report.write(complete=False, interrupted=True), out, options.self_contained)
         raise

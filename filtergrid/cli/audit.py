@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from ..audit.report import DEFAULT_FAIL_ON, FAIL_CONDITIONS, failing
+from ..audit.session import Progress
 from ..untrusted import terminal
 from ..errors import UsageError
 from .options import render_kwargs, render_options
@@ -60,7 +61,7 @@ def default_memory(workers: int) -> int:
         return 0
 
 
-class BarProgress:
+class BarProgress(Progress):
     """A rich progress bar on stderr: files done, errors, files per second."""
 
     def __init__(self) -> None:
@@ -73,11 +74,12 @@ class BarProgress:
         self.errors = 0
         self.done_here = 0
         self.began = time.monotonic()
-        self.task = None
+        self.task = self.bar.add_task("audit", start=False, total=None, errors=0, rate="-")
 
     def start(self, total: int, done: int) -> None:
         self.bar.start()
-        self.task = self.bar.add_task("audit", total=total, completed=done, errors=0, rate="-")
+        self.bar.update(self.task, total=total, completed=done)
+        self.bar.start_task(self.task)
 
     def advance(self, record: dict[str, Any]) -> None:
         self.errors += record["status"] != "ok"
@@ -92,7 +94,7 @@ class BarProgress:
         self.bar.stop()
 
 
-class LineProgress:
+class LineProgress(Progress):
     """Without a terminal (CI logs): one plain line on stderr at least every PROGRESS_SECONDS."""
 
     def __init__(self) -> None:
@@ -116,8 +118,6 @@ class LineProgress:
     def line(self, now: float) -> None:
         self.printed = now
         click.echo(f"auditing: {self.done}/{self.total} files, {self.errors} not ok, {now - self.began:.0f} s", err=True)
-
-    def stop(self) -> None: ...
 
 
 def summary_line(document: dict[str, Any], out: Path) -> str:
@@ -169,7 +169,7 @@ def failure_lines(failures: list[tuple[dict[str, Any], list[str]]], conditions: 
 def command(paths, out, workers, scheduler, resume, timeout, max_memory, pattern, follow_links, fail_on,
             self_contained, quiet, normalize, cols, pad, scale, cmap, bgr, channels, background):
     """Audit every model under PATH...: format, first layer, health and grid of each, in one report."""
-    from ..audit import AuditOptions, Progress, audit
+    from ..audit import AuditOptions, audit
     from ..renderer import RenderOptions
 
     conditions = parse_fail_on(fail_on)
@@ -180,14 +180,13 @@ def command(paths, out, workers, scheduler, resume, timeout, max_memory, pattern
     options = AuditOptions(paths=tuple(paths), out=out, workers=workers, scheduler=scheduler, resume=resume,
                            timeout=timeout, max_memory=memory, max_memory_text=max_memory or "", pattern=pattern,
                            follow_links=follow_links, self_contained=self_contained, render=render)
-    progress: Progress | BarProgress | LineProgress = Progress()
+    progress = Progress()
     if not quiet:
         progress = BarProgress() if sys.stderr.isatty() else LineProgress()
     try:
         document = audit(options, progress)
     finally:
-        if not isinstance(progress, Progress):
-            progress.stop()
+        progress.stop()
     failures = failing(document["files"], conditions)
     if not quiet:
         click.echo(summary_line(document, out))
