@@ -8,9 +8,9 @@ import struct
 
 import numpy as np
 import pytest
+from conftest import FIXTURES, assert_one_line_error
 from safetensors.numpy import save_file
 
-from conftest import FIXTURES, assert_one_line_error
 from filtergrid import untrusted
 
 CNN = FIXTURES / "safetensors" / "cnn.safetensors"
@@ -97,3 +97,15 @@ def test_timeout_may_follow_the_subcommand(cli, tmp_path):
     assert (tmp_path / "x.png").exists()
     result = cli("convert", CNN, "--timeout=60", "-o", tmp_path / "x.npy")
     assert result.returncode == 0, result.stderr
+
+
+def test_render_titles_labels_and_caps_from_the_command_line(cli, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "x.png"
+    plain = cli("render", CNN, "-o", out, "--no-title", "--no-colorbar")
+    size = Image.open(out).size
+    dressed = cli("render", CNN, "-o", out, "--labels", "--title", "my \x1b[2J model", "--max-filters", "4")
+    assert plain.returncode == dressed.returncode == 0, dressed.stderr
+    assert "showing the first 4 of 8 (--max-filters)" in dressed.stdout
+    assert Image.open(out).size != size

@@ -6,12 +6,11 @@ import io
 import os
 
 import pytest
+from rangeserver import serve
 
 from filtergrid import limits, remote
 from filtergrid.errors import CorruptFileError, FiltergridError, LimitError
 from filtergrid.remote import RemotePath, is_url, redact
-
-from rangeserver import Behaviour, serve
 
 
 @pytest.fixture

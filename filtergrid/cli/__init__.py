@@ -78,16 +78,14 @@ def say(message: str) -> None:
     click.echo(terminal(message))
 
 
-#: Commands with a ``--timeout`` of their own (audit's is per model): theirs is left where it is.
-_OWN_TIMEOUT = {"audit"}
-
-
 def _global_options_first(argv: list[str]) -> list[str]:
-    """``filtergrid render m --timeout 5`` means ``filtergrid --timeout 5 render m``: move it."""
-    command = next((arg for arg in argv if arg in COMMANDS), None)
-    if command in _OWN_TIMEOUT:
+    """``filtergrid render m --timeout 5`` means ``filtergrid --timeout 5 render m``: move it, unless
+    the subcommand has a ``--timeout`` of its own (the audit's is per file)."""
+    name = next((arg for arg in argv if not arg.startswith("-")), None)
+    if name not in COMMANDS or any("--timeout" in p.opts for p in cli.get_command(None, name).params):  # type: ignore[arg-type, union-attr]
         return argv
-    moved, rest, i = [], [], 0
+    at = argv.index(name)
+    moved, rest, i = [], [], at + 1
     while i < len(argv):
         arg = argv[i]
         if arg == "--":
@@ -99,7 +97,7 @@ def _global_options_first(argv: list[str]) -> list[str]:
             continue
         (moved if arg.startswith("--timeout=") else rest).append(arg)
         i += 1
-    return moved + rest
+    return argv[:at] + moved + [name] + rest
 
 
 def _one_blas_thread() -> None:

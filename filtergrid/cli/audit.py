@@ -167,13 +167,13 @@ def failure_lines(failures: list[tuple[dict[str, Any], list[str]]], conditions: 
 @click.option("--quiet", "-q", is_flag=True, help="No progress and no summary.")
 @render_options
 def command(paths, out, workers, scheduler, resume, timeout, max_memory, pattern, follow_links, fail_on,
-            self_contained, quiet, normalize, cols, pad, scale, cmap, bgr, channels, background):
+            self_contained, quiet, **params):
     """Audit every model under PATH...: format, first layer, health and grid of each, in one report."""
     from ..audit import AuditOptions, audit
     from ..renderer import RenderOptions
 
     conditions = parse_fail_on(fail_on)
-    render = render_kwargs(normalize, cols, pad, scale, cmap, bgr, channels, background)
+    render = render_kwargs(params)
     RenderOptions(**render)  # a bad colour or colormap is a usage error now, not N error records
     workers = workers or os.cpu_count() or 1
     memory = parse_size(max_memory) if max_memory else default_memory(workers)
