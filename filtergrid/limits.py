@@ -50,6 +50,9 @@ MAX_NESTING = _env("MAX_NESTING", 64)
 MAX_SPARSE_EXPANSION = _env("MAX_SPARSE_EXPANSION", 1024)
 #: Deepest folder nesting an audit walks below a folder it was given (deeper folders are skipped).
 MAX_WALK_DEPTH = _env("MAX_WALK_DEPTH", 64)
+#: Most objects one remote prefix an audit lists may hold (``s3://bucket/prefix/``); the listing
+#: is names and sizes only, paged by the store, and a larger prefix is refused, not truncated.
+MAX_REMOTE_LISTING = _env("MAX_REMOTE_LISTING", 1_000_000)
 #: Work one byte of a file may cause: float32 bytes decoded per stored byte a tensor reads (a torch
 #: view with stride 0 repeats one number 2 GiB over), tensor-name characters per pickle byte (a
 #: shared 200 KB key spelled into every name). A pickle counts as at least 64 KiB.

@@ -168,6 +168,15 @@ class FsspecTransport:
         limits.check("MAX_TENSORS", len(names), f"entries listed under {redact(key)}")
         return [posixpath.basename(str(n).rstrip("/")) for n in names]
 
+    def find(self, key: str) -> dict[str, dict]:
+        """Every object under ``key`` (names, sizes, ETags; no content), at most MAX_WALK_DEPTH deep.
+
+        One paged listing of the prefix; more than MAX_REMOTE_LISTING objects is refused.
+        """
+        found = self._call(self.fs.find, key, maxdepth=limits.MAX_WALK_DEPTH, withdirs=False, detail=True)
+        limits.check("MAX_REMOTE_LISTING", len(found), f"objects listed under {redact(key)}")
+        return found
+
     def _call(self, method, key: str, **kwargs):
         try:
             return method(key, **kwargs)

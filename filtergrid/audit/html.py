@@ -17,6 +17,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup, escape
 
+from ..remote import is_url
 from ..safeio import atomic_write
 from .report import failing
 from .text import html_text
@@ -32,13 +33,34 @@ _UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
 
 
 def display_names(paths: list[str]) -> dict[str, str]:
-    """Paths shortened to what tells them apart: relative to the folder they all share."""
+    """Paths shortened to what tells them apart: relative to the folder they all share (URLs
+    relative to the URL prefix they share)."""
+    urls = [p for p in paths if is_url(p)]
+    return {**_local_names([p for p in paths if not is_url(p)]), **_url_names(urls)}
+
+
+def _url_names(urls: list[str]) -> dict[str, str]:
+    folder = os.path.commonprefix([u.rstrip("/") for u in urls]).rpartition("/")[0]
+    if folder.endswith(":/"):  # only the scheme in common: keep the whole URL
+        folder = ""
+    return {u: u.rstrip("/")[len(folder) + 1:] if folder else u for u in urls}
+
+
+def _local_names(paths: list[str]) -> dict[str, str]:
     if not paths:
         return {}
     root = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
     if root in paths:  # a single model folder, or one path that is the parent of the others
         root = os.path.dirname(root)
     return {p: os.path.relpath(p, root) if root else p for p in paths}
+
+
+def fetched(record: dict[str, Any]) -> str:
+    """``fetched 1.2 MB in 5 requests`` for a remote model, else empty."""
+    if record.get("bytes_read") is None:
+        return ""
+    n = record.get("requests") or 0
+    return f"fetched {human_size(record['bytes_read'])} in {n} request{'' if n == 1 else 's'}"
 
 
 def shape_text(shape: list[int] | None) -> str:
@@ -94,7 +116,7 @@ def render_html(document: dict[str, Any], out: Path | None = None, self_containe
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
     )
     env.filters.update(shape=shape_text, number=number, basename=os.path.basename, dirname=os.path.dirname,
-                       breakable=breakable, size=human_size)
+                       breakable=breakable, size=human_size, fetched=fetched)
     files = document["files"]
     summary = document["summary"]
     return env.get_template("report.html.j2").render(

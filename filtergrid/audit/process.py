@@ -149,7 +149,7 @@ class WorkerProcess:
         record["error"] = message
         record["seconds"] = round(seconds if seconds is not None else time.monotonic() - self.started, 4)
         try:
-            record["size"] = Path(self.task["path"]).stat().st_size
+            record["size"] = self.task.get("size") if "url" in self.task else Path(self.task["path"]).stat().st_size
         except OSError:
             pass
         self.task = None

@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..remote import is_url, redact
 from .report import Report, previous_ok
 from .walk import Found, find_models
 from .worker import files_of, size_and_sha256
@@ -39,8 +40,8 @@ class AuditOptions:
 
     def to_dict(self) -> dict[str, Any]:
         """What the report records about how it was made."""
-        return {"paths": list(self.paths), "workers": self.workers, "scheduler": self.scheduler,
-                "resume": self.resume, "timeout": self.timeout, "max_memory": self.max_memory or None,
+        return {"paths": [redact(p) if is_url(p) else p for p in self.paths], "workers": self.workers,
+                "scheduler": self.scheduler, "resume": self.resume, "timeout": self.timeout, "max_memory": self.max_memory or None,
                 "glob": self.pattern, "follow_links": self.follow_links, "self_contained": self.self_contained,
                 "render": self.render}
 
@@ -53,7 +54,14 @@ def grid_name(path: str) -> str:
     return f"grids/{readable}-{digest}.png"
 
 
+def shown_path(found: Found) -> str:
+    """The path records and reports use: a URL without credentials or query."""
+    return redact(found.path) if isinstance(found.path, str) else str(found.path)
+
+
 def _size(found: Found) -> int:
+    if isinstance(found.path, str):
+        return found.size or 0
     if not found.is_folder:
         return found.path.stat().st_size
     return sum(p.stat().st_size for p in files_of(found.path, True))
@@ -66,19 +74,23 @@ def plan(models: list[Found], options: AuditOptions, report: Report) -> list[dic
     sizes = {r.get("size") for r in previous.values()}
     tasks = []
     for found in models:
-        path = str(found.path)
+        path = shown_path(found)
+        remote = isinstance(found.path, str)
         try:
             size = _size(found)
-            sha = size_and_sha256(found.path, found.is_folder)[1] if previous and size in sizes else None
+            known = previous and size in sizes and not remote  # a remote file is never downloaded to hash it
+            sha = size_and_sha256(found.path, found.is_folder)[1] if known else None
         except OSError:
             size, sha = 0, None  # the worker will report why
         if sha in previous:
             report.add({**previous[sha], "path": path, "resumed": True})
             continue
-        tasks.append((size, {"path": path, "is_folder": found.is_folder, "claimed": found.claimed,
-                             "out": os.path.abspath(options.out),
-                             "grid": grid_name(path), "render": options.render,
-                             "max_memory_text": options.max_memory_text}))
+        task = {"path": path, "is_folder": found.is_folder, "claimed": found.claimed,
+                "out": os.path.abspath(options.out), "grid": grid_name(path), "render": options.render,
+                "max_memory_text": options.max_memory_text}
+        if remote:  # the worker reads the store itself; the URL keeps any credentials it was given
+            task.update(url=found.path, size=found.size, etag=found.etag)
+        tasks.append((size, task))
     tasks.sort(key=lambda sized: -sized[0])
     return [task for _, task in tasks]
 
@@ -117,9 +129,9 @@ def _run(options: AuditOptions, progress: Progress, client) -> dict[str, Any]:
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
     walk = find_models(options.paths, options.pattern, exclude=[out], follow_links=options.follow_links)
-    models = [Found(Path(os.path.abspath(f.path)), f.is_folder, f.claimed) for f in walk.models]
-    skipped = [(os.path.abspath(p), why) for p, why in walk.skipped]
-    report = Report(out, [str(f.path) for f in models], skipped, options.to_dict())
+    models = [f if isinstance(f.path, str) else replace(f, path=Path(os.path.abspath(f.path))) for f in walk.models]
+    skipped = [(p if is_url(p) else os.path.abspath(p), why) for p, why in walk.skipped]
+    report = Report(out, [shown_path(f) for f in models], skipped, options.to_dict())
     tasks = plan(models, options, report)
     progress.start(len(models), len(report.records))
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from .. import converters, limits
 from ..converters.base import natural_key
 from ..converters.hf import WEIGHT_FILES
+from ..remote import is_url
 
 #: Bytes read from the start of a file found in a folder (signatures sit in the first 2 KiB).
 HEAD_BYTES = 4096
@@ -43,11 +44,14 @@ class Found:
 
     ``claimed``: named on the command line or by a model suffix, so a worker that recognises no
     format reports an error (a broken ``model.onnx``); otherwise it sets the file aside as skipped.
+    A remote model's ``path`` is its URL (a str), with the ``size`` and ``etag`` its store listed.
     """
 
-    path: Path
+    path: Path | str
     is_folder: bool = False
     claimed: bool = True
+    size: int | None = None
+    etag: str | None = None
 
 
 @dataclass
@@ -189,12 +193,19 @@ def find_models(paths: Iterable[str | os.PathLike], pattern: str | None = None,
 
     Files named directly are always audited; files found in folders when their suffix or first
     bytes say they may be a model, and when they match ``pattern`` (a glob on the name or the path
-    relative to the folder named). ``exclude`` folders (the report's own output folder) are not
+    relative to the folder named); under a remote URL the same, from one listing
+    (:mod:`filtergrid.audit.remotewalk`). ``exclude`` folders (the report's own output folder) are not
     walked. Symlinks out of ``paths`` are listed as skipped unless ``follow_links``.
     """
-    named = [Path(p) for p in paths]
-    walker = _Walker(named, pattern, [Path(p) for p in exclude], follow_links)
-    stack = [_Visit(p, "", 0, named=True) for p in reversed(named)]
-    while stack:
-        stack.extend(reversed(walker.visit(stack.pop())))
+    from .remotewalk import list_remote
+
+    paths = list(paths)
+    walker = _Walker([Path(p) for p in paths if not is_url(p)], pattern, [Path(p) for p in exclude], follow_links)
+    for named in paths:
+        if is_url(named):
+            list_remote(str(named), pattern, walker.result)
+            continue
+        stack = [_Visit(Path(named), "", 0, named=True)]
+        while stack:
+            stack.extend(reversed(walker.visit(stack.pop())))
     return walker.result

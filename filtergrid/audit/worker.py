@@ -33,8 +33,8 @@ HASH_CHUNK = 1 << 20
 THUMB_PIXELS = 256
 THUMB_MAX_BYTES = 64 * 1024
 
-RECORD_FIELDS = ("path", "size", "sha256", "format", "status", "error", "tensor", "chosen_by",
-                 "original_shape", "original_dtype", "layout", "canonical_shape", "kind", "health",
+RECORD_FIELDS = ("path", "size", "sha256", "etag", "bytes_read", "requests", "format", "status", "error",
+                 "tensor", "chosen_by", "original_shape", "original_dtype", "layout", "canonical_shape", "kind", "health",
                  "grid", "thumbnail", "seconds")
 
 #: What a record's ``status`` may be. A file a worker finds is no model at all is not a record:
@@ -148,23 +148,38 @@ def _failure(record: dict[str, Any], error: Exception, step: str, task: dict[str
         record["error"] = one_line(error) if step != "drawing" else f"grid: {one_line(error)}"
 
 
+def _remote_facts(record: dict[str, Any], source: Any, task: dict[str, Any]) -> None:
+    """What a remote model cost: range requests and bytes fetched (no sha256: that would download it)."""
+    record["etag"] = task.get("etag")
+    record["requests"], record["bytes_read"] = source.transfer.requests, source.transfer.bytes
+
+
 def audit_file(task: dict[str, Any]) -> dict[str, Any]:
-    """The record of ``task["path"]``; the grid goes to ``task["out"]/task["grid"]`` (relative)."""
+    """The record of ``task["path"]``; the grid goes to ``task["out"]/task["grid"]`` (relative).
+
+    A remote model (``task["url"]``) is read from its store by ranges; ``path`` is its redacted URL.
+    """
     from .. import api, converters
+    from ..remote import RemotePath
+    from ..safeio import model_path
     from .health import assess
 
     started = time.perf_counter()
-    path = Path(task["path"])
+    source = model_path(task.get("url") or task["path"])
+    remote = isinstance(source, RemotePath)
     record = empty_record(task["path"])
     step = "detecting"
     try:
-        if not task.get("is_folder"):
-            record["size"] = path.stat().st_size  # known even when nothing else is
-        record["format"] = converters.detect(path).name
+        if remote:
+            record["size"] = task.get("size") if task.get("is_folder") else source.stat().st_size
+        elif not task.get("is_folder"):
+            record["size"] = source.stat().st_size  # known even when nothing else is
+        record["format"] = converters.detect(source).name
         step = "reading"
-        record["size"], record["sha256"] = size_and_sha256(path, task.get("is_folder", False))
+        if not remote:
+            record["size"], record["sha256"] = size_and_sha256(source, task.get("is_folder", False))
         step = "loading"
-        bank = api.load(path, format=record["format"])
+        bank = api.load(source, format=record["format"])
         _describe(record, bank)
         step = "assessing"
         record["health"] = assess(bank)
@@ -173,6 +188,8 @@ def audit_file(task: dict[str, Any]) -> dict[str, Any]:
         record["status"] = "ok"
     except Exception as e:  # noqa: BLE001 - the whole point: one record per file, whatever happens
         _failure(record, e, step, task)
+    if remote:
+        _remote_facts(record, source, task)
     record["seconds"] = round(time.perf_counter() - started, 4)
     return bounded_record(record)
 

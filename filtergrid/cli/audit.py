@@ -17,6 +17,7 @@ import click
 
 from ..audit.report import DEFAULT_FAIL_ON, FAIL_CONDITIONS, failing
 from ..audit.session import Progress
+from ..remote import is_url
 from ..untrusted import terminal
 from ..errors import UsageError
 from .options import render_kwargs, render_options
@@ -51,6 +52,14 @@ def parse_fail_on(text: str | None) -> tuple[str, ...]:
     if unknown or not names:
         raise UsageError(f"--fail-on {text!r}: choose from {','.join(FAIL_CONDITIONS)} (or none)")
     return names
+
+
+def local_paths_exist(paths: tuple[str, ...]) -> tuple[str, ...]:
+    """PATHs as given; a local one must exist now, a URL (``s3://``, ``https://``) is checked by its listing."""
+    for path in paths:
+        if not is_url(path) and not os.path.exists(path):
+            raise click.BadParameter(f"Path {terminal(path)!r} does not exist.", param_hint="'PATHS...'")
+    return paths
 
 
 def default_memory(workers: int) -> int:
@@ -142,7 +151,7 @@ def failure_lines(failures: list[tuple[dict[str, Any], list[str]]], conditions: 
 
 
 @click.command("audit")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=str))
+@click.argument("paths", nargs=-1, required=True, callback=lambda ctx, param, value: local_paths_exist(value))
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for report.json, report.csv, index.html and grids/.")
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
@@ -168,7 +177,11 @@ def failure_lines(failures: list[tuple[dict[str, Any], list[str]]], conditions: 
 @render_options
 def command(paths, out, workers, scheduler, resume, timeout, max_memory, pattern, follow_links, fail_on,
             self_contained, quiet, **params):
-    """Audit every model under PATH...: format, first layer, health and grid of each, in one report."""
+    """Audit every model under PATH...: format, first layer, health and grid of each, in one report.
+
+    A PATH may be a URL: s3://bucket/prefix/ (gs://, az://, hf:// likewise) is listed once and each
+    model is read from the store by ranges; https://host/model.safetensors names one file.
+    """
     from ..audit import AuditOptions, audit
     from ..renderer import RenderOptions
 
