@@ -122,7 +122,8 @@ def weigh(infos: list[TensorInfo], config: dict | None = None) -> list[Evidence]
 
 def order_by_evidence(infos: list[TensorInfo], config: dict | None = None,
                       stored_as: str = "natural name order") -> list[TensorInfo]:
-    """The listing with the inferred first layer moved first; its role says why and names the runner-up.
+    """The listing with the inferred first layer moved to the first candidate's place; its role says why
+    and names the runner-up.
 
     For stores without a model order (see the module docstring): the Keras HDF5 reader calls this for
     a bare ``.weights.h5``, the safetensors, npz and Hugging Face readers for theirs.
@@ -141,7 +142,9 @@ def order_by_evidence(infos: list[TensorInfo], config: dict | None = None,
     if runner is not None:
         role += f"; runner-up {runner.info.name} ({runner.describe()})"
     chosen = dataclasses.replace(best.info, role=role)
-    return [chosen, *(i for i in infos if i.name != chosen.name)]
+    rest = [i for i in infos if i.name != chosen.name]
+    at = next(n for n, i in enumerate(infos) if i.candidate)  # where the first candidate stood
+    return [*rest[:at], chosen, *rest[at:]]
 
 
 def dense_image(info: TensorInfo, infos: list[TensorInfo], config: dict | None,
