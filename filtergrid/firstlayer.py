@@ -85,7 +85,7 @@ def _gather(info: TensorInfo, outputs: list[int], has_conv: bool, config: dict |
     if io is not None and info.layout not in _DENSE:
         n_in = io[0]
         if outputs.count(n_in) == 0:
-            reasons.append((2, f"its {n_in} input channels are no other layer's output"))
+            reasons.append((2, f"its {n_in} input channel{'s' * (n_in > 1)} no other layer outputs"))
         if 1 <= n_in <= 4:
             reasons.append((1 if n_in != 3 else 2, f"{n_in} input channel{'s' * (n_in > 1)} "
                             + ("(RGB)" if n_in == 3 else "(an image or a signal)")))
