@@ -13,8 +13,8 @@ import numpy as np
 from . import converters, export, limits
 from .bank import FilterBank, Provenance, TensorInfo
 from .errors import CorruptFileError, FiltergridError, LimitError, TensorNotFoundError
-from .firstlayer import dense_image
-from .layout import guess_layout, image_shape_for, parse_image_shape, place
+from .firstlayer import dense_image, guessed_image
+from .layout import guess_layout, parse_image_shape, place
 
 @contextlib.contextmanager
 def _guarded(path: Path, format: str | None) -> Iterator[None]:
@@ -148,10 +148,8 @@ def grid_bank(array: np.ndarray, layout: str = "OIHW", *, flatten: str = "HWC",
         image_shape = parse_image_shape(image_shape)
     stored = np.asarray(array)
     resolved = guess_layout(stored.shape, layout)
-    if image_shape is None and resolved in ("OI", "IO"):  # the caller chose a dense array: its inputs' size decides
-        image_shape = image_shape_for(stored.shape[1 if resolved == "OI" else 0])
-    placed = place(stored, resolved, flatten=flatten, image_shape=image_shape,
-                   image_why="image shape guessed from the input size of an array given in memory")
+    image = (image_shape, "image shape given") if image_shape is not None else guessed_image(stored.shape, resolved)
+    placed = place(stored, resolved, flatten=flatten, image_shape=image[0], image_why=image[1])
     provenance = Provenance("<memory>", "array", name, tuple(stored.shape), str(stored.dtype),
                             placed.layout, "given in memory", placed.notes)
     return FilterBank(placed.array, provenance, placed.kind)

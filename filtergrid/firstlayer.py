@@ -173,3 +173,13 @@ def dense_image(info: TensorInfo, infos: list[TensorInfo], config: dict | None,
     if shape is None:
         return None, f"{n_in} inputs are no square image"
     return shape, f"input layer of a model with no conv; {n_in} inputs read as a {shape[0]}x{shape[1]}x{shape[2]} image"
+
+
+def guessed_image(shape: tuple[int, ...], layout: str) -> tuple[tuple[int, int, int] | None, str]:
+    """For an array handed over in memory as a dense layer: its input size decides (the caller chose it)."""
+    if layout not in _DENSE or len(shape) != 2:
+        return None, ""
+    n_in = shape[1 if layout == "OI" else 0]
+    image = image_shape_for(n_in)
+    return image, (f"{n_in} inputs of an array given in memory read as an image" if image
+                   else f"{n_in} inputs are no square image")
