@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from . import limits
 from .bank import FilterBank, Provenance, TensorInfo
 from .dtypes import to_float32
 from .errors import CorruptFileError, UsageError
@@ -25,14 +26,12 @@ SUFFIXES = (".npy", ".npz", ".safetensors")
 MARKER = "filtergrid.bank"
 #: The array's name inside a bank file.
 ARRAY = "filters"
-#: Largest record read back (the provenance of one bank is a few hundred bytes).
-MAX_RECORD_BYTES = 64 * 1024
 _PROVENANCE_TEXT = ("source", "format", "tensor", "original_dtype", "layout", "chosen_by")
 
 
 def sidecar(npy: Path) -> Path:
     """Where the record of a ``.npy`` bank lives."""
-    return npy.with_name(f"{npy.name}.{MARKER.split('.')[0]}.json")
+    return npy.parent / f"{npy.name}.{MARKER.split('.')[0]}.json"
 
 
 def write_bank(bank: FilterBank, out: str | Path) -> Path:
@@ -58,8 +57,7 @@ def parse_record(raw: bytes | str | None) -> dict[str, Any] | None:
     """The record of a bank file (untrusted: bounded, checked field by field), or None when absent."""
     if raw is None:
         return None
-    if len(raw) > MAX_RECORD_BYTES:
-        raise CorruptFileError(f"{MARKER} record of {len(raw):,} bytes is over {MAX_RECORD_BYTES:,}")
+    limits.check("MAX_HEADER_BYTES", len(raw), f"bytes of the {MARKER} record")
     try:
         record = json.loads(raw)
     except (ValueError, RecursionError):
@@ -87,8 +85,7 @@ def saved_bank(record: dict | None, name: str, stored: np.ndarray, layout: str |
     prov = record["provenance"]
     provenance = Provenance(*(prov[k] for k in ("source", "format", "tensor")), tuple(prov["original_shape"]),
                             prov["original_dtype"], prov["layout"], prov["chosen_by"], tuple(prov["notes"]))
-    metadata = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
-    return FilterBank(np.ascontiguousarray(to_float32(stored)), provenance, record["kind"], metadata)
+    return FilterBank(np.ascontiguousarray(to_float32(stored)), provenance, record["kind"])
 
 
 def bank_listing(entries: list[tuple[str, tuple[int, ...], str]]) -> list[TensorInfo]:

@@ -15,10 +15,10 @@ import numpy as np
 
 from .. import limits
 from ..bank import TensorInfo
-from ..errors import CorruptFileError, TensorNotFoundError
+from ..errors import CorruptFileError
 from ..firstlayer import order_by_evidence
 from ..safeio import resolve_inside
-from .base import Probe, natural_key
+from .base import Probe, Reader, lookup, natural_key
 
 #: Weight files by preference: a sharded index wins over a single file of the same kind.
 WEIGHT_FILES = (
@@ -47,8 +47,7 @@ def shard_files(folder: Path) -> tuple[str, list[Path]]:
             continue
         if not name.endswith(".index.json"):
             return name, [resolve_inside(folder, name, "weight file")]
-        if path.stat().st_size > limits.MAX_HEADER_BYTES:
-            raise CorruptFileError(f"{name} is larger than MAX_HEADER_BYTES")
+        limits.check("MAX_HEADER_BYTES", path.stat().st_size, f"bytes of {name}")
         try:
             weight_map = json.loads(path.read_text("utf-8"))["weight_map"]
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
@@ -64,10 +63,10 @@ def read_config(folder: Path) -> dict:
     path = resolve_inside(folder, "config.json", "config")
     if not path.is_file():
         return {}
-    if path.stat().st_size > limits.MAX_HEADER_BYTES:
-        raise CorruptFileError("config.json is larger than MAX_HEADER_BYTES")
+    limits.check("MAX_HEADER_BYTES", path.stat().st_size, "bytes of config.json")
     try:
-        config = json.loads(path.read_text("utf-8"))
+        with path.open("rb") as f:  # a local or a remote folder alike
+            config = json.loads(f.read(limits.MAX_HEADER_BYTES))
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise CorruptFileError(f"config.json is not valid JSON ({type(e).__name__})") from None
     return config if isinstance(config, dict) else {}
@@ -83,7 +82,7 @@ class HuggingFaceReader:
         self.config = read_config(self.folder)
         self.index, files = shard_files(self.folder)
         self._readers = []
-        self._owner: dict[str, object] = {}
+        self._owner: dict[str, Reader] = {}
         self._infos: list[TensorInfo] = []
         try:
             for file in files:
@@ -110,9 +109,7 @@ class HuggingFaceReader:
         return [dataclasses.replace(i, role=f"{i.role} (from {self.index})") for i in self._infos]
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
-        if name not in self._owner:
-            raise TensorNotFoundError(f"no tensor named {name!r}")
-        return self._owner[name].read(name, rows=rows)
+        return lookup(self._owner, name).read(name, rows=rows)
 
     def close(self) -> None:
         for reader in self._readers:

@@ -10,18 +10,18 @@ from __future__ import annotations
 import io
 import zipfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 import numpy as np
 
 from .. import dtypes, limits
 from ..bank import TensorInfo
-from ..errors import CorruptFileError, FiltergridError, TensorNotFoundError, UnsafeFileError
-from ..export import ARRAY, MARKER, MAX_RECORD_BYTES, bank_listing, parse_record, sidecar
+from ..errors import CorruptFileError, FiltergridError, UnsafeFileError
+from ..export import ARRAY, MARKER, bank_listing, parse_record, sidecar
 from ..firstlayer import order_by_evidence
 from ..layout import ARRAYS
 from ..safeio import check_member_name, resolve_inside, zip_errors
-from .base import Probe, listing_by_name
+from .base import Probe, listing_by_name, lookup, not_found
 
 MAGIC = b"\x93NUMPY"
 
@@ -33,7 +33,7 @@ def sniff(probe: Probe) -> bool:
     return bool(names) and all(n.endswith(".npy") for n in names)
 
 
-def _header(f: BinaryIO, available: int, what: str) -> tuple[np.dtype, tuple[int, ...], bool, int]:
+def _header(f: IO[bytes], available: int, what: str) -> tuple[np.dtype, tuple[int, ...], bool, int]:
     """(dtype, shape, fortran_order, header bytes) with the declared size checked against ``available``."""
     start = f.tell()
     try:
@@ -59,7 +59,7 @@ def _header(f: BinaryIO, available: int, what: str) -> tuple[np.dtype, tuple[int
     return dtype, shape, fortran, used
 
 
-def _read(f: BinaryIO, dtype: np.dtype, shape: tuple[int, ...], fortran: bool, rows: int | None) -> np.ndarray:
+def _read(f: IO[bytes], dtype: np.dtype, shape: tuple[int, ...], fortran: bool, rows: int | None) -> np.ndarray:
     count = int(np.prod(shape, dtype=object))
     if rows is not None and not fortran and shape and rows < shape[0]:
         shape = (rows, *shape[1:])
@@ -83,13 +83,12 @@ class NpyReader:
 
     def _sidecar_record(self) -> dict | None:
         """The record ``convert`` wrote beside a ``.npy`` bank (``bank.npy.filtergrid.json``), if any."""
-        record = sidecar(self.path)
+        record = resolve_inside(self.path.parent, sidecar(self.path).name, "bank record")
         if not record.is_file():
             return None
-        resolve_inside(self.path.parent, record.name, "bank record")
-        if record.stat().st_size > MAX_RECORD_BYTES:
-            raise CorruptFileError(f"{record.name} is over {MAX_RECORD_BYTES:,} bytes")
-        return parse_record(record.read_bytes())
+        limits.check("MAX_HEADER_BYTES", record.stat().st_size, f"bytes of {record.name}")
+        with record.open("rb") as f:
+            return parse_record(f.read(limits.MAX_HEADER_BYTES))
 
     def tensors(self) -> list[TensorInfo]:
         if self.bank_record is not None:
@@ -98,7 +97,7 @@ class NpyReader:
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
         if name != (ARRAY if self.bank_record is not None else self.name):
-            raise TensorNotFoundError(f"no tensor named {name!r}")
+            raise not_found(name)
         self._file.seek(self._data_start)  # a second read starts at the data again
         return _read(self._file, self._dtype, self._shape, self._fortran, rows)
 
@@ -121,21 +120,20 @@ class NpzReader:
         header = self._headers.get(MARKER)
         if header is None:
             return None
-        if header[1] != np.uint8 or len(header[2]) != 1 or header[2][0] > MAX_RECORD_BYTES:
+        if header[1] != np.uint8 or len(header[2]) != 1:
             raise CorruptFileError(f"member {MARKER!r} is no bank record ({header[1]} {list(header[2])})")
+        limits.check("MAX_HEADER_BYTES", header[2][0], f"bytes of member {MARKER!r}")
         return parse_record(self.read(MARKER).tobytes())
 
     def _read_headers(self) -> dict:
         infos = self._zip.infolist()
-        if len(infos) > limits.MAX_TENSORS:
-            raise CorruptFileError(f"{len(infos):,} arrays, over MAX_TENSORS")
+        limits.check("MAX_TENSORS", len(infos), "members of the npz archive")
         headers = {}
         for member in infos:
             check_member_name(member.filename, "npz member")
             if not member.filename.endswith(".npy"):
                 continue
-            if member.file_size > limits.MAX_ZIP_MEMBER_BYTES:
-                raise CorruptFileError(f"member {member.filename!r} claims {member.file_size:,} bytes")
+            limits.check("MAX_ZIP_MEMBER_BYTES", member.file_size, f"inflated bytes of member {member.filename!r}")
             with self._zip.open(member) as f:
                 headers[member.filename[:-4]] = (member, *_header(f, member.file_size, member.filename))
         return headers
@@ -147,9 +145,7 @@ class NpzReader:
         return order_by_evidence(listing_by_name(entries, ARRAYS, "first weight in natural name order"))
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
-        if name not in self._headers:
-            raise TensorNotFoundError(f"no tensor named {name!r}")
-        member, dtype, shape, fortran, used = self._headers[name]
+        member, dtype, shape, fortran, used = lookup(self._headers, name)
         with zip_errors(self.path.name), self._zip.open(member) as f:
             f.read(used)
             return _read(f, dtype, shape, fortran, rows)
