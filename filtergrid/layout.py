@@ -53,6 +53,8 @@ class Convention:
 CHANNELS_FIRST = Convention("channels-first", {2: "OI", 3: "OIK", 4: "OIHW", 5: "OIDHW"}, "CHW")
 #: Keras and TensorFlow: channels last, images flattened H,W,C.
 CHANNELS_LAST = Convention("channels-last", {2: "IO", 3: "KIO", 4: "HWIO"}, "HWC")
+#: PaddlePaddle: channels-first convolutions (OIHW) but ``Linear`` weights stored (in, out).
+PADDLE = Convention("paddle", {2: "IO", 3: "OIK", 4: "OIHW", 5: "OIDHW"}, "CHW")
 #: Plain arrays as in CS231n: ``W1`` is (inputs, units) over H,W,C-flattened images; conv ranks guessed.
 ARRAYS = Convention("arrays", {2: "IO"}, "HWC")
 

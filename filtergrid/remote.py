@@ -221,7 +221,12 @@ class RangeFile(io.RawIOBase):
     def __len__(self) -> int:
         return self._size
 
-    def __getitem__(self, item: slice) -> bytes:
+    def __getitem__(self, item: int | slice):
+        if isinstance(item, int):  # one byte, as bytes and mmap give it (protobuf tags are read so)
+            index = item + self._size if item < 0 else item
+            if not 0 <= index < self._size:
+                raise IndexError("RangeFile index out of range")
+            return self._block(index // BLOCK_BYTES)[index % BLOCK_BYTES]
         start, stop, step = item.indices(self._size)
         if step != 1:
             raise ValueError("RangeFile slices take no step")

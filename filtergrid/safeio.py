@@ -19,7 +19,7 @@ from .errors import CorruptFileError, UnsafeFileError, UsageError
 from .remote import RangeFile, RemotePath, is_url
 
 
-def resolve_inside(folder: str | os.PathLike, name: str, what: str = "file") -> Path:
+def resolve_inside(folder: str | os.PathLike | RemotePath, name: str, what: str = "file") -> Path | RemotePath:
     """``folder/name`` when it stays inside ``folder`` after resolving ``..`` and symlinks.
 
     ONNX external data, Hugging Face shard names and zip members are names an attacker writes;
@@ -30,6 +30,10 @@ def resolve_inside(folder: str | os.PathLike, name: str, what: str = "file") -> 
     parts = Path(name.replace("\\", "/")).parts
     if ".." in parts:
         raise UnsafeFileError(f"{what} name {name!r} climbs out of the model's folder")
+    if isinstance(folder, RemotePath):  # no links to resolve; escapes a server would decode are refused
+        if any(c in name for c in "%?#"):
+            raise UnsafeFileError(f"{what} name {name!r} has URL escapes that could leave the model's folder")
+        return folder / "/".join(parts)
     root = Path(folder).resolve()
     target = (root / Path(*parts)).resolve()
     if target != root and root not in target.parents:

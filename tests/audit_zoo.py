@@ -64,6 +64,9 @@ def add_fixtures(zoo: Zoo) -> None:
         else:  # with its companions (ONNX external data: model.onnx.data)
             for part in source.parent.glob(f"{source.name}*"):
                 shutil.copy(part, target.parent / part.name)
+        if source.suffix == ".xml":  # OpenVINO weights: model.bin opens its model.xml too
+            shutil.copy(source.with_suffix(".bin"), target.with_suffix(".bin"))
+            zoo.good[f"fixtures/{entry['file'][:-4]}.bin"] = entry["canonical_shape"]
         zoo.good[f"fixtures/{entry['file']}"] = entry["canonical_shape"]
 
 

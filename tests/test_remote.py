@@ -133,7 +133,8 @@ from conftest import FIXTURES, assert_one_line_error  # noqa: E402
 
 
 @pytest.mark.parametrize("fixture", ["safetensors/cnn.safetensors", "pytorch/state_dict.pt",
-                                     "pytorch/checkpoint.pth", "gguf/tiny_llm_q8_0.gguf"])
+                                     "pytorch/checkpoint.pth", "gguf/tiny_llm_q8_0.gguf", "onnx/cnn.onnx",
+                                     "onnx/cnn_dynamo.onnx", "onnx/conv_in_if.onnx"])
 def test_a_served_model_converts_to_the_same_bank_as_the_local_file(cli, tmp_path, fixture):
     import numpy as np
 
@@ -160,3 +161,14 @@ def test_provenance_records_what_was_fetched_and_no_credentials():
 def test_a_missing_remote_model_is_one_line(cli):
     with serve(FIXTURES) as (base, _, _):
         assert_one_line_error(cli("render", base + "nope.onnx"), "no such file (HTTP 404)")
+
+
+def test_remote_sibling_names_with_url_escapes_are_refused():
+    from filtergrid.errors import UnsafeFileError
+    from filtergrid.safeio import resolve_inside
+
+    folder = RemotePath("http://127.0.0.1:9/models/")
+    assert str(resolve_inside(folder, "weights/a.bin")) == "http://127.0.0.1:9/models/weights/a.bin"
+    for name in ("%2e%2e/secret", "a?x=1", "../a", "/etc/passwd"):
+        with pytest.raises(UnsafeFileError):
+            resolve_inside(folder, name)
