@@ -88,9 +88,17 @@ def read_head(path: Path) -> tuple[bytes, int] | None:
         os.close(fd)
 
 
+#: Folders that are one model by the names they hold (besides Hugging Face's, below): a TensorFlow
+#: SavedModel, a Core ML ``.mlpackage``. A worker still decides by content.
+FOLDER_MARKERS = (("saved_model.pb", "variables"), ("Manifest.json", "Data"))
+
+
 def is_model_folder(folder: Path, names: list[str]) -> bool:
-    """``config.json`` beside a known weight file: a Hugging Face model folder (by names only)."""
-    return "config.json" in names and any(name in names and (folder / name).is_file() for name in WEIGHT_FILES)
+    """A model folder by names only: ``config.json`` beside a known weight file (Hugging Face), or
+    every name of one of ``FOLDER_MARKERS``."""
+    if "config.json" in names and any(name in names and (folder / name).is_file() for name in WEIGHT_FILES):
+        return True
+    return any(all(marker in names for marker in markers) for markers in FOLDER_MARKERS)
 
 
 @dataclass(frozen=True)
