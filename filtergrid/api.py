@@ -34,6 +34,8 @@ def _guarded(path: Path, format: str | None) -> Iterator[None]:
 
 def _existing(path: str | os.PathLike) -> Path:
     p = Path(path)
+    if not p.exists() and p.with_name(p.name + ".index").is_file():
+        return p.with_name(p.name + ".index")  # a TensorFlow checkpoint named by its prefix
     if not p.exists():
         raise FiltergridError(f"no such file: {p}")
     if not (p.is_file() or p.is_dir()):
