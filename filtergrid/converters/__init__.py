@@ -50,6 +50,7 @@ FORMATS: tuple[Format, ...] = (
            "PyTorch (torch.save zip or legacy pickle, Lightning .ckpt)", heads=(b"PK", b"\x80")),
     Format("tensorflow", "filtergrid.converters.tensorflow", (".pb", ".index"),
            "TensorFlow SavedModel, checkpoint (.index + .data-*) or frozen GraphDef"),
+    Format("tfjs", "filtergrid.converters.tfjs", (), "TensorFlow.js model.json + weight shards"),
     Format("onnx", "filtergrid.converters.onnx", (".onnx",), "ONNX"),
 )
 

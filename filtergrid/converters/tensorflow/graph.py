@@ -173,6 +173,13 @@ class Walk:
                     return hit
         return None
 
+    def string(self, node: Node, name: str, number: int = 2) -> str:
+        """A string (or, with ``number=10``, a function name) attribute of a node."""
+        return attr_string(self.buf, node, name, number)
+
+    def flag(self, node: Node, name: str) -> bool:
+        return attr_bool(self.buf, node, name)
+
     def _reach(self, nodes: list[Node], seeds: set[str]) -> set[str]:
         """Names of the nodes that a seed reaches along data edges (breadth first)."""
         consumers: dict[str, list[str]] = {}
@@ -213,7 +220,7 @@ class Walk:
             if node.op == "Const":
                 return ("const", node, expanded)
             if node.op in VARIABLES:
-                return ("var", attr_string(self.buf, node, "shared_name") or node.name, expanded)
+                return ("var", self.string(node, "shared_name") or node.name, expanded)
             data = [i for i in node.inputs if not i.startswith("^")]
             if node.op not in PASS_THROUGH or not data:
                 return None
@@ -222,7 +229,7 @@ class Walk:
         return None
 
     def _call(self, node: Node, sources: list, depth: int) -> Hit | None:
-        callee = self.functions.get(attr_string(self.buf, node, "f", 10))
+        callee = self.functions.get(self.string(node, "f", 10))
         if callee is None:
             return None
         env = {arg: source for arg, source in zip(callee.args, sources)}
@@ -242,7 +249,7 @@ class Walk:
             index = 1 if sources[0] == FED else 0
             flag = {"MatMul": ("transpose_b", "transpose_a"), "_FusedMatMul": ("transpose_b", "transpose_a"),
                     "BatchMatMulV2": ("adj_y", "adj_x")}[node.op][1 - index]
-            transposed = attr_bool(self.buf, node, flag) != (index == 0)
+            transposed = self.flag(node, flag) != (index == 0)
         source = sources[index] if index < len(sources) else None
         if source is None or source == FED:
             return Hit(node.op, node.name, function, None, transposed, False)
