@@ -18,7 +18,12 @@ from conftest import FIXTURES
 import filtergrid
 from filtergrid import converters, limits
 from filtergrid.converters.tensorflow import bundle, sstable
-from filtergrid.errors import CorruptFileError, FiltergridError, LimitError, TensorNotFoundError
+from filtergrid.errors import (
+    CorruptFileError,
+    FiltergridError,
+    LimitError,
+    TensorNotFoundError,
+)
 
 TF = FIXTURES / "tensorflow"
 

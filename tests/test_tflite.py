@@ -14,7 +14,13 @@ from conftest import FIXTURES, entry_id, group_entries
 
 import filtergrid
 from filtergrid import converters, limits
-from filtergrid.errors import CorruptFileError, FiltergridError, LimitError, MissingExtraError, TensorNotFoundError
+from filtergrid.errors import (
+    CorruptFileError,
+    FiltergridError,
+    LimitError,
+    MissingExtraError,
+    TensorNotFoundError,
+)
 
 tfl = pytest.importorskip("tflite")
 flatbuffers = pytest.importorskip("flatbuffers")

@@ -45,7 +45,7 @@ def _is_tfjs(head: bytes) -> bool:
     return head.lstrip().startswith(b"{") and (b'"weightsManifest"' in head or b'"modelTopology"' in head)
 
 
-def open(path: Path) -> TFJSReader:  # noqa: A001 - the converter protocol's name
+def open(path: Path) -> TFJSReader:
     return TFJSReader(path / "model.json" if path.is_dir() else path)
 
 

@@ -30,7 +30,7 @@ def sniff(probe: Probe) -> bool:
     return looks_like_saved_model(probe.head) or looks_like_graphdef(probe.head)
 
 
-def open(path: Path):  # noqa: A001 - the converter protocol's name
+def open(path: Path):
     from .readers import open_path
 
     return open_path(Path(path))
@@ -97,4 +97,5 @@ def looks_like_graphdef(head: bytes) -> bool:
         return False
     op_length, pos = _varint(head, pos + length + 1)
     op = head[pos:pos + op_length]
-    return 0 < op_length <= 128 and len(op) == op_length and op.replace(b"_", b"").isalnum() and (op[:1].isalpha() or op[:1] == b"_")
+    identifier = op.replace(b"_", b"").isalnum() and not op[:1].isdigit()
+    return 0 < op_length <= 128 and len(op) == op_length and identifier

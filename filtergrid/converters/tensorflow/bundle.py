@@ -45,7 +45,7 @@ class Bundle:
 
     def __init__(self, index: Path):
         self.index = index
-        self.prefix = index.name[: -len(".index")] if index.name.endswith(".index") else index.name
+        self.prefix = index.name.removesuffix(".index")
         size = index.stat().st_size
         limits.check("MAX_HEADER_BYTES", size, f"tensor bundle index {index.name}")
         data = index.read_bytes()

@@ -96,17 +96,21 @@ class GraphParser:
         return node
 
     def function(self, start: int, end: int) -> None:
+        """A FunctionDef: its name and argument names (from its OpDef signature) and its body."""
         name, args, nodes = "", [], []
         for n, w, a, b in iter_fields(self.buf, start, end, "FunctionDef"):
             if n == 1 and w == LEN:
-                name = protos.strings(self.buf, (a, b), 1, "function name")[-1:] or [""]
-                name = name[0]
-                args = [protos.strings(self.buf, (x, y), 1, "argument")[-1:] or [""]
+                name = _last(protos.strings(self.buf, (a, b), 1, "function name"))
+                args = [_last(protos.strings(self.buf, (x, y), 1, "argument"))
                         for m, mw, x, y in iter_fields(self.buf, a, b, "OpDef") if m == 2 and mw == LEN]
-                args = [arg[0] for arg in args]
             elif n == 3 and w == LEN:
                 nodes.append(self.node(a, b))
         self.functions[name] = Function(name, args, nodes)
+
+
+def _last(values: list[str]) -> str:
+    """A singular string field's value: its last occurrence (protobuf's rule), or empty."""
+    return values[-1] if values else ""
 
 
 def _map_entry(buf, start: int, end: int) -> tuple[str, tuple[int, int]]:
