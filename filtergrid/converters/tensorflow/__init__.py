@@ -55,8 +55,12 @@ def _index_has_magic(index: Path) -> bool:
 
 def _checkpoint_folder(folder: Path) -> bool:
     """A folder with a TF ``checkpoint`` state file, or with a tensor bundle index in it."""
-    if (folder / "checkpoint").is_file():
-        return True
+    state = folder / "checkpoint"
+    try:
+        if state.is_file() and b"model_checkpoint_path" in state.open("rb").read(4096):
+            return True
+    except OSError:
+        return False
     try:
         indexes = [p for _, p in zip(range(64), folder.glob("*.index"))]
     except OSError:
