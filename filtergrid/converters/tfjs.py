@@ -19,10 +19,10 @@ import numpy as np
 
 from .. import dtypes, limits
 from ..bank import TensorInfo
-from ..errors import CorruptFileError, TensorNotFoundError
+from ..errors import CorruptFileError
 from ..layout import CHANNELS_LAST
 from ..safeio import check_extent, read_exact, resolve_inside
-from .base import Probe, tensor_info
+from .base import Probe, lookup, tensor_info
 from .tensorflow.graph import FED, Node, Walk, layout
 
 #: Keras layer class -> (weight name, layout) of its first-layer kernel.
@@ -96,9 +96,7 @@ class TFJSReader:
         return list(self._infos)
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
-        w = self._weights.get(name)
-        if w is None:
-            raise TensorNotFoundError(f"no tensor named {name!r}")
+        w = lookup(self._weights, name)
         count = math.prod(dtypes.check_shape(w.shape))
         data = self._bytes(w.group, w.offset, count * dtypes.itemsize(w.stored))
         stored = np.frombuffer(data, dtypes.STORAGE[w.stored]).reshape(w.shape)

@@ -20,9 +20,9 @@ import numpy as np
 
 from .. import dtypes, limits
 from ..bank import TensorInfo
-from ..errors import CorruptFileError, TensorNotFoundError
+from ..errors import CorruptFileError
 from ..safeio import check_extent, map_readonly
-from .base import Probe, require
+from .base import Probe, lookup, require
 
 MAGIC = b"TFL3"
 
@@ -361,9 +361,7 @@ class TFLiteReader:
         return list(self._infos)
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
-        c = self._constants.get(name)
-        if c is None:
-            raise TensorNotFoundError(f"no tensor named {name!r}")
+        c = lookup(self._constants, name)
         with _flatbuffer_errors():
             stored = self._stored(c)
         if c.quantization is None or c.dtype not in ("int8", "uint8", "int16", "int32"):

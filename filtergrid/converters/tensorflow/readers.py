@@ -13,10 +13,10 @@ import numpy as np
 
 from ... import dtypes, limits
 from ...bank import TensorInfo
-from ...errors import CorruptFileError, TensorNotFoundError
+from ...errors import CorruptFileError
 from ...layout import CHANNELS_LAST
 from ...safeio import map_readonly
-from ..base import natural_key, tensor_info
+from ..base import lookup, natural_key, tensor_info
 from ..protowire import LEN, VARINT, iter_fields, packed_varints
 from . import SAVED_MODEL, objects, protos
 from .bundle import OBJECT_GRAPH_KEY, Bundle, Entry, find_index
@@ -60,11 +60,7 @@ class _Listing:
         return list(self._infos)
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
-        try:
-            read = self._readers[name]
-        except KeyError:
-            raise TensorNotFoundError(f"no tensor named {name!r}") from None
-        return read()
+        return lookup(self._readers, name)()
 
 
 def _weight_info(name: str, shape: tuple[int, ...], dtype: str, role: str, candidate: bool = True) -> TensorInfo:
