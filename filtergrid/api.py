@@ -43,6 +43,8 @@ def _existing(path: str | os.PathLike) -> Path | RemotePath:
         if not p.is_dir():
             p.stat()  # a missing or refused remote file is one line now (HTTP 404, access denied)
         return p
+    if not p.exists() and p.with_name(p.name + ".index").is_file():
+        return p.with_name(p.name + ".index")  # a TensorFlow checkpoint named by its prefix
     if not p.exists():
         raise FiltergridError(f"no such file: {p}")
     if not (p.is_file() or p.is_dir()):

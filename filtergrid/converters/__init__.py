@@ -58,6 +58,9 @@ FORMATS: tuple[Format, ...] = (
     Format("torchscript", "filtergrid.converters.torchscript", (), "TorchScript (torch.jit.save)", heads=(b"PK",)),
     Format("pytorch", "filtergrid.converters.pytorch", (".pt", ".pth", ".bin", ".ckpt"),
            "PyTorch (torch.save zip or legacy pickle, Lightning .ckpt)", heads=(b"PK", b"\x80")),
+    Format("tensorflow", "filtergrid.converters.tensorflow", (".pb", ".index"),
+           "TensorFlow SavedModel, checkpoint (.index + .data-*) or frozen GraphDef"),
+    Format("tfjs", "filtergrid.converters.tfjs", (), "TensorFlow.js model.json + weight shards"),
     Format("onnx", "filtergrid.converters.onnx", (".onnx",), "ONNX"),
 )
 
