@@ -47,3 +47,7 @@ class UsageError(FiltergridError):
 
 class TimeLimitError(FiltergridError):
     """Work on one file went past its time limit."""
+
+
+class UnsupportedFormatError(FiltergridError):
+    """The file is a known model format that filtergrid recognises but cannot read; says why."""

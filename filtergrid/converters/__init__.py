@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from ..errors import FiltergridError, UnknownFormatError
+from ..errors import FiltergridError, UnknownFormatError, UnsupportedFormatError
+from . import unsupported
 from .base import Probe
 
 
@@ -26,6 +27,10 @@ class Format:
     #: such rule), so detection skips importing modules that would say no (the torch unpickler for
     #: an ONNX file): start-up. A test checks every fixture against each module's own ``sniff``.
     heads: tuple[bytes, ...] = ()
+    #: Whether the suffix may choose this format when no ``sniff`` claimed the file: only for
+    #: formats whose content check is a heuristic that can miss (ONNX, Caffe: protobuf). A suffix never
+    #: sends a file to a reader whose content check decides, and says no.
+    suffix_decides: bool = False
 
     def load_module(self) -> ModuleType:
         return importlib.import_module(self.module)
@@ -43,12 +48,18 @@ FORMATS: tuple[Format, ...] = (
     Format("keras", "filtergrid.converters.keras_zip", (".keras",), "Keras 3 .keras archive", heads=(b"PK",)),
     Format("keras-h5", "filtergrid.converters.keras_h5", (".h5", ".hdf5"),
            "Keras HDF5 (Keras 2 model/weights, Keras 3 .weights.h5)"),
-    Format("tflite", "filtergrid.converters.tflite", (".tflite",), "TensorFlow Lite flatbuffer", "tflite"),
-    Format("gguf", "filtergrid.converters.gguf", (".gguf",), "GGUF (llama.cpp)", "gguf", heads=(b"GGUF",)),
+    Format("tflite", "filtergrid.converters.tflite", (".tflite",), "TensorFlow Lite flatbuffer"),
+    Format("gguf", "filtergrid.converters.gguf", (".gguf",), "GGUF (llama.cpp)", heads=(b"GGUF",)),
     Format("torchscript", "filtergrid.converters.torchscript", (), "TorchScript (torch.jit.save)", heads=(b"PK",)),
     Format("pytorch", "filtergrid.converters.pytorch", (".pt", ".pth", ".bin", ".ckpt"),
            "PyTorch (torch.save zip or legacy pickle, Lightning .ckpt)", heads=(b"PK", b"\x80")),
-    Format("onnx", "filtergrid.converters.onnx", (".onnx",), "ONNX"),
+    Format("sklearn", "filtergrid.converters.sklearn", (".pkl", ".pickle", ".joblib"),
+           "scikit-learn estimator (pickle / joblib: MLP coefs_, linear coef_)", heads=(b"\x80",)),
+    Format("flax", "filtergrid.converters.flax", (".msgpack",), "Flax/JAX msgpack checkpoint",
+           heads=(*(bytes([b]) for b in range(0x80, 0x90)), b"\xde", b"\xdf")),
+    Format("darknet", "filtergrid.converters.darknet", (".cfg", ".weights"), "Darknet .cfg + .weights"),
+    Format("caffe", "filtergrid.converters.caffe", (".caffemodel",), "Caffe .caffemodel", suffix_decides=True),
+    Format("onnx", "filtergrid.converters.onnx", (".onnx",), "ONNX", suffix_decides=True),
 )
 
 BY_NAME = {f.name: f for f in FORMATS}
@@ -60,15 +71,22 @@ def detect(path: str | Path) -> Format:
     probe = Probe.of(path)
     if not probe.is_dir and probe.size == 0:
         raise UnknownFormatError("empty file: not a model", path=str(path))
+    known = unsupported.identify(probe)
+    if known is not None:
+        name, why = known
+        raise UnsupportedFormatError(f"this is a {name} file; filtergrid cannot read it because {why}",
+                                     path=str(path), format=name)
     for fmt in FORMATS:
         if fmt.could_be(probe) and fmt.load_module().sniff(probe):
             return fmt
     suffix = path.suffix.lower() if not probe.is_dir else ""  # a folder named x.npz is no .npz file
     for fmt in FORMATS:
-        if suffix and suffix in fmt.suffixes:
+        if suffix and suffix in fmt.suffixes and fmt.suffix_decides:
             return fmt
     head = probe.head[:8].hex(" ") if probe.head else "empty file" if not probe.is_dir else "a folder"
-    extra = f"; {'; '.join(probe.notes)}" if probe.notes else ""
+    notes = [*probe.notes, *(f"the {suffix} suffix says {f.name}, but the content is not {f.name}"
+                             for f in FORMATS if suffix and suffix in f.suffixes)]
+    extra = f"; {'; '.join(notes)}" if notes else ""
     raise UnknownFormatError(
         f"not a model file filtergrid knows (probed {', '.join(f.name for f in FORMATS)}; "
         f"starts with {head}){extra}",

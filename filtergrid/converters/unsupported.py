@@ -1,0 +1,103 @@
+"""Model formats filtergrid recognises by their bytes but does not read, and why.
+
+Detection asks :func:`identify` before any reader, so a dlib ``.dat`` or a TensorRT engine ends in
+"this is a <format> file; filtergrid cannot read it because ..." instead of a reader's confused
+error or "not a model file". Signatures follow each format's own writer (cited per check); every
+check looks at the probe's first bytes only, except Keras 1, which reads the HDF5 root attributes.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+from .base import Probe
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def _dlib(head: bytes) -> bool:
+    """dlib ``serialize``: int version 1 (size byte 1, value 1), then for a DNN the loss layer's
+    name string (``loss_metric_2``, ``loss_mmod_``), for a shape predictor a column matrix written
+    with negated dimensions (``-nr``, ``-1``: size bytes with the sign bit 0x80)."""
+    if not head.startswith(b"\x01\x01") or len(head) < 6:
+        return False
+    if head[2] == 1 and head[4:9] == b"loss_":
+        return True
+    return head[2] == 0x81 and head[4:6] == b"\x81\x01" or head[2] == 0x82 and head[5:7] == b"\x81\x01"
+
+
+def _tensorrt(head: bytes) -> bool:
+    """A serialized TensorRT engine (plan) starts with ``ptrt``/``ftrt``, possibly after a
+    length-prefixed JSON header (as Netron's reader checks)."""
+    if head[:4] in (b"ptrt", b"ftrt"):
+        return True
+    if len(head) >= 24 and head[3] == 0 and head[4:5] == b"{":
+        offset = struct.unpack_from("<I", head)[0] + 4
+        return head[offset:offset + 4] in (b"ptrt", b"ftrt")
+    return False
+
+
+def _mxnet(head: bytes) -> bool:
+    """MXNet ``nd.save`` / ``.params``: uint64 magic 0x112 then a reserved uint64 0."""
+    return head.startswith(b"\x12\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00")
+
+
+def _executorch(head: bytes) -> bool:
+    """ExecuTorch ``.pte``: a flatbuffer whose file identifier (bytes 4-8) is ``ET`` and two digits."""
+    return len(head) >= 8 and head[4:6] == b"ET" and head[6:8].isdigit()
+
+
+def _torch7(head: bytes) -> bool:
+    """Lua Torch7 ``torch.save`` (binary): int32 type 4 (a torch object), int32 index, then the
+    version string ``V <n>`` with its int32 length, then the class name."""
+    if len(head) < 16 or head[:4] != b"\x04\x00\x00\x00":
+        return False
+    (length,) = struct.unpack_from("<i", head, 8)
+    return 3 <= length <= 8 and head[12:14] == b"V "
+
+
+def _keras1(probe: Probe) -> bool:
+    """Keras 1 HDF5: ``keras_version`` 1.x, or Keras layer lists with no ``keras_version`` at all
+    (Keras 2 and tf.keras always write it)."""
+    if not probe.head.startswith(HDF5_MAGIC):
+        return False
+    try:
+        import h5py
+
+        with h5py.File(probe.path, "r") as f:
+            version = f.attrs.get("keras_version")
+            if version is not None:
+                return str(version.decode() if isinstance(version, bytes) else version).startswith("1.")
+            weights = f.get("model_weights", f)
+            return "layer_names" in weights.attrs
+    except Exception:  # noqa: BLE001 - a damaged HDF5 file is the Keras reader's to report
+        return False
+
+
+_REASONS: tuple[tuple[str, Callable[[bytes], bool], str], ...] = (
+    ("TensorRT engine", _tensorrt, "an engine is compiled for one GPU and TensorRT version; its "
+     "weights are fused into kernels with no documented layout (export the model to ONNX instead)"),
+    ("ExecuTorch .pte", _executorch, "its delegate blobs and constant segments have no stable "
+     "public layout (read the model before export, or its ONNX export)"),
+    ("MXNet .params", _mxnet, "MXNet NDArray lists carry no graph order to find the first layer "
+     "(export to ONNX with mxnet.onnx)"),
+    ("dlib .dat", _dlib, "dlib's serialization is C++ template-specific and records no layer "
+     "shapes one can read without the exact network type"),
+    ("Lua Torch7 .t7", _torch7, "Torch7 files are Lua object graphs (convert with a Torch7 "
+     "loader to PyTorch first)"),
+)
+
+_KERAS1 = ("Keras 1 HDF5", "Keras 1 stored convolution kernels in the backend's own order "
+           "(Theano kernels are flipped, channels first) which the file does not record; re-save "
+           "the model with Keras 2 or later")
+
+
+def identify(probe: Probe) -> tuple[str, str] | None:
+    """(format, why filtergrid cannot read it) when the file is a recognised unreadable format."""
+    if probe.is_dir:
+        return None
+    for name, check, why in _REASONS:
+        if check(probe.head):
+            return name, why
+    return _KERAS1 if _keras1(probe) else None
