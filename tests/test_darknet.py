@@ -19,10 +19,12 @@ def _copy(tmp_path, stem: str = "net"):
     return tmp_path / f"{stem}.cfg", tmp_path / f"{stem}.weights"
 
 
-def test_either_file_of_the_pair_opens_the_model():
-    for path in (BN.with_suffix(".cfg"), BN.with_suffix(".weights")):
-        bank = filtergrid.load(path)
-        assert bank.provenance.format == "darknet" and bank.provenance.tensor == "0.weights"
+def test_the_weights_file_is_the_model_and_its_cfg_points_there():
+    bank = filtergrid.load(BN.with_suffix(".weights"))
+    assert bank.provenance.format == "darknet" and bank.provenance.tensor == "0.weights"
+    with pytest.raises(UnknownFormatError, match="Darknet cfg of 'tiny_bn.weights': open that file"):
+        filtergrid.load(BN.with_suffix(".cfg"))
+    assert filtergrid.load(BN.with_suffix(".cfg"), format="darknet").provenance.tensor == "0.weights"
 
 
 def test_batch_norm_parameters_sit_between_biases_and_weights():
@@ -37,22 +39,22 @@ def test_weights_without_their_cfg_are_not_guessed(tmp_path):
 
 
 def test_cfg_and_weights_of_different_nets_are_refused(tmp_path):
-    cfg, _ = _copy(tmp_path)
+    cfg, weights = _copy(tmp_path)
     cfg.write_text(cfg.read_text().replace("filters=4", "filters=5"))
     with pytest.raises(CorruptFileError, match="do not belong together"):
-        filtergrid.load(cfg)
+        filtergrid.load(weights)
 
 
 def test_listing_stops_where_the_cfg_cannot_be_followed(tmp_path):
-    cfg, _ = _copy(tmp_path)
+    cfg, weights = _copy(tmp_path)
     cfg.write_text(cfg.read_text().replace("[maxpool]", "[route]\nlayers=-1\n\n[maxpool]"))
-    names = [t.name for t in filtergrid.tensors(cfg)]
+    names = [t.name for t in filtergrid.tensors(weights)]
     assert names[-1] == "0.weights"
-    assert filtergrid.load(cfg).provenance.tensor == "0.weights"
+    assert filtergrid.load(weights).provenance.tensor == "0.weights"
 
 
 def test_a_huge_filter_count_is_refused_before_reading(tmp_path):
-    cfg, _ = _copy(tmp_path)
+    cfg, weights = _copy(tmp_path)
     cfg.write_text(cfg.read_text().replace("filters=8", "filters=99999999", 1))
     with pytest.raises(CorruptFileError, match="out of range"):
-        filtergrid.load(cfg)
+        filtergrid.load(weights)

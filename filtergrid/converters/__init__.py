@@ -57,7 +57,8 @@ FORMATS: tuple[Format, ...] = (
            "scikit-learn estimator (pickle / joblib: MLP coefs_, linear coef_)", heads=(b"\x80",)),
     Format("flax", "filtergrid.converters.flax", (".msgpack",), "Flax/JAX msgpack checkpoint",
            heads=(*(bytes([b]) for b in range(0x80, 0x90)), b"\xde", b"\xdf")),
-    Format("darknet", "filtergrid.converters.darknet", (".cfg", ".weights"), "Darknet .cfg + .weights"),
+    Format("ncnn", "filtergrid.converters.ncnn", (".param",), "ncnn .param + .bin (ncnn, pnnx)"),
+    Format("darknet", "filtergrid.converters.darknet", (".weights",), "Darknet .weights (+ its .cfg)"),
     Format("caffe", "filtergrid.converters.caffe", (".caffemodel",), "Caffe .caffemodel", suffix_decides=True),
     Format("onnx", "filtergrid.converters.onnx", (".onnx",), "ONNX", suffix_decides=True),
 )
@@ -84,8 +85,8 @@ def detect(path: str | Path) -> Format:
         if suffix and suffix in fmt.suffixes and fmt.suffix_decides:
             return fmt
     head = probe.head[:8].hex(" ") if probe.head else "empty file" if not probe.is_dir else "a folder"
-    notes = [*probe.notes, *(f"the {suffix} suffix says {f.name}, but the content is not {f.name}"
-                             for f in FORMATS if suffix and suffix in f.suffixes)]
+    notes = probe.notes or [f"the {suffix} suffix says {f.name}, but the content is not {f.name}"
+                            for f in FORMATS if suffix and suffix in f.suffixes]
     extra = f"; {'; '.join(notes)}" if notes else ""
     raise UnknownFormatError(
         f"not a model file filtergrid knows (probed {', '.join(f.name for f in FORMATS)}; "

@@ -7,7 +7,7 @@ weights (n, c/groups, size, size) = OIHW; a connected layer's biases (out), weig
 OI, then the same batch-norm triple. All float32. The weights hold no shapes, so channel counts are
 followed through the cfg from ``[net] channels``; listing stops at the first layer whose input
 this module cannot follow (route, shortcut, ...), since every later offset depends on it.
-Either file may be given; the other is the one with the same stem in the same folder.
+The ``.weights`` file is the model; its cfg is the ``.cfg`` of the same stem in the same folder.
 """
 
 from __future__ import annotations
@@ -53,13 +53,17 @@ def _pair(path: Path) -> tuple[Path, Path] | None:
 
 
 def sniff(probe: Probe) -> bool:
-    """A ``[net]`` cfg with its ``.weights`` beside it, or a ``.weights`` file beside such a cfg."""
+    """A ``.weights`` file beside a ``[net]`` cfg of the same stem. The cfg itself is not claimed
+    (one model, one file in an audit); detection notes which file to open instead."""
     pair = None if probe.is_dir else _pair(probe.path)
     if pair is None:
         return False
-    if pair[0] == probe.path:
-        return _is_cfg_text(probe.head)
-    with io.open(pair[0], "rb") as f:
+    cfg, weights = pair
+    if cfg == probe.path:
+        if _is_cfg_text(probe.head):
+            probe.notes.append(f"this is the Darknet cfg of {weights.name[:200]!r}: open that file")
+        return False
+    with io.open(cfg, "rb") as f:
         return _is_cfg_text(f.read(4096))
 
 
