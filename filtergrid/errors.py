@@ -51,3 +51,7 @@ class TimeLimitError(FiltergridError):
 
 class UnsupportedFormatError(FiltergridError):
     """The file is a known model format that filtergrid recognises but cannot read; says why."""
+
+
+class CompanionFileError(UnknownFormatError):
+    """The file is one part of a model whose main file is another (a Darknet .cfg, an ncnn .bin)."""

@@ -22,7 +22,7 @@ def _copy(tmp_path, stem: str = "net"):
 def test_the_weights_file_is_the_model_and_its_cfg_points_there():
     bank = filtergrid.load(BN.with_suffix(".weights"))
     assert bank.provenance.format == "darknet" and bank.provenance.tensor == "0.weights"
-    with pytest.raises(UnknownFormatError, match="Darknet cfg of 'tiny_bn.weights': open that file"):
+    with pytest.raises(UnknownFormatError, match="part of the model 'tiny_bn.weights': open that file"):
         filtergrid.load(BN.with_suffix(".cfg"))
     assert filtergrid.load(BN.with_suffix(".cfg"), format="darknet").provenance.tensor == "0.weights"
 

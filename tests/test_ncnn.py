@@ -26,7 +26,7 @@ def test_offsets_follow_tags_and_untagged_biases():
 
 
 def test_the_bin_points_to_its_param():
-    with pytest.raises(UnknownFormatError, match="weight blob of the ncnn model 'conv_fp16.ncnn.param'"):
+    with pytest.raises(UnknownFormatError, match="part of the model 'conv_fp16.ncnn.param'"):
         filtergrid.load(FP16.with_suffix(".bin"))
 
 

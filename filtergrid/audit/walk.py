@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .. import converters
 from ..converters.base import natural_key
-from ..errors import UnknownFormatError
+from ..errors import CompanionFileError, UnknownFormatError
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,8 @@ def looks_like_model(path: Path) -> tuple[bool, str]:
     """
     try:
         converters.detect(path)
+    except CompanionFileError as e:  # a Darknet cfg, an ncnn .bin: its model's main file is audited
+        return False, e.reason
     except UnknownFormatError:
         if path.suffix.lower() in _model_suffixes():
             return True, ""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from ..errors import FiltergridError, UnknownFormatError, UnsupportedFormatError
+from ..errors import CompanionFileError, FiltergridError, UnknownFormatError, UnsupportedFormatError
 from . import unsupported
 from .base import Probe
 
@@ -80,13 +80,16 @@ def detect(path: str | Path) -> Format:
     for fmt in FORMATS:
         if fmt.could_be(probe) and fmt.load_module().sniff(probe):
             return fmt
+    if probe.part_of is not None:
+        raise CompanionFileError(f"this file is part of the model {probe.part_of.name[:200]!r}: open that file",
+                                 path=str(path))
     suffix = path.suffix.lower() if not probe.is_dir else ""  # a folder named x.npz is no .npz file
     for fmt in FORMATS:
         if suffix and suffix in fmt.suffixes and fmt.suffix_decides:
             return fmt
     head = probe.head[:8].hex(" ") if probe.head else "empty file" if not probe.is_dir else "a folder"
-    notes = probe.notes or [f"the {suffix} suffix says {f.name}, but the content is not {f.name}"
-                            for f in FORMATS if suffix and suffix in f.suffixes]
+    notes = [*probe.notes, *(f"the {suffix} suffix says {f.name}, but the content is not {f.name}"
+                             for f in FORMATS if suffix and suffix in f.suffixes)]
     extra = f"; {'; '.join(notes)}" if notes else ""
     raise UnknownFormatError(
         f"not a model file filtergrid knows (probed {', '.join(f.name for f in FORMATS)}; "

@@ -54,14 +54,14 @@ def _pair(path: Path) -> tuple[Path, Path] | None:
 
 def sniff(probe: Probe) -> bool:
     """A ``.weights`` file beside a ``[net]`` cfg of the same stem. The cfg itself is not claimed
-    (one model, one file in an audit); detection notes which file to open instead."""
+    (one model, one file in an audit); detection names the file to open instead."""
     pair = None if probe.is_dir else _pair(probe.path)
     if pair is None:
         return False
     cfg, weights = pair
     if cfg == probe.path:
         if _is_cfg_text(probe.head):
-            probe.notes.append(f"this is the Darknet cfg of {weights.name[:200]!r}: open that file")
+            probe.part_of = weights
         return False
     with io.open(cfg, "rb") as f:
         return _is_cfg_text(f.read(4096))

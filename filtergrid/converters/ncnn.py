@@ -46,14 +46,14 @@ def _pair(path: Path) -> tuple[Path, Path] | None:
 
 def sniff(probe: Probe) -> bool:
     """A text param file starting with the magic. The ``.bin`` beside one is not claimed (one
-    model, one file in an audit); detection notes which file to open instead."""
+    model, one file in an audit); detection names the file to open instead."""
     if probe.head.startswith(MAGIC) and probe.head[7:8] in (b"\n", b"\r"):
         return True
     pair = None if probe.is_dir or probe.path.suffix.lower() != ".bin" else _pair(probe.path)
     if pair is not None:
         with io.open(pair[0], "rb") as f:
             if f.read(8).startswith(MAGIC):
-                probe.notes.append(f"this is the weight blob of the ncnn model {pair[0].name[:200]!r}: open that file")
+                probe.part_of = pair[0]
     return False
 
 
