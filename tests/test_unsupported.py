@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 
 import h5py
+import numpy as np
 import pytest
 from conftest import FIXTURES, run_cli
 
@@ -36,12 +37,17 @@ def test_dlib_shape_predictor_signature(tmp_path):
         filtergrid.load(path)
 
 
-def test_keras1_hdf5_is_refused(tmp_path):
+@pytest.mark.parametrize("version", [None, "1.2.2"])
+def test_keras1_hdf5_is_refused(tmp_path, version):
     path = tmp_path / "old.h5"
     with h5py.File(path, "w") as f:
         f.attrs["layer_names"] = [b"convolution2d_1"]
-        f.create_group("convolution2d_1").attrs["weight_names"] = [b"convolution2d_1_W"]
-    with pytest.raises(UnsupportedFormatError, match="Keras 1"):
+        group = f.create_group("convolution2d_1")
+        group.attrs["weight_names"] = [b"convolution2d_1_W" if version is None else b"kernel:0"]
+        group["convolution2d_1_W" if version is None else "kernel:0"] = np.ones((4, 1, 3, 3), np.float32)
+        if version:
+            f.attrs["keras_version"] = version
+    with pytest.raises(UnsupportedFormatError, match="this is a Keras 1 HDF5 file"):
         filtergrid.load(path)
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from ..errors import CompanionFileError, FiltergridError, UnknownFormatError, UnsupportedFormatError
+from ..errors import CompanionFileError, FiltergridError, UnknownFormatError
 from . import unsupported
 from .base import Probe
 
@@ -74,9 +74,7 @@ def detect(path: str | Path) -> Format:
         raise UnknownFormatError("empty file: not a model", path=str(path))
     known = unsupported.identify(probe)
     if known is not None:
-        name, why = known
-        raise UnsupportedFormatError(f"this is a {name} file; filtergrid cannot read it because {why}",
-                                     path=str(path), format=name)
+        raise unsupported.refusal(*known, path=str(path))
     for fmt in FORMATS:
         if fmt.could_be(probe) and fmt.load_module().sniff(probe):
             return fmt

@@ -3,7 +3,8 @@
 Detection asks :func:`identify` before any reader, so a dlib ``.dat`` or a TensorRT engine ends in
 "this is a <format> file; filtergrid cannot read it because ..." instead of a reader's confused
 error or "not a model file". Signatures follow each format's own writer (cited per check); every
-check looks at the probe's first bytes only, except Keras 1, which reads the HDF5 root attributes.
+check looks at the probe's first bytes only. Keras 1 HDF5 is told by the Keras reader, which
+opens HDF5 files only after its own safety checks.
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
+from ..errors import UnsupportedFormatError
 from .base import Probe
-
-HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
 def _dlib(head: bytes) -> bool:
@@ -57,24 +57,6 @@ def _torch7(head: bytes) -> bool:
     return 3 <= length <= 8 and head[12:14] == b"V "
 
 
-def _keras1(probe: Probe) -> bool:
-    """Keras 1 HDF5: ``keras_version`` 1.x, or Keras layer lists with no ``keras_version`` at all
-    (Keras 2 and tf.keras always write it)."""
-    if not probe.head.startswith(HDF5_MAGIC):
-        return False
-    try:
-        import h5py
-
-        with h5py.File(probe.path, "r") as f:
-            version = f.attrs.get("keras_version")
-            if version is not None:
-                return str(version.decode() if isinstance(version, bytes) else version).startswith("1.")
-            weights = f.get("model_weights", f)
-            return "layer_names" in weights.attrs
-    except Exception:  # noqa: BLE001 - a damaged HDF5 file is the Keras reader's to report
-        return False
-
-
 _REASONS: tuple[tuple[str, Callable[[bytes], bool], str], ...] = (
     ("TensorRT engine", _tensorrt, "an engine is compiled for one GPU and TensorRT version; its "
      "weights are fused into kernels with no documented layout (export the model to ONNX instead)"),
@@ -88,16 +70,21 @@ _REASONS: tuple[tuple[str, Callable[[bytes], bool], str], ...] = (
      "loader to PyTorch first)"),
 )
 
-_KERAS1 = ("Keras 1 HDF5", "Keras 1 stored convolution kernels in the backend's own order "
-           "(Theano kernels are flipped, channels first) which the file does not record; re-save "
-           "the model with Keras 2 or later")
+#: Found by the Keras HDF5 reader once the file is known to be safe to open (see keras_h5).
+KERAS1 = ("Keras 1 HDF5", "Keras 1 stored convolution kernels in the backend's own order "
+          "(Theano kernels are flipped, channels first) which the file does not record; re-save "
+          "the model with Keras 2 or later")
+
+
+def refusal(name: str, why: str, path: str | None = None) -> UnsupportedFormatError:
+    """The one message for a recognised format filtergrid does not read."""
+    return UnsupportedFormatError(f"this is a {name} file; filtergrid cannot read it because {why}",
+                                  path=path, format=name)
 
 
 def identify(probe: Probe) -> tuple[str, str] | None:
-    """(format, why filtergrid cannot read it) when the file is a recognised unreadable format."""
+    """(format, why filtergrid cannot read it) when the file's first bytes are a recognised
+    unreadable format."""
     if probe.is_dir:
         return None
-    for name, check, why in _REASONS:
-        if check(probe.head):
-            return name, why
-    return _KERAS1 if _keras1(probe) else None
+    return next(((name, why) for name, check, why in _REASONS if check(probe.head)), None)
