@@ -26,7 +26,7 @@ HEADS = {
 def test_recognised_formats_are_refused_by_name(tmp_path, name):
     path = tmp_path / "model.bin"
     path.write_bytes(HEADS[name])
-    with pytest.raises(UnsupportedFormatError, match=f"this is a {name} file; filtergrid cannot read it because"):
+    with pytest.raises(UnsupportedFormatError, match=f"this is an? {name} file; filtergrid cannot read it because"):
         filtergrid.load(path)
 
 
@@ -69,3 +69,11 @@ def test_a_suffix_never_sends_a_file_to_a_reader_that_says_no(tmp_path):
     path.write_bytes(b"\x00\x11 not a pickle " * 20)
     with pytest.raises(UnknownFormatError, match="the .pt suffix says pytorch, but the content is not pytorch"):
         filtergrid.load(path)
+
+
+def test_orbax_checkpoint_folder_is_refused(tmp_path):
+    folder = tmp_path / "checkpoint_100"
+    (folder / "default").mkdir(parents=True)
+    (folder / "_CHECKPOINT_METADATA").write_text("{}")
+    with pytest.raises(UnsupportedFormatError, match="this is an Orbax checkpoint folder; filtergrid cannot read it because"):
+        filtergrid.load(folder)

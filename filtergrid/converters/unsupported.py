@@ -78,13 +78,21 @@ KERAS1 = ("Keras 1 HDF5", "Keras 1 stored convolution kernels in the backend's o
 
 def refusal(name: str, why: str, path: str | None = None) -> UnsupportedFormatError:
     """The one message for a recognised format filtergrid does not read."""
-    return UnsupportedFormatError(f"this is a {name} file; filtergrid cannot read it because {why}",
+    article = "an" if name[0] in "AEIOU" else "a"
+    noun = "" if name.endswith("folder") else " file"
+    return UnsupportedFormatError(f"this is {article} {name}{noun}; filtergrid cannot read it because {why}",
                                   path=path, format=name)
 
 
+#: Files Orbax (``orbax.checkpoint``) writes into every checkpoint folder.
+_ORBAX_FILES = ("_CHECKPOINT_METADATA", "_METADATA", "manifest.ocdbt")
+_ORBAX = ("Orbax checkpoint folder", "its arrays are tensorstore (OCDBT / zarr) stores, which filtergrid "
+          "does not read yet (save with flax.serialization.to_bytes, or restore and export)")
+
+
 def identify(probe: Probe) -> tuple[str, str] | None:
-    """(format, why filtergrid cannot read it) when the file's first bytes are a recognised
-    unreadable format."""
+    """(format, why filtergrid cannot read it) when the file's first bytes (or a folder's marker
+    files) are a recognised unreadable format."""
     if probe.is_dir:
-        return None
+        return _ORBAX if any((probe.path / name).is_file() for name in _ORBAX_FILES) else None
     return next(((name, why) for name, check, why in _REASONS if check(probe.head)), None)
