@@ -38,6 +38,10 @@ MAX_HEATMAP_ROWS = _env("MAX_HEATMAP_ROWS", 512)
 MAX_HEATMAP_COLS = _env("MAX_HEATMAP_COLS", 2048)
 #: Largest member of a zip archive that filtergrid inflates (guards against zip bombs).
 MAX_ZIP_MEMBER_BYTES = _env("MAX_ZIP_MEMBER_BYTES", 4 * 1024**3)
+#: Most bytes fetched from a remote store for one model (its index plus the tensor shown).
+MAX_REMOTE_BYTES = _env("MAX_REMOTE_BYTES", 4 * 1024**3)
+#: Seconds one remote request may wait for the server before it is retried (then fails).
+REMOTE_TIMEOUT_SECONDS = _env("REMOTE_TIMEOUT_SECONDS", 30)
 #: Deepest nesting of subgraphs / containers followed (ONNX If/Loop bodies, nested pickles).
 MAX_NESTING = _env("MAX_NESTING", 64)
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import CorruptFileError, UnsafeFileError
+from .errors import CorruptFileError, UnsafeFileError, UsageError
 
 
 def resolve_inside(folder: str | os.PathLike, name: str, what: str = "file") -> Path:
@@ -32,6 +32,17 @@ def resolve_inside(folder: str | os.PathLike, name: str, what: str = "file") -> 
     if target != root and root not in target.parents:
         raise UnsafeFileError(f"{what} {name!r} resolves to {target}, outside the model's folder {root}")
     return target
+
+
+def refuse_overwriting_input(output: str | os.PathLike, *inputs: str | os.PathLike) -> None:
+    """An output that is one of the inputs (after resolving links) would replace the model: refused."""
+    out = Path(output)
+    if not out.exists():
+        return
+    for model in inputs:
+        with contextlib.suppress(OSError):
+            if Path(model).exists() and os.path.samefile(out, model):
+                raise UsageError(f"the output {out} is the input model {model}; choose another output")
 
 
 def check_extent(offset: int, length: int, size: int, what: str) -> None:

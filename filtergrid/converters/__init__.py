@@ -101,6 +101,6 @@ def resolve(path: str | Path, format: str | None = None) -> Format:
     if format is None:
         return detect(path)
     try:
-        return BY_NAME[format]
+        return BY_NAME[format.lower()]
     except KeyError:
         raise FiltergridError(f"unknown format {format!r}; choose from {', '.join(BY_NAME)}") from None
