@@ -27,9 +27,10 @@ class Format:
     #: such rule), so detection skips importing modules that would say no (the torch unpickler for
     #: an ONNX file): start-up. A test checks every fixture against each module's own ``sniff``.
     heads: tuple[bytes, ...] = ()
-    #: Whether the suffix may choose this format when no ``sniff`` claimed the file: only for
-    #: formats whose content check is a heuristic that can miss (ONNX, Caffe: protobuf). A suffix never
-    #: sends a file to a reader whose content check decides, and says no.
+    #: Whether the suffix may choose this format when no ``sniff`` claimed the file: only where the
+    #: content check is a heuristic that can miss (ONNX, Caffe: protobuf) or the suffix is the
+    #: format's alone and its reader explains a damaged header best (safetensors). A shared suffix
+    #: (``.bin``, ``.pt``, ``.h5``) never sends a file to a reader whose content check says no.
     suffix_decides: bool = False
 
     def load_module(self) -> ModuleType:
@@ -42,7 +43,8 @@ class Format:
 #: Every format, in sniffing order: specific magic first, the ONNX protobuf heuristic last.
 FORMATS: tuple[Format, ...] = (
     Format("huggingface", "filtergrid.converters.hf", (), "Hugging Face model folder (config.json + weights)"),
-    Format("safetensors", "filtergrid.converters.safetensors", (".safetensors",), "safetensors"),
+    Format("safetensors", "filtergrid.converters.safetensors", (".safetensors",), "safetensors",
+           suffix_decides=True),
     Format("numpy", "filtergrid.converters.numpy", (".npz", ".npy"), "NumPy .npz / .npy",
            heads=(b"\x93NUMPY", b"PK")),
     Format("keras", "filtergrid.converters.keras_zip", (".keras",), "Keras 3 .keras archive", heads=(b"PK",)),
