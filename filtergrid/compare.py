@@ -9,17 +9,18 @@ sign and size read at a glance, and the filters that moved most outlined.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .audit.health import filters_of
 from .bank import FilterBank, Provenance
 from .errors import UsageError
 from .renderer import RenderOptions, colormaps, render_result
 from .renderer.annotate import annotate, fit_text
 from .renderer.normalize import normalize
+from .stats import filters_of, row_norms
 
 #: Colours and spacing of the composed picture.
 _CANVAS = (20, 24, 32)
@@ -56,8 +57,7 @@ def compare(a: FilterBank, b: FilterBank) -> Comparison:
         raise UsageError(f"cannot compare {a.kind} {list(a.shape)} with {b.kind} {list(b.shape)}: "
                          "the first layers differ in shape (pick matching tensors with --tensor / --tensor-b)")
     fa, fb = filters_of(a).astype(np.float64), filters_of(b).astype(np.float64)
-    norm_a, norm_b = np.linalg.norm(fa, axis=1), np.linalg.norm(fb, axis=1)
-    change = np.linalg.norm(fb - fa, axis=1)
+    norm_a, norm_b, change = row_norms(fa), row_norms(fb), row_norms(fb - fa)
     with np.errstate(divide="ignore", invalid="ignore"):
         relative = np.where(norm_a > 0, change / norm_a, np.where(change > 0, np.inf, 0.0))
         cosine = np.einsum("ij,ij->i", fa, fb) / (norm_a * norm_b)
@@ -83,7 +83,7 @@ def shared_options(a: FilterBank, b: FilterBank, options: RenderOptions) -> Rend
 
 
 def side_by_side(a: FilterBank, b: FilterBank, options: RenderOptions, labels: tuple[str, str],
-                 marked: list[int] = ()) -> Image.Image:
+                 marked: Sequence[int] = ()) -> Image.Image:
     """A | B | B - A, drawn by the renderer with one geometry (same columns, same tile scale) and
     one scale for A and B; the filters in ``marked`` are outlined on the difference."""
     shared = shared_options(a, b, options)
@@ -105,7 +105,7 @@ def side_by_side(a: FilterBank, b: FilterBank, options: RenderOptions, labels: t
     return canvas
 
 
-def _difference_panel(diff: FilterBank, options: RenderOptions, marked: list[int]) -> tuple[Image.Image, str]:
+def _difference_panel(diff: FilterBank, options: RenderOptions, marked: Sequence[int]) -> tuple[Image.Image, str]:
     """B - A on a symmetric scale (zero in the middle of the colour bar), most-changed tiles outlined,
     and a caption that names the colour of "no change" as drawn (RGB tiles ignore the colormap)."""
     cmap = options.cmap or DIFF_CMAP

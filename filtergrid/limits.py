@@ -24,7 +24,7 @@ def _env(name: str, default: int) -> int:
 
 #: Largest tensor filtergrid will decode into memory (decoded float32 bytes).
 MAX_TENSOR_BYTES = _env("MAX_TENSOR_BYTES", 2 * 1024**3)
-#: Largest index/header a format may declare (safetensors JSON header, GGUF metadata, ONNX graph).
+#: Largest index/header a format may declare (safetensors JSON header, GGUF metadata, HF/Keras JSON).
 MAX_HEADER_BYTES = _env("MAX_HEADER_BYTES", 256 * 1024**2)
 #: Largest pickle (data.pkl, constants.pkl, a legacy torch file's object) the safe unpickler reads.
 MAX_PICKLE_BYTES = _env("MAX_PICKLE_BYTES", 256 * 1024**2)
@@ -44,6 +44,13 @@ MAX_REMOTE_BYTES = _env("MAX_REMOTE_BYTES", 4 * 1024**3)
 REMOTE_TIMEOUT_SECONDS = _env("REMOTE_TIMEOUT_SECONDS", 30)
 #: Deepest nesting of subgraphs / containers followed (ONNX If/Loop bodies, nested pickles).
 MAX_NESTING = _env("MAX_NESTING", 64)
+#: Work one byte of a file may cause: float32 bytes decoded per stored byte a tensor reads (a torch
+#: view with stride 0 repeats one number 2 GiB over), tensor-name characters per pickle byte (a
+#: shared 200 KB key spelled into every name). A pickle counts as at least 64 KiB.
+MAX_WORK_PER_BYTE = _env("MAX_WORK_PER_BYTE", 64)
+#: Opcodes one pickle may run; each may make an object (64 Mi EMPTY_DICTs deflate to 64 KB of
+#: data.pkl). A torch.save state dict takes about 40 per tensor, so this is ~50,000 tensors.
+MAX_PICKLE_OPS = _env("MAX_PICKLE_OPS", 2_000_000)
 
 
 def exceeded(name: str, what: str, value: int | None = None) -> LimitError:

@@ -25,7 +25,7 @@ from ..bank import TensorInfo
 from ..errors import CorruptFileError, FiltergridError, UnsafeFileError
 from ..layout import CHANNELS_LAST
 from . import hdf5_heaps, unsupported
-from .base import Probe, natural_key, tensor_info
+from .base import Probe, lookup, natural_key, tensor_info
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
@@ -286,7 +286,7 @@ class KerasH5Reader:
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
         with self._errors():
-            ds = checked_dataset(self._dataset(self._variables[name]), name)
+            ds = checked_dataset(self._dataset(lookup(self._variables, name)), name)
             return np.asarray(ds[:rows] if rows is not None and ds.ndim else ds[()])
 
     def close(self) -> None:
