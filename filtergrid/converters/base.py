@@ -41,6 +41,9 @@ class Probe:
     size: int = 0
     is_dir: bool = False
     notes: list[str] = field(default_factory=list)
+    #: Set by a sniffer that recognises this file as a companion of another (a Darknet cfg, an
+    #: ncnn weight blob): the model's main file, which is the one to open.
+    part_of: Path | None = None
 
     @classmethod
     def of(cls, path: Path) -> Probe:
