@@ -139,7 +139,10 @@ def test_guess_layout_conv1d():
     assert guess_layout((11, 16, 32)) == "KIO"
     assert guess_layout((12, 16, 32)) == "OIK"  # 12 taps is no kernel side
     assert guess_layout((32, 16, 5)) == "OIK"
+    assert guess_layout((3, 64, 32)) == "KIO"
     assert guess_layout((8, 1, 64)) == "OIK"  # raw audio: 8 filters of one channel, 64 taps
+    assert guess_layout((3, 3, 16)) == guess_layout((5, 16, 5)) == "OIK"  # ties go to channels first
+    assert guess_layout((4, 2, 5, 3, 3)) == "OIDHW" and guess_layout((10, 7)) == "OI"
 
 
 def test_smallest_image_is_two_pixels_square():
