@@ -6,7 +6,9 @@ Prints a JSON line: the tensor to read, the file's size and what wrote it. Exit 
 framework this KIND needs is not installed in this Python.
 
 KINDs: onnx-conv-first, onnx-conv-last (conv1's initializer stored after all the dense ones, so a
-reader must skip ~BYTES to reach it), safetensors, torch-zip, torch-legacy.
+reader must skip ~BYTES to reach it), safetensors, torch-zip, torch-legacy; and gguf, an LLM's
+layout instead: a float16 ``token_embd.weight`` of ~BYTES (the input layer, shown as a heatmap of
+its first rows) then one small block.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ CONV = "conv1.weight"
 CONV_SHAPE = (64, 3, 7, 7)  # OIHW, as torch and ONNX store it
 DENSE_LAYERS = 16
 NEEDS = {"onnx-conv-first": "onnx", "onnx-conv-last": "onnx", "safetensors": "safetensors",
-         "torch-zip": "torch", "torch-legacy": "torch"}
+         "torch-zip": "torch", "torch-legacy": "torch", "gguf": "gguf"}
+GGUF_DIM = 4096
 
 
 def dense_width(total_bytes: int) -> int:
@@ -157,6 +160,22 @@ def write_torch(path: str, total_bytes: int, legacy: bool) -> str:
     return f"torch {torch.__version__} torch.save(state_dict, {how})"
 
 
+def write_gguf(path: str, total_bytes: int) -> str:
+    import gguf
+
+    vocab = max(8, total_bytes // (2 * GGUF_DIM))
+    writer = gguf.GGUFWriter(path, "llama")
+    embedding = np.full((vocab, GGUF_DIM), 1e-3, np.float16)
+    embedding[:512] = np.random.default_rng(0).standard_normal((512, GGUF_DIM)).astype(np.float16)
+    writer.add_tensor("token_embd.weight", embedding)
+    writer.add_tensor("blk.0.attn_q.weight", np.full((GGUF_DIM, 64), 1e-3, np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return f"gguf {getattr(gguf, '__version__', '')} GGUFWriter".replace("  ", " ")
+
+
 def main(kind: str, total_bytes: int, path: str) -> int:
     try:
         importlib.import_module(NEEDS[kind])
@@ -166,9 +185,11 @@ def main(kind: str, total_bytes: int, path: str) -> int:
         made_by = write_onnx(path, total_bytes, conv_last=kind == "onnx-conv-last")
     elif kind == "safetensors":
         made_by = write_safetensors(path, total_bytes)
+    elif kind == "gguf":
+        made_by = write_gguf(path, total_bytes)
     else:
         made_by = write_torch(path, total_bytes, legacy=kind == "torch-legacy")
-    print(json.dumps({"tensor": CONV, "bytes": os.path.getsize(path), "made_by": made_by}))
+    print(json.dumps({"tensor": "token_embd.weight" if kind == "gguf" else CONV, "bytes": os.path.getsize(path), "made_by": made_by}))
     return 0
 
 

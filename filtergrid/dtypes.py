@@ -89,6 +89,18 @@ def native(stored: np.ndarray, dtype: str) -> np.ndarray:
     return to_float32(stored, dtype) if dtype in BIT_PATTERNS else np.array(stored)
 
 
+def from_integer_fields(values: np.ndarray, dtype: str) -> np.ndarray:
+    """Elements kept one per integer (protobuf ``int32_data``/``uint64_data``) in their storage dtype.
+
+    Each integer holds the element's value, or for float16 and the bit-pattern types its bits:
+    both are the low bytes of the integer, so the integers are cut to the element's width.
+    """
+    storage = STORAGE[dtype]
+    if storage.kind == "b":
+        return np.asarray(values) != 0
+    return np.asarray(values).astype(f"<u{storage.itemsize}").view(storage)
+
+
 def to_float32(stored: np.ndarray, dtype: str | None = None) -> np.ndarray:
     """Decode stored elements (``dtype`` names bit-pattern types like bfloat16) to float32."""
     dtype = dtype or stored.dtype.name
@@ -150,3 +162,45 @@ def _per_axis(q: np.ndarray, scale: np.ndarray, zero: np.ndarray, axis: int,
     bshape = [1] * q.ndim
     bshape[axis] = -1
     return scale.reshape(bshape), zero.reshape(bshape) if zero.size > 1 else zero.reshape(())
+
+
+def unpack_bits(packed, nbits: int, count: int) -> np.ndarray:
+    """``count`` unsigned ``nbits``-bit codes packed most significant bit first (Core ML, OpenVINO u4/u1).
+
+    The packed bytes must hold them all; the result is uint8 (nbits <= 8).
+    """
+    if not 1 <= nbits <= 8:
+        raise CorruptFileError(f"{nbits}-bit codes are not supported (1 to 8 bits)")
+    data = np.frombuffer(packed, dtype=np.uint8)
+    if data.size * 8 < count * nbits:
+        raise CorruptFileError(f"{count:,} codes of {nbits} bits need {math.ceil(count * nbits / 8):,} bytes, "
+                               f"{data.size:,} are stored")
+    if nbits == 8:
+        return data[:count].copy()
+    bits = np.unpackbits(data[:math.ceil(count * nbits / 8)])[:count * nbits].reshape(count, nbits)
+    weights = (1 << np.arange(nbits - 1, -1, -1)).astype(np.uint8)
+    return (bits * weights).sum(axis=1, dtype=np.uint16).astype(np.uint8)
+
+
+def scale_offset(q: np.ndarray, scale, offset, axis: int = 0) -> np.ndarray:
+    """``q * scale + offset`` with one scale/offset per slice along ``axis`` (or one for all).
+
+    Core ML NeuralNetwork linear quantization stores a scale and an additive bias, not a zero point;
+    computed in float64 like coremltools, then stored as float32.
+    """
+    q = np.asarray(q)
+    scale = np.asarray(scale, dtype=np.float64).ravel()
+    offset = np.asarray(offset, dtype=np.float64).ravel()
+    if scale.size not in (1, q.shape[axis]) or offset.size not in (1, scale.size):
+        raise CorruptFileError(f"{scale.size} scales and {offset.size} offsets for axis {axis} of length {q.shape[axis]}")
+    shape = [1] * q.ndim
+    shape[axis] = -1
+    return (q.astype(np.float64) * scale.reshape(shape) + offset.reshape(shape)).astype(np.float32)
+
+
+def lookup(codes: np.ndarray, table) -> np.ndarray:
+    """Palettized weights: each code indexes a table of values (Core ML lookup-table quantization)."""
+    table = np.asarray(table, dtype=np.float32).ravel()
+    if codes.size and int(codes.max()) >= table.size:
+        raise CorruptFileError(f"a code {int(codes.max())} indexes a table of {table.size} values")
+    return table[codes]

@@ -21,6 +21,10 @@ class UnknownFormatError(FiltergridError):
     """No converter recognised the file; the message lists what was probed."""
 
 
+class UnsupportedFormatError(FiltergridError):
+    """A format filtergrid recognises but cannot read (yet); an audit lists it as "unsupported"."""
+
+
 class CorruptFileError(FiltergridError):
     """The file claims to be a format but its bytes do not hold together."""
 

@@ -24,7 +24,8 @@ def _env(name: str, default: int) -> int:
 
 #: Largest tensor filtergrid will decode into memory (decoded float32 bytes).
 MAX_TENSOR_BYTES = _env("MAX_TENSOR_BYTES", 2 * 1024**3)
-#: Largest index/header a format may declare (safetensors JSON header, GGUF metadata, HF/Keras JSON).
+#: Largest index/header a format may declare (safetensors JSON header, GGUF metadata, HF/Keras JSON,
+#: the structure of an ONNX graph: every byte of it but tensor values).
 MAX_HEADER_BYTES = _env("MAX_HEADER_BYTES", 256 * 1024**2)
 #: Largest pickle (data.pkl, constants.pkl, a legacy torch file's object) the safe unpickler reads.
 MAX_PICKLE_BYTES = _env("MAX_PICKLE_BYTES", 256 * 1024**2)
@@ -44,6 +45,11 @@ MAX_REMOTE_BYTES = _env("MAX_REMOTE_BYTES", 4 * 1024**3)
 REMOTE_TIMEOUT_SECONDS = _env("REMOTE_TIMEOUT_SECONDS", 30)
 #: Deepest nesting of subgraphs / containers followed (ONNX If/Loop bodies, nested pickles).
 MAX_NESTING = _env("MAX_NESTING", 64)
+#: Largest ratio of a sparse tensor's dense bytes to the model file's size (ONNX sparse
+#: initializers): a file of a few dozen bytes may not densify to 2 GiB.
+MAX_SPARSE_EXPANSION = _env("MAX_SPARSE_EXPANSION", 1024)
+#: Deepest folder nesting an audit walks below a folder it was given (deeper folders are skipped).
+MAX_WALK_DEPTH = _env("MAX_WALK_DEPTH", 64)
 #: Work one byte of a file may cause: float32 bytes decoded per stored byte a tensor reads (a torch
 #: view with stride 0 repeats one number 2 GiB over), tensor-name characters per pickle byte (a
 #: shared 200 KB key spelled into every name). A pickle counts as at least 64 KiB.

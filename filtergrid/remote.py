@@ -11,6 +11,7 @@ query strings (presigned signatures).
 
 from __future__ import annotations
 
+import base64
 import io
 import posixpath
 import time
@@ -108,8 +109,15 @@ class HttpTransport:
 
     def _open(self, key: str, method: str = "GET", headers: dict[str, str] | None = None):
         parts = urllib.parse.urlsplit(key)
-        quoted = parts._replace(path=urllib.parse.quote(parts.path, safe="/%:@!$&'()*+,;=~"))
-        request = urllib.request.Request(urllib.parse.urlunsplit(quoted), method=method, headers=headers or {})
+        headers = dict(headers or {})
+        if parts.username is not None:  # user:password@host, sent as HTTP Basic like curl does
+            secret = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(secret.encode()).decode()
+        netloc = parts.hostname or ""
+        if parts.port:
+            netloc = f"{netloc}:{parts.port}"
+        quoted = parts._replace(netloc=netloc, path=urllib.parse.quote(parts.path, safe="/%:@!$&'()*+,;=~"))
+        request = urllib.request.Request(urllib.parse.urlunsplit(quoted), method=method, headers=headers)
         for attempt in range(RETRIES + 1):
             try:
                 return urllib.request.urlopen(request, timeout=limits.REMOTE_TIMEOUT_SECONDS)
@@ -180,11 +188,12 @@ class RangeFile(io.RawIOBase):
     It also slices like the ``mmap`` local readers use (``f[a:b]``, ``len(f)``).
     """
 
-    def __init__(self, transport: Transport, key: str, size: int, transfer: Transfer):
+    def __init__(self, transport: Transport, key: str, size: int, transfer: Transfer,
+                 blocks: OrderedDict[int, bytes] | None = None):
         super().__init__()
         self._transport, self._key, self._size, self._transfer = transport, key, size, transfer
         self._pos = 0
-        self._blocks: OrderedDict[int, bytes] = OrderedDict()
+        self._blocks: OrderedDict[int, bytes] = blocks if blocks is not None else OrderedDict()
 
     def readable(self) -> bool:
         return True
@@ -212,7 +221,12 @@ class RangeFile(io.RawIOBase):
     def __len__(self) -> int:
         return self._size
 
-    def __getitem__(self, item: slice) -> bytes:
+    def __getitem__(self, item: int | slice):
+        if isinstance(item, int):  # one byte, as bytes and mmap give it (protobuf tags are read so)
+            index = item + self._size if item < 0 else item
+            if not 0 <= index < self._size:
+                raise IndexError("RangeFile index out of range")
+            return self._block(index // BLOCK_BYTES)[index % BLOCK_BYTES]
         start, stop, step = item.indices(self._size)
         if step != 1:
             raise ValueError("RangeFile slices take no step")
@@ -261,6 +275,7 @@ class RemotePath:
             HttpTransport() if scheme in STDLIB_SCHEMES else FsspecTransport(scheme))
         self.transfer = transfer if transfer is not None else Transfer()
         self._size: int | None = None
+        self._blocks: OrderedDict[int, bytes] = OrderedDict()  # shared by every open: probe, then reader
 
     def __str__(self) -> str:
         return redact(self.url)
@@ -326,7 +341,7 @@ class RemotePath:
         """The file by ranges; unbuffered, since the block cache already batches small reads."""
         if mode != "rb":
             raise ValueError("remote models are read-only")
-        return RangeFile(self.transport, self.url, self.stat().st_size, self.transfer)
+        return RangeFile(self.transport, self.url, self.stat().st_size, self.transfer, self._blocks)
 
     def iterdir(self) -> Iterator[RemotePath]:
         for name in self.transport.listdir(self.url):

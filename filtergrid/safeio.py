@@ -13,10 +13,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, BinaryIO
 
+import numpy as np
+
 from .errors import CorruptFileError, UnsafeFileError, UsageError
+from .remote import RangeFile, RemotePath, is_url
 
 
-def resolve_inside(folder: str | os.PathLike, name: str, what: str = "file") -> Path:
+def resolve_inside(folder: str | os.PathLike | RemotePath, name: str, what: str = "file") -> Path | RemotePath:
     """``folder/name`` when it stays inside ``folder`` after resolving ``..`` and symlinks.
 
     ONNX external data, Hugging Face shard names and zip members are names an attacker writes;
@@ -27,6 +30,10 @@ def resolve_inside(folder: str | os.PathLike, name: str, what: str = "file") -> 
     parts = Path(name.replace("\\", "/")).parts
     if ".." in parts:
         raise UnsafeFileError(f"{what} name {name!r} climbs out of the model's folder")
+    if isinstance(folder, RemotePath):  # no links to resolve; escapes a server would decode are refused
+        if any(c in name for c in "%?#"):
+            raise UnsafeFileError(f"{what} name {name!r} has URL escapes that could leave the model's folder")
+        return folder / "/".join(parts)
     root = Path(folder).resolve()
     target = (root / Path(*parts)).resolve()
     if target != root and root not in target.parents:
@@ -53,12 +60,44 @@ def check_extent(offset: int, length: int, size: int, what: str) -> None:
         )
 
 
-def map_readonly(path: str | os.PathLike) -> mmap.mmap:
-    """The whole file mapped read-only: tensors are sliced out of it on demand, never all read."""
+def map_readonly(path: str | os.PathLike | RemotePath) -> mmap.mmap | RangeFile:
+    """The whole file mapped read-only: tensors are sliced out of it on demand, never all read.
+
+    A remote file is its :class:`~filtergrid.remote.RangeFile`, which slices the same way; read
+    arrays out of either with :func:`array_at`.
+    """
+    if isinstance(path, RemotePath):
+        if path.stat().st_size == 0:
+            raise CorruptFileError("the file is empty")
+        return path.open("rb")
     with open(path, "rb") as f:
         if os.fstat(f.fileno()).st_size == 0:
             raise CorruptFileError("the file is empty")
         return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+def window(buffer: mmap.mmap | RangeFile, offset: int, length: int) -> memoryview | bytes:
+    """``length`` bytes at ``offset``: a view of a mapped file, one ranged read of a remote one."""
+    if isinstance(buffer, RangeFile):
+        return buffer.pread(offset, length)
+    return memoryview(buffer)[offset: offset + length]
+
+
+def array_at(buffer: mmap.mmap | RangeFile, dtype, count: int, offset: int) -> np.ndarray:
+    """``count`` items of ``dtype`` at ``offset`` of a mapped or remote file."""
+    return np.frombuffer(window(buffer, offset, count * np.dtype(dtype).itemsize), dtype, count=count)
+
+
+def open_zip(path: Path | RemotePath) -> zipfile.ZipFile:
+    """A zip archive on disk, or a remote one read by ranges (central directory, then members)."""
+    return zipfile.ZipFile(path.open("rb") if isinstance(path, RemotePath) else path)
+
+
+def model_path(path: str | os.PathLike | RemotePath) -> Path | RemotePath:
+    """A local path, or a :class:`~filtergrid.remote.RemotePath` for ``http(s)://``, ``s3://``, ..."""
+    if isinstance(path, RemotePath):
+        return path
+    return RemotePath(str(path)) if is_url(path) else Path(path)
 
 
 def read_exact(f: IO[bytes], n: int, what: str) -> bytes:

@@ -64,6 +64,9 @@ def add_fixtures(zoo: Zoo) -> None:
         else:  # with its companions (ONNX external data: model.onnx.data)
             for part in source.parent.glob(f"{source.name}*"):
                 shutil.copy(part, target.parent / part.name)
+        if source.suffix == ".xml":  # OpenVINO weights: model.bin opens its model.xml too
+            shutil.copy(source.with_suffix(".bin"), target.with_suffix(".bin"))
+            zoo.good[f"fixtures/{entry['file'][:-4]}.bin"] = entry["canonical_shape"]
         zoo.good[f"fixtures/{entry['file']}"] = entry["canonical_shape"]
 
 
@@ -137,7 +140,7 @@ def slow_folder(root: Path) -> Path:
 
 def comparable(document: dict) -> dict:
     """A report without what differs between two runs of the same audit: timings and how it ran."""
-    files = [{k: v for k, v in r.items() if k != "seconds"} for r in document["files"]]
+    files = [{k: v for k, v in r.items() if k not in ("seconds", "ran_on")} for r in document["files"]]
     summary = {k: v for k, v in document["summary"].items() if k not in ("seconds", "started_at", "options")}
     return {"schema_version": document["schema_version"], "summary": summary, "files": files,
             "skipped": document["skipped"]}

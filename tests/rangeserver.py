@@ -19,6 +19,7 @@ class Log:
     requests: int = 0
     bytes_sent: int = 0
     paths: list[str] = field(default_factory=list)
+    authorization: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -43,6 +44,7 @@ def _handler(root: Path, log: Log, behaviour: Behaviour):
         def _refused(self) -> bool:
             log.requests += 1
             log.paths.append(self.path)
+            log.authorization.add(self.headers.get("Authorization", ""))
             if behaviour.fail_first > 0:
                 behaviour.fail_first -= 1
                 self.send_error(503)
@@ -85,8 +87,8 @@ def _handler(root: Path, log: Log, behaviour: Behaviour):
             if match and not behaviour.ignore_ranges:
                 self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
             self.end_headers()
+            log.bytes_sent += len(body)  # before the write: the client may go on as soon as it has the body
             self.wfile.write(body)
-            log.bytes_sent += len(body)
 
     return Handler
 

@@ -21,7 +21,13 @@ import filtergrid  # noqa: E402
 from filtergrid import limits  # noqa: E402
 from filtergrid.converters import onnx as onnx_converter  # noqa: E402
 from filtergrid.converters.base import Probe  # noqa: E402
-from filtergrid.errors import CorruptFileError, FiltergridError, LimitError, UnsafeFileError  # noqa: E402
+from filtergrid.errors import (  # noqa: E402
+    CorruptFileError,
+    FiltergridError,
+    LimitError,
+    TensorNotFoundError,
+    UnsafeFileError,
+)
 
 RNG = np.random.default_rng(7)
 OIHW_TO_NHWC = (0, 2, 3, 1)
@@ -161,6 +167,36 @@ def test_subgraph_conv_uses_outer_scope_weight(tmp_path):
     np.testing.assert_array_equal(load(path).array, w.transpose(OIHW_TO_NHWC))
 
 
+def test_nested_subgraph_traces_an_outer_weight_through_its_own_nodes(tmp_path):
+    """The weight is two scopes out and reached through a Cast inside the innermost body (each name
+    is looked up more than once: for the node that consumes it and for the trace)."""
+    w = weights()
+    out = [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)]
+    inner = helper.make_graph([helper.make_node("Cast", ["w"], ["wc"], name="cast", to=TensorProto.FLOAT),
+                               conv("wc", name="deep", y="t")], "inner", [], out)
+    middle = helper.make_graph([helper.make_node("Identity", ["w"], ["unused"]),
+                                helper.make_node("If", ["cond"], ["t"], then_branch=inner, else_branch=inner)],
+                               "middle", [], out)
+    path = save(tmp_path / "m.onnx", [helper.make_node("If", ["cond"], ["i"], then_branch=middle, else_branch=middle)],
+                [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array(True), "cond")])
+    info = first(path)
+    assert info.name == "w" and "Conv node 'deep' in subgraph 'inner', through Cast node 'cast'" in info.role
+    np.testing.assert_array_equal(load(path).array, w.transpose(OIHW_TO_NHWC))
+
+
+def test_outer_weight_seen_deep_inside_first_is_still_the_weight_further_out(tmp_path):
+    """``w`` is first an Identity's input two bodies deep, then the weight of a Conv one body deep."""
+    w = weights()
+    out = [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)]
+    inner = helper.make_graph([helper.make_node("Identity", ["w"], ["t"])], "inner", [], out)
+    middle = helper.make_graph([helper.make_node("If", ["cond"], ["u"], then_branch=inner, else_branch=inner),
+                                conv("w", name="mid", x="u", y="t")], "middle", [], out)
+    path = save(tmp_path / "m.onnx", [helper.make_node("If", ["cond"], ["i"], then_branch=middle, else_branch=middle)],
+                [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array(True), "cond")])
+    info = first(path)
+    assert info.name == "w" and info.role == "weight of the first Conv node 'mid' in subgraph 'middle'"
+
+
 def function_model(path: Path, w: np.ndarray, *, calls: int = 1, depth: int = 1) -> Path:
     """A graph whose Conv sits in a model-local function (nested ``depth`` deep, each called ``calls`` times)."""
     functions = [helper.make_function("local", "Block0", ["inp", "k"], ["out"],
@@ -187,11 +223,47 @@ def test_conv_inside_a_model_local_function(tmp_path):
     np.testing.assert_array_equal(load(path).array, w.transpose(OIHW_TO_NHWC))
 
 
-def test_functions_calling_functions_are_bounded(tmp_path, monkeypatch):
+def test_functions_calling_functions_are_walked_once_per_arguments(tmp_path, monkeypatch):
+    """4**11 calls if walked naively; each body once (its arguments are the same every time)."""
     monkeypatch.setattr(limits, "MAX_TENSORS", 1000)
-    path = function_model(tmp_path / "m.onnx", weights(), calls=4, depth=12)  # 4**11 calls if walked naively
-    with pytest.raises(LimitError):
-        load(path)
+    w = weights()
+    path = function_model(tmp_path / "m.onnx", w, calls=4, depth=12)
+    assert first(path).role == "weight of the first Conv node 'fconv' in function 'Block0'"
+    np.testing.assert_array_equal(load(path).array, w.transpose(OIHW_TO_NHWC))
+
+
+def test_functions_called_with_ever_new_arguments_are_bounded(tmp_path, monkeypatch):
+    """Each level calls the next with two different Transposes of its weight: 2**11 distinct calls."""
+    monkeypatch.setattr(limits, "MAX_TENSORS", 1000)
+    opsets = [helper.make_opsetid("", 21), helper.make_opsetid("local", 1)]
+    functions = [helper.make_function("local", "Block0", ["inp", "k"], ["out"],
+                                      [conv("k", name="fconv", x="inp", y="out")], opsets)]
+    for level in range(1, 12):
+        body = [helper.make_node("Transpose", ["k"], ["ka"], perm=[0, 1, 2, 3]),
+                helper.make_node("Transpose", ["k"], ["kb"], perm=[0, 1, 3, 2]),
+                helper.make_node(f"Block{level - 1}", ["inp", "ka"], ["h"], domain="local"),
+                helper.make_node(f"Block{level - 1}", ["h", "kb"], ["out"], domain="local")]
+        functions.append(helper.make_function("local", f"Block{level}", ["inp", "k"], ["out"], body, opsets))
+    graph = helper.make_graph([helper.make_node("Block11", ["x", "w"], ["y"], domain="local")], "g", [],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(weights((8, 3, 5, 5)), "w")])
+    onnx.save_model(helper.make_model(graph, functions=functions, opset_imports=opsets), str(tmp_path / "m.onnx"))
+    with pytest.raises(LimitError, match="MAX_TENSORS"):
+        load(tmp_path / "m.onnx")
+
+
+def test_a_function_called_with_different_weights_lists_each(tmp_path):
+    w1, w2 = weights(), weights((8, 8, 3, 3))
+    block = helper.make_function("local", "Block", ["inp", "k"], ["out"], [conv("k", name="fconv", x="inp", y="out")],
+                                 [helper.make_opsetid("", 21)])
+    graph = helper.make_graph([helper.make_node("Block", ["x", "w1"], ["h"], domain="local"),
+                               helper.make_node("Block", ["h", "w2"], ["y"], domain="local")], "g", [],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializers(w2=w2, w1=w1))
+    model = helper.make_model(graph, functions=[block],
+                              opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("local", 1)])
+    onnx.save_model(model, str(tmp_path / "m.onnx"))
+    assert [(i.name, i.layout) for i in listing(tmp_path / "m.onnx") if i.candidate] == [("w1", "OIHW"), ("w2", "OIHW")]
+    np.testing.assert_array_equal(load(tmp_path / "m.onnx").array, w1.transpose(OIHW_TO_NHWC))
 
 
 def test_identity_and_cast_are_followed(tmp_path):
@@ -268,6 +340,53 @@ def test_convinteger_subtracts_zero_point(tmp_path):
     path = save(tmp_path / "m.onnx", [helper.make_node("ConvInteger", ["x", "wq", "", "wz"], ["y"])], inits)
     expected = q.astype(np.float32) - 128
     np.testing.assert_array_equal(load(path).array, expected.transpose(OIHW_TO_NHWC))
+
+
+def integer_model(path: Path, op: str, q: np.ndarray, zero: np.ndarray, scale: np.ndarray, *,
+                  scale_name: str = "w_scale", dynamic: bool = True) -> Path:
+    """x -> DynamicQuantizeLinear -> op(x_q, w_quantized) -> Cast -> Mul(., x_scale * scale), as
+    onnxruntime's dynamic quantizer writes it (``dynamic=False``: a constant input scale instead)."""
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]) if dynamic else
+             helper.make_node("Identity", ["x"], ["xq"]),
+             helper.make_node("Mul", ["xs" if dynamic else "x_scale", scale_name], ["s"], name="scales"),
+             helper.make_node(op, ["xq", "w_quantized", "xz" if dynamic else "", "w_zero_point"], ["i"], name="int"),
+             helper.make_node("Cast", ["i"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["f", "s"], ["y"], name="rescale")]
+    inits = initializers(w_quantized=q, w_zero_point=zero, **{scale_name: scale})
+    return save(path, nodes, [*inits, numpy_helper.from_array(np.array(0.02, np.float32), "x_scale")])
+
+
+def test_convinteger_scale_applied_after_it_is_the_weights(tmp_path):
+    q = RNG.integers(0, 256, (8, 3, 3, 3)).astype(np.uint8)
+    path = integer_model(tmp_path / "m.onnx", "ConvInteger", q, np.array(120, np.uint8), np.array(0.05, np.float32))
+    info = first(path)
+    assert info.name == "w_quantized" and "the scale 'w_scale' that Mul node 'rescale' applies" in info.role
+    expected = (q.astype(np.float32) - 120) * np.float32(0.05)
+    np.testing.assert_array_equal(load(path).array, expected.transpose(OIHW_TO_NHWC))
+
+
+def test_matmulinteger_per_column_scale_beside_the_dynamic_input_scale(tmp_path):
+    """The scale is not named for the weight, but it is the only constant beside the input's scale."""
+    q = RNG.integers(0, 256, (27, 6)).astype(np.uint8)
+    zero, scale = RNG.integers(100, 150, 6).astype(np.uint8), RNG.uniform(0.01, 0.1, 6).astype(np.float32)
+    path = integer_model(tmp_path / "m.onnx", "MatMulInteger", q, zero, scale, scale_name="per_column")
+    assert "'per_column'" in first(path).role
+    units = ((q.astype(np.float32) - zero) * scale).T  # (out, in), in = 3x3x3 flattened channels first
+    np.testing.assert_allclose(load(path).array, units.reshape(6, 3, 3, 3).transpose(OIHW_TO_NHWC), rtol=1e-6)
+
+
+def test_integer_op_scale_that_may_not_be_the_weights_is_not_claimed(tmp_path):
+    """Two constants multiplied and neither named for the weight: the values stay unscaled, and say so."""
+    q = RNG.integers(0, 256, (8, 3, 3, 3)).astype(np.uint8)
+    path = integer_model(tmp_path / "m.onnx", "ConvInteger", q, np.array(128, np.uint8),
+                         np.array(0.05, np.float32), scale_name="c", dynamic=False)
+    info = first(path)
+    assert "unscaled integers" in info.role and "dequantized" not in info.role
+    np.testing.assert_array_equal(load(path).array, (q.astype(np.float32) - 128).transpose(OIHW_TO_NHWC))
+    (tmp_path / "alone").mkdir()
+    alone = save(tmp_path / "alone" / "m.onnx", [helper.make_node("ConvInteger", ["x", "wq"], ["y"])], initializers(wq=q))
+    assert "unscaled integers" in first(alone).role
+    np.testing.assert_array_equal(load(alone).array, q.astype(np.float32).transpose(OIHW_TO_NHWC))
 
 
 @pytest.mark.parametrize("trans_b", [0, 1])
@@ -528,6 +647,23 @@ def test_huge_dims_hit_the_tensor_limit_before_allocating(tmp_path):
     path = save(tmp_path / "m.onnx", [conv("w")], [w])
     with pytest.raises(LimitError):
         load(path)
+
+
+def test_graph_structure_is_bounded_by_max_header_bytes(tmp_path, monkeypatch):
+    """Names, nodes and attributes count against MAX_HEADER_BYTES; tensor values do not."""
+    monkeypatch.setattr(limits, "MAX_HEADER_BYTES", 4000)
+    big = weights((64, 64, 5, 5))  # 400 KB of values
+    load(save(tmp_path / "values.onnx", [conv("w")], [numpy_helper.from_array(big, "w")]))
+    relus = [helper.make_node("Relu", [f"h{i}"], [f"h{i + 1}"], name=f"relu{i}") for i in range(200)]
+    path = save(tmp_path / "nodes.onnx", [conv("w", y="h0"), *relus], [numpy_helper.from_array(weights(), "w")])
+    with pytest.raises(LimitError, match="MAX_HEADER_BYTES"):
+        load(path)
+
+
+def test_read_of_an_unknown_name_raises_tensor_not_found(tmp_path):
+    with filtergrid.open_model(small_model(tmp_path), format="onnx") as (_, reader):
+        with pytest.raises(TensorNotFoundError):
+            reader.read("no such tensor")
 
 
 def test_deep_subgraph_nesting_is_bounded(tmp_path, monkeypatch):

@@ -125,3 +125,50 @@ def test_http_folders_cannot_be_listed(served):
     base, _, _, _ = served
     with pytest.raises(FiltergridError, match="lists no folders"):
         list(RemotePath(base + "sub/").iterdir())
+
+
+# --- end to end: the CLI on models served over HTTP ------------------------------------------------
+
+from conftest import FIXTURES, assert_one_line_error  # noqa: E402
+
+
+@pytest.mark.parametrize("fixture", ["safetensors/cnn.safetensors", "pytorch/state_dict.pt",
+                                     "pytorch/checkpoint.pth", "gguf/tiny_llm_q8_0.gguf", "onnx/cnn.onnx",
+                                     "onnx/cnn_dynamo.onnx", "onnx/conv_in_if.onnx"])
+def test_a_served_model_converts_to_the_same_bank_as_the_local_file(cli, tmp_path, fixture):
+    import numpy as np
+
+    with serve(FIXTURES) as (base, log, _):
+        remote = cli("convert", base + fixture, "-o", tmp_path / "remote.npy")
+    local = cli("convert", FIXTURES / fixture, "-o", tmp_path / "local.npy")
+    assert remote.returncode == 0 and local.returncode == 0, remote.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "remote.npy"), np.load(tmp_path / "local.npy"))
+    assert log.requests <= 8
+
+
+def test_provenance_records_what_was_fetched_and_no_credentials():
+    import filtergrid
+
+    with serve(FIXTURES) as (base, log, _):
+        url = base.replace("http://", "http://user:secret@") + "safetensors/cnn.safetensors?token=abc"
+        bank = filtergrid.load(url)
+    assert "secret" not in bank.provenance.source and "token" not in bank.provenance.source
+    assert log.authorization == {"Basic dXNlcjpzZWNyZXQ="}  # user:secret, as HTTP Basic
+    note = [n for n in bank.provenance.notes if n.startswith("fetched")]
+    assert note and f"in {log.requests - 1} range request" in note[0]  # all but the HEAD
+
+
+def test_a_missing_remote_model_is_one_line(cli):
+    with serve(FIXTURES) as (base, _, _):
+        assert_one_line_error(cli("render", base + "nope.onnx"), "no such file (HTTP 404)")
+
+
+def test_remote_sibling_names_with_url_escapes_are_refused():
+    from filtergrid.errors import UnsafeFileError
+    from filtergrid.safeio import resolve_inside
+
+    folder = RemotePath("http://127.0.0.1:9/models/")
+    assert str(resolve_inside(folder, "weights/a.bin")) == "http://127.0.0.1:9/models/weights/a.bin"
+    for name in ("%2e%2e/secret", "a?x=1", "../a", "/etc/passwd"):
+        with pytest.raises(UnsafeFileError):
+            resolve_inside(folder, name)

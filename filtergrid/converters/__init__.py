@@ -12,6 +12,7 @@ from pathlib import Path
 from types import ModuleType
 
 from ..errors import FiltergridError, UnknownFormatError
+from ..safeio import model_path
 from .base import Probe
 
 
@@ -49,6 +50,11 @@ FORMATS: tuple[Format, ...] = (
            "Keras HDF5 (Keras 2 model/weights, Keras 3 .weights.h5)"),
     Format("tflite", "filtergrid.converters.tflite", (".tflite",), "TensorFlow Lite flatbuffer", "tflite"),
     Format("gguf", "filtergrid.converters.gguf", (".gguf",), "GGUF (llama.cpp)", "gguf", heads=(b"GGUF",)),
+    Format("coreml", "filtergrid.converters.coreml", (".mlmodel", ".mlpackage"),
+           "Core ML (.mlmodel NeuralNetwork / ML Program, .mlpackage)"),
+    Format("openvino", "filtergrid.converters.openvino", (".xml",), "OpenVINO IR (.xml + .bin)"),
+    Format("paddle", "filtergrid.converters.paddle", (".pdparams",), "PaddlePaddle .pdparams (paddle.save state dict)",
+           heads=(b"\x80",)),
     Format("torchscript", "filtergrid.converters.torchscript", (), "TorchScript (torch.jit.save)", heads=(b"PK",)),
     Format("pytorch", "filtergrid.converters.pytorch", (".pt", ".pth", ".bin", ".ckpt"),
            "PyTorch (torch.save zip or legacy pickle, Lightning .ckpt)", heads=(b"PK", b"\x80")),
@@ -60,7 +66,7 @@ BY_NAME = {f.name: f for f in FORMATS}
 
 def detect(path: str | Path) -> Format:
     """The format of ``path``; a wrong suffix still works because the bytes decide first."""
-    path = Path(path)
+    path = model_path(path)
     probe = Probe.of(path)
     if not probe.is_dir and probe.size == 0:
         raise UnknownFormatError("empty file: not a model", path=str(path))

@@ -26,7 +26,7 @@ import numpy as np
 from ..bank import TensorInfo
 from ..errors import MissingExtraError, TensorNotFoundError
 from ..layout import Convention
-from ..safeio import ZIP_ERRORS
+from ..safeio import ZIP_ERRORS, open_zip
 
 #: Bytes read from the start of a file for sniffing.
 PROBE_BYTES = 4096
@@ -44,9 +44,10 @@ class Probe:
 
     @classmethod
     def of(cls, path: Path) -> Probe:
+        """``path`` may be a :class:`~filtergrid.remote.RemotePath`: one ranged read of its first bytes."""
         if path.is_dir():
             return cls(path, is_dir=True)
-        with open(path, "rb") as f:
+        with path.open("rb") as f:
             head = f.read(PROBE_BYTES)
         return cls(path, head, path.stat().st_size)
 
@@ -56,7 +57,7 @@ class Probe:
         if not self.head.startswith(b"PK"):
             return ()
         try:
-            with zipfile.ZipFile(self.path) as z:
+            with open_zip(self.path) as z:
                 return tuple(z.namelist())
         except ZIP_ERRORS as e:
             self.notes.append(f"zip: {' '.join(str(e).split())[:200]}")
@@ -128,9 +129,16 @@ _NOT_A_WEIGHT = re.compile(
 
 
 def is_weight(name: str, shape: tuple[int, ...]) -> bool:
-    """A first-layer candidate by name and shape: rank >= 2, not a bias, norm or running statistic."""
+    """A first-layer candidate by name and shape: rank >= 2, not a bias, norm or running statistic.
+
+    A rank >= 3 tensor with one axis over 1 (``alpha`` 1x1475x1x1 of a metric) is a per-channel
+    parameter shaped for broadcasting, unless it is named like a layer's weight (LPIPS ``lin.weight``).
+    """
     bare = re.sub(r":\d+$", "", name)  # Keras/TF variable names end in ":0"
-    return len(shape) >= 2 and math.prod(shape) > 1 and not _NOT_A_WEIGHT.search(bare)
+    if len(shape) < 2 or math.prod(shape) <= 1 or _NOT_A_WEIGHT.search(bare):
+        return False
+    broadcast = len(shape) >= 3 and sum(d > 1 for d in shape) <= 1
+    return not broadcast or bool(_LAYER_WEIGHT.search(bare))
 
 
 def is_embedding(name: str, shape: tuple[int, ...]) -> bool:

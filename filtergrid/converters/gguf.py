@@ -22,7 +22,7 @@ import numpy as np
 from .. import dtypes, limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError
-from ..safeio import check_extent, map_readonly
+from ..safeio import array_at, check_extent, map_readonly
 from . import BY_NAME
 from .base import Probe, is_weight, lookup, require
 
@@ -83,14 +83,18 @@ class _Header:
         return start
 
     def u32(self, what: str) -> int:
-        return struct.unpack_from("<I", self.buf, self.take(4, what))[0]
+        return struct.unpack("<I", self.bytes(4, what))[0]
 
     def u64(self, what: str) -> int:
-        return struct.unpack_from("<Q", self.buf, self.take(8, what))[0]
+        return struct.unpack("<Q", self.bytes(8, what))[0]
+
+    def bytes(self, n: int, what: str) -> bytes:
+        """``n`` bytes by slicing, which a mapped file and a remote RangeFile both support."""
+        start = self.take(n, what)
+        return bytes(self.buf[start:self.pos])
 
     def string(self, what: str) -> bytes:
-        n = self.u64(what)
-        return bytes(self.buf[self.take(n, what):self.pos])
+        return self.bytes(self.u64(what), what)
 
     def count(self, n: int, min_bytes: int, what: str) -> int:
         """A declared number of items that the bytes left can hold."""
@@ -220,7 +224,7 @@ class GGUFFile:
         dtypes.check_shape(shape)
         block, type_size = self._gguf.GGML_QUANT_SIZES[t.qtype]
         count = math.prod(shape) // block * type_size
-        raw = np.frombuffer(self._map, np.uint8, count=count, offset=t.offset)
+        raw = array_at(self._map, np.uint8, count, t.offset)
         plain = PLAIN.get(t.qtype.name)
         if plain is not None:
             return raw.view(dtypes.STORAGE[plain]).reshape(shape).copy()

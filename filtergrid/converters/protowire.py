@@ -57,28 +57,22 @@ def iter_fields(buf, start: int, end: int, what: str) -> Iterator[tuple[int, int
         else:
             key, pos = read_varint(buf, pos, end, what)
         number, wire = key >> 3, key & 7
-        if wire == LEN:
-            length = buf[pos] if pos < end else 0x80
-            if length < 0x80:
-                pos += 1
-            else:
-                length, pos = read_varint(buf, pos, end, what)
-        elif wire == VARINT:
+        if number == 0:
+            raise CorruptFileError(f"{what}: field number 0 at byte {pos:,}")
+        if wire in (VARINT, LEN):  # a varint: the value, or the payload's length
             value = buf[pos] if pos < end else 0x80
             if value < 0x80:
                 pos += 1
             else:
                 value, pos = read_varint(buf, pos, end, what)
-            if number == 0:
-                raise CorruptFileError(f"{what}: field number 0 at byte {pos:,}")
-            yield number, wire, value, pos
-            continue
+            if wire == VARINT:
+                yield number, wire, value, pos
+                continue
+            length = value
         elif wire in _FIXED_SIZE:
             length = _FIXED_SIZE[wire]
         else:
             raise CorruptFileError(f"{what} field {number}: unsupported wire type {wire} at byte {pos:,}")
-        if number == 0:
-            raise CorruptFileError(f"{what}: field number 0 at byte {pos:,}")
         if length > end - pos:
             raise CorruptFileError(
                 f"{what} field {number}: {length:,} bytes at byte {pos:,} run past the end of "

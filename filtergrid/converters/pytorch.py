@@ -26,7 +26,14 @@ from .. import dtypes, limits, safepickle
 from ..bank import TensorInfo
 from ..errors import CorruptFileError
 from ..layout import CHANNELS_FIRST
-from ..safeio import check_extent, check_member_name, read_exact, zip_errors
+from ..safeio import (
+    check_extent,
+    check_member_name,
+    model_path,
+    open_zip,
+    read_exact,
+    zip_errors,
+)
 from .base import Probe, lookup, tensor_info
 from .torch_objects import (
     BUILD_IGNORED,
@@ -53,7 +60,7 @@ def sniff(probe: Probe) -> bool:
 
 
 def open(path: Path) -> TorchReader:
-    path = Path(path)
+    path = model_path(path)
     with path.open("rb") as f:
         zipped = f.read(4) == b"PK\x03\x04"
     return open_archive(path) if zipped else open_legacy(path)
@@ -202,7 +209,7 @@ class _ArchiveStorages:
 def open_archive(path: Path, module_kind: str = "pickled module") -> TorchReader:
     """A torch zip (``torch.save`` or ``torch.jit.save``): unpickle ``data.pkl``, storages stay on disk."""
     with zip_errors("torch archive"):
-        archive = zipfile.ZipFile(path)
+        archive = open_zip(path)
     try:
         names = archive.namelist()
         for name in names:

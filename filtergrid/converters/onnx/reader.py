@@ -1,0 +1,49 @@
+"""The ONNX Reader: walk the file once when opened, decode one tensor when asked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ...bank import TensorInfo
+from ...errors import CorruptFileError
+from ...safeio import map_readonly
+from ..base import lookup
+from .decode import Decoder
+from .listing import list_tensors
+from .walk import GraphWalk
+from .wire import ModelParser
+
+
+class OnnxReader:
+    def __init__(self, path: Path) -> None:
+        try:
+            self.mm = map_readonly(path)  # a remote model: its RangeFile, read by ranges
+        except IsADirectoryError:
+            raise CorruptFileError("an ONNX model is a file, not a folder") from None
+        except ValueError:
+            raise CorruptFileError("empty file") from None
+        try:
+            parser = ModelParser(self.mm)
+            graph = parser.model()
+            uses = GraphWalk(parser.functions).run(graph)
+            self.entries = list_tensors(uses, parser.tensors)
+        except BaseException:
+            self.mm.close()
+            raise
+        self.decoder = Decoder(self.mm, path.parent)
+
+    def tensors(self) -> list[TensorInfo]:
+        return [e.info for e in self.entries.values()]
+
+    def read(self, name: str, rows: int | None = None) -> np.ndarray:
+        entry = lookup(self.entries, name)
+        values = self.decoder.decode(entry.tensor, rows)
+        if entry.quant is None:
+            return values
+        length = entry.tensor.dims[0] if rows is not None and entry.tensor.dims else None
+        return self.decoder.dequantize(values, entry.quant, name, length)
+
+    def close(self) -> None:
+        self.mm.close()
