@@ -184,11 +184,12 @@ def test_place_refusals_say_what_is_allowed():
         place(w, "OIHW", image_shape=(3, 3, 3))
 
 
-def test_provenance_notes_of_depthwise_conv3d_and_given_image_shape():
+def test_provenance_notes_of_depthwise_conv3d_and_dense_images():
     assert place(rng.standard_normal((3, 3, 4, 2)), "HWIM").notes == (
         "depthwise: 4 channels x 2 multiplier = 8 single-channel filters",)
     assert place(rng.standard_normal((4, 2, 5, 3, 3)), "OIDHW").notes == ("conv3d: depth slice 2 of 5 shown",)
-    assert "given by --image-shape" in place(rng.standard_normal((50, 10)), "IO", image_shape=(5, 10, 1)).notes[0]
+    given = place(rng.standard_normal((50, 10)), "IO", image_shape=(5, 10, 1), image_why="given by --image-shape")
+    assert given.notes == ("dense: given by --image-shape, flattened HWC",)
 
 
 def test_matrix_layout_of_any_rank_is_one_heatmap_of_rows():
