@@ -51,3 +51,7 @@ class UsageError(FiltergridError):
 
 class TimeLimitError(FiltergridError):
     """Work on one file went past its time limit."""
+
+
+class CompanionFileError(UnknownFormatError):
+    """The file is one part of a model whose main file is another (a Darknet .cfg, an ncnn .bin)."""

@@ -61,8 +61,9 @@ def add_fixtures(zoo: Zoo) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
             shutil.copytree(source, target)
-        else:  # with its companions (ONNX external data: model.onnx.data)
-            for part in source.parent.glob(f"{source.name}*"):
+        else:  # with its companions (ONNX external data: model.onnx.data; Darknet .cfg; ncnn .bin)
+            companions = [source.with_suffix(s) for s in (".cfg", ".bin") if source.suffix in (".weights", ".param")]
+            for part in [*source.parent.glob(f"{source.name}*"), *filter(Path.exists, companions)]:
                 shutil.copy(part, target.parent / part.name)
         if source.suffix == ".xml":  # OpenVINO weights: model.bin opens its model.xml too
             shutil.copy(source.with_suffix(".bin"), target.with_suffix(".bin"))

@@ -14,22 +14,28 @@ import posixpath
 from typing import Any
 
 from ..converters.base import natural_key
-from ..converters.hf import WEIGHT_FILES
 from ..errors import FiltergridError, LimitError
 from ..remote import FsspecTransport, RemotePath, redact
-from .walk import HEAD_BYTES, NOT_A_MODEL, Found, Walk, has_signature, model_suffixes
+from .walk import HEAD_BYTES, NOT_A_MODEL, Found, Walk, has_signature, marks_model_folder, model_suffixes
 
 
-def _model_folders(keys: list[str]) -> list[str]:
-    """Folders (``prefix/``) holding ``config.json`` beside a known weight file, shallowest first."""
-    names: dict[str, set[str]] = {}
+def _model_folders(keys: list[str], prefix: str) -> list[str]:
+    """Folders below ``prefix`` (and itself) that are one model by their names, shallowest first,
+    each as ``folder/``; the local walk's rule (:func:`marks_model_folder`) on the listing."""
+    names: dict[str, set[str]] = {}  # folder -> the names of its files and subfolders
+    files: dict[str, set[str]] = {}
+    root = prefix.rstrip("/")
     for key in keys:
-        folder, name = posixpath.split(key)
-        names.setdefault(folder, set()).add(name)
-    folders = sorted((f for f, n in names.items() if "config.json" in n and n & set(WEIGHT_FILES)),
-                     key=lambda f: (f.count("/"), f))
+        parts = key[len(prefix):].split("/")
+        folder = root
+        for part in parts:
+            names.setdefault(folder, set()).add(part)
+            folder = f"{folder}/{part}"
+        files.setdefault(posixpath.dirname(key), set()).add(parts[-1])
+    marked = sorted((f for f, n in names.items() if marks_model_folder(sorted(n), files.get(f, set()).__contains__)),
+                    key=lambda f: (f.count("/"), f))
     kept: list[str] = []
-    for folder in folders:
+    for folder in marked:
         if not any(folder.startswith(outer + "/") for outer in kept):
             kept.append(folder)
     return [f + "/" for f in kept]
@@ -40,6 +46,7 @@ class _Lister:
         self.scheme = url.partition("://")[0]
         self.transport, self.pattern, self.result = transport, pattern, result
         self.suffixes = model_suffixes()
+        self.done: set[str] = set()  # model folders already added
 
     def url(self, key: str) -> str:
         return f"{self.scheme}://{key}"
@@ -54,22 +61,32 @@ class _Lister:
         size = int(info.get("size") or 0)
         claimed = posixpath.splitext(key)[1].lower() in self.suffixes
         if not claimed:
-            head = self.transport.fetch(self.url(key), 0, min(size, HEAD_BYTES)) if size else b""
+            try:
+                head = self.transport.fetch(self.url(key), 0, min(size, HEAD_BYTES)) if size else b""
+            except FiltergridError as e:  # gone or refused since the listing
+                self.result.skipped.append((redact(self.url(key)), f"cannot read ({e.reason})"))
+                return
             if not has_signature(head, size):
                 self.result.skipped.append((redact(self.url(key)), NOT_A_MODEL))
                 return
         self.result.models.append(Found(self.url(key), claimed=claimed, size=size, etag=_etag(info)))
 
+    def add_folder(self, folder: str, prefix: str, listing: dict[str, dict[str, Any]]) -> None:
+        relative = folder[len(prefix):]
+        if not relative or self.matches(relative):  # the prefix named is always audited
+            size = sum(int(info.get("size") or 0) for key, info in listing.items() if key.startswith(folder))
+            self.result.models.append(Found(self.url(folder.rstrip("/")), is_folder=True, size=size))
+
     def add_listing(self, prefix: str, listing: dict[str, dict[str, Any]]) -> None:
-        keys = sorted(listing, key=natural_key)
-        folders = _model_folders(keys)
-        for folder in folders:
-            if self.matches(folder[len(prefix):] or folder):
-                size = sum(int(listing[k].get("size") or 0) for k in keys if k.startswith(folder))
-                self.result.models.append(Found(self.url(folder.rstrip("/")), is_folder=True, size=size))
-        for key in keys:
-            if not any(key.startswith(folder) for folder in folders):
-                self.add_file(key, listing[key], key[len(prefix):] or posixpath.basename(key))
+        """In name order; a model folder where its first file would be, its files not on their own."""
+        folders = _model_folders(list(listing), prefix)
+        for key in sorted(listing, key=natural_key):
+            folder = next((f for f in folders if key.startswith(f)), None)
+            if folder is None:
+                self.add_file(key, listing[key], key[len(prefix):])
+            elif folder not in self.done:
+                self.done.add(folder)
+                self.add_folder(folder, prefix, listing)
 
 
 def _etag(info: dict[str, Any]) -> str | None:

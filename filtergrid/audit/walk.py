@@ -17,7 +17,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,9 +92,23 @@ def read_head(path: Path) -> tuple[bytes, int] | None:
         os.close(fd)
 
 
+#: Folders that are one model by the names they hold (besides Hugging Face's, below), each a set of
+#: glob patterns that all must match a name: a TensorFlow SavedModel, a TF checkpoint folder, a
+#: TF.js model, a Core ML ``.mlpackage``. A worker still decides by content.
+FOLDER_MARKERS = (("saved_model.pb", "variables"), ("*.index", "*.data-?????-of-?????"), ("model.json", "*.bin"),
+                  ("Manifest.json", "Data"))
+
+
+def marks_model_folder(names: list[str], is_file: Callable[[str], bool]) -> bool:
+    """A model folder by the ``names`` it holds only: ``config.json`` beside a known weight file
+    (Hugging Face), or every name of one of ``FOLDER_MARKERS``."""
+    if "config.json" in names and any(name in names and is_file(name) for name in WEIGHT_FILES):
+        return True
+    return any(all(fnmatch.filter(names, marker) for marker in markers) for markers in FOLDER_MARKERS)
+
+
 def is_model_folder(folder: Path, names: list[str]) -> bool:
-    """``config.json`` beside a known weight file: a Hugging Face model folder (by names only)."""
-    return "config.json" in names and any(name in names and (folder / name).is_file() for name in WEIGHT_FILES)
+    return marks_model_folder(names, lambda name: (folder / name).is_file())
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ import click
 
 from ..audit.report import DEFAULT_FAIL_ON, FAIL_CONDITIONS, failing
 from ..audit.session import Progress
+from ..errors import UsageError
 from ..remote import is_url
 from ..untrusted import terminal
-from ..errors import UsageError
 from .options import render_kwargs, render_options
 
 #: Failing files named on stdout after the summary (all of them are in the report).
@@ -75,7 +75,13 @@ class BarProgress(Progress):
 
     def __init__(self) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         self.bar = Progress(TextColumn("auditing"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[errors]} errors · {task.fields[rate]} files/s"),
