@@ -211,17 +211,25 @@ def _sorted_keys(group) -> list[str]:
 
 
 def keras2_variables(tree: H5Tree, root, classes: dict[str, str]) -> list[Variable]:
-    """Keras 2 layout: ``layer_names`` then each layer's ``weight_names``, in that order."""
-    out = []
+    """Keras 2 layout: ``layer_names`` then each layer's ``weight_names``, in that order.
+
+    Each layer is its own group: names that reach one group through soft links would multiply its
+    weights (4000 names x 4000 weights from a few KB of links), so they are refused.
+    """
+    out: list[Variable] = []
     layers = _names(tree.attr(root, "layer_names"))
     if len(set(layers)) != len(layers):
         raise CorruptFileError("layer_names lists a layer more than once")
+    groups: dict[int, str] = {}
     for layer in layers:
         group = tree.child(root, layer)
         if group is None or not hasattr(group, "attrs"):
             raise CorruptFileError(f"layer {layer!r} is listed in layer_names but has no group")
-        for weight in _names(tree.attr(group, "weight_names", np.array([]))):
-            out.append(Variable(weight, f"{group.name}/{weight}", layer, classes.get(layer, "")))
+        if groups.setdefault(address(group), layer) != layer:
+            raise CorruptFileError(f"layers {groups[address(group)]!r} and {layer!r} are the same HDF5 group")
+        weights = _names(tree.attr(group, "weight_names", np.array([])))
+        limits.check("MAX_TENSORS", len(out) + len(weights), "weights listed by layer_names")
+        out += [Variable(weight, f"{group.name}/{weight}", layer, classes.get(layer, "")) for weight in weights]
     return out
 
 
