@@ -16,13 +16,18 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import numpy as np
 
 from .. import dtypes, limits
 from ..bank import TensorInfo
-from ..errors import CorruptFileError, FiltergridError, TensorNotFoundError, UnsafeFileError
+from ..errors import (
+    CorruptFileError,
+    FiltergridError,
+    TensorNotFoundError,
+    UnsafeFileError,
+)
 from ..layout import CHANNELS_LAST
 from . import hdf5_heaps
 from .base import Probe, natural_key, tensor_info
@@ -186,7 +191,9 @@ def layer_classes(config_json: str | bytes | None) -> tuple[list[str], dict[str,
     classes: dict[str, str] = {}
 
     def walk(node, depth: int) -> None:
-        if depth > limits.MAX_NESTING or not isinstance(node, dict):
+        if depth > limits.MAX_NESTING:
+            raise limits.exceeded("MAX_NESTING", "model config nesting", depth)
+        if not isinstance(node, dict):
             return
         config = node.get("config")
         layers = config.get("layers") if isinstance(config, dict) else None
@@ -277,7 +284,8 @@ class KerasH5Reader:
     def __init__(self, path: Path | None = None, *, fileobj: BinaryIO | None = None, config_json: str | None = None):
         import h5py
 
-        self._raw = fileobj if fileobj is not None else io.open(path, "rb")  # type: ignore[arg-type]
+        # kept open (closed by close()): the heap guard reads headers as objects are reached
+        self._raw: BinaryIO = fileobj if fileobj is not None else cast(BinaryIO, io.open(path, "rb"))  # type: ignore[arg-type]  # noqa: SIM115
         with self._errors():
             try:
                 self._file = h5py.File(fileobj if fileobj is not None else path, "r")  # libhdf5 reads a path itself

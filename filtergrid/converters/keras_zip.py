@@ -87,7 +87,7 @@ def open_weights(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) ->
     if info.flag_bits & 0x1:
         raise UnsafeFileError(f"{WEIGHTS} is encrypted")
     if info.compress_type == zipfile.ZIP_STORED:
-        raw = path.open("rb")
+        raw = path.open("rb")  # noqa: SIM115 - closed with the window
         size = raw.seek(0, 2)
         raw.seek(info.header_offset)
         header = raw.read(LOCAL_HEADER.size).ljust(LOCAL_HEADER.size, b"\0")
