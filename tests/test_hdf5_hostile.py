@@ -60,7 +60,8 @@ def assert_kernel(result: subprocess.CompletedProcess, out: Path) -> None:
 
 
 def keras3_config() -> dict:
-    layers = [{"class_name": "Conv2D", "config": {"name": "conv2d"}}, {"class_name": "Dense", "config": {"name": "dense"}}]
+    layers = [{"class_name": "Conv2D", "config": {"name": "conv2d"}},
+              {"class_name": "Dense", "config": {"name": "dense"}}]
     return {"class_name": "Sequential", "config": {"name": "net", "layers": layers}}
 
 

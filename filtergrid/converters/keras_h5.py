@@ -285,7 +285,8 @@ class KerasH5Reader:
         import h5py
 
         # kept open (closed by close()): the heap guard reads headers as objects are reached
-        self._raw: BinaryIO = fileobj if fileobj is not None else cast(BinaryIO, io.open(path, "rb"))  # type: ignore[arg-type]  # noqa: SIM115
+        raw = fileobj if fileobj is not None else io.open(path, "rb")  # type: ignore[arg-type]  # noqa: SIM115
+        self._raw = cast(BinaryIO, raw)
         with self._errors():
             try:
                 self._file = h5py.File(fileobj if fileobj is not None else path, "r")  # libhdf5 reads a path itself
@@ -312,7 +313,8 @@ class KerasH5Reader:
             self.variant, variables = "Keras 2 weights", keras2_variables(tree, f, classes)
         elif model_weights is not None and "layer_names" in model_weights.attrs:
             self.variant, variables = "Keras 2 model", keras2_variables(tree, model_weights, classes)
-        elif hasattr(tree.child(f, "layers"), "keys") or any(hasattr(tree.child(f, f"{k}/vars"), "keys") for k in f):
+        elif hasattr(tree.child(f, "layers"), "keys") or any(hasattr(tree.child(f, f"{k}/vars"), "keys")
+                                                              for k in f):
             # Keras 3: a functional or sequential model keeps layers under layers/; a subclassed one
             # under its attribute names (block1/layers/conv2d/vars/0)
             self.variant, variables = "Keras 3 weights", keras3_variables(tree, order, classes)
