@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import typing
 
 from ._lazy import lazy_getattr
 from ._version import __version__
@@ -22,7 +22,7 @@ from .errors import (
     UsageError,
 )
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from .api import load, open_model, tensors
     from .bank import FilterBank, Provenance, TensorInfo
 
@@ -41,27 +41,42 @@ __all__ = [
 ]
 
 
-def render(bank_or_path, *, tensor: str | None = None, layout: str | None = None,
+def render(source, *, tensor: str | None = None, layout: str | None = None,
            image_shape=None, flatten: str | None = None, **options):
-    """A PIL image of the grid; ``bank_or_path`` is a FilterBank or a model path (loaded first).
+    """A PIL image of the grid of ``source``: a FilterBank, a model path, or weights in memory (a
+    torch/JAX/TF tensor, NumPy array, ``nn.Module`` or state dict: see :func:`grid`).
 
-    ``options`` are the renderer's: normalize, cols, pad, scale, cmap, bgr, channels, background.
+    ``options`` are the renderer's (normalize, cols, pad, scale, cmap, labels, title, colorbar, ...)
+    or torchvision ``make_grid``'s names (nrow, padding, pad_value, normalize, value_range, scale_each).
     """
-    from .api import load
     from .bank import FilterBank
+    from .inmemory import bank_of, is_in_memory, make_grid_options
     from .renderer import render as _render
 
-    bank = bank_or_path if isinstance(bank_or_path, FilterBank) else load(
-        bank_or_path, tensor, layout=layout, image_shape=image_shape, flatten=flatten)
-    return _render(bank, **options)
+    if isinstance(source, FilterBank):
+        bank = source
+    elif is_in_memory(source):
+        bank = bank_of(source, layout=layout, flatten=flatten, image_shape=image_shape, tensor=tensor)
+    else:
+        from .api import load
+
+        bank = load(source, tensor, layout=layout, image_shape=image_shape, flatten=flatten)
+    return _render(bank, **make_grid_options(options))
 
 
-def grid(array, layout: str = "OIHW", *, flatten: str = "HWC", image_shape=None, **options):
-    """A PIL image of the grid of an in-memory array (torchvision's make_grid, without torch)."""
-    from .api import grid_bank
-    from .renderer import render as _render
+def grid(weights, layout: str | None = None, **options):
+    """A PIL image of weights in memory, like torchvision's ``make_grid`` without torch.
 
-    return _render(grid_bank(array, layout, flatten=flatten, image_shape=image_shape), **options)
+    ``weights``: a torch tensor (``model.conv1.weight``: detached, bf16/fp16 widened), a JAX or
+    TensorFlow tensor, a NumPy array, an ``nn.Module`` or a state dict (its first layer, chosen as
+    for files). ``layout`` defaults to the framework's (OIHW for torch and NumPy, HWIO for
+    TF/JAX), and a dense layer's inputs are unflattened the framework's way (CHW for torch).
+    """
+    return render(weights, layout=layout, **options)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
 
 def convert(path, out, *, tensor: str | None = None, **load_options) -> FilterBank:

@@ -13,6 +13,9 @@ from . import converters, limits
 from .bank import FilterBank, Provenance, TensorInfo
 from .errors import CorruptFileError, FiltergridError, LimitError, TensorNotFoundError
 from .layout import guess_layout, parse_image_shape, place
+from .remote import RemotePath
+from .safeio import model_path
+
 
 @contextlib.contextmanager
 def _guarded(path: Path, format: str | None) -> Iterator[None]:
@@ -32,8 +35,12 @@ def _guarded(path: Path, format: str | None) -> Iterator[None]:
                                path=str(path), format=format) from None
 
 
-def _existing(path: str | os.PathLike) -> Path:
-    p = Path(path)
+def _existing(path: str | os.PathLike) -> Path | RemotePath:
+    p = model_path(path)
+    if isinstance(p, RemotePath):
+        if not p.is_dir():
+            p.stat()  # a missing or refused remote file is one line now (HTTP 404, access denied)
+        return p
     if not p.exists():
         raise FiltergridError(f"no such file: {p}")
     if not (p.is_file() or p.is_dir()):
@@ -98,7 +105,8 @@ def load(
     """
     if isinstance(image_shape, str):
         image_shape = parse_image_shape(image_shape)
-    with open_model(path, format) as (fmt, reader):
+    source = model_path(path)
+    with open_model(source, format) as (fmt, reader):
         info, why = choose(reader.tensors(), tensor)
         resolved = layout or guess_layout(info.shape, info.layout)  # an explicit --layout is obeyed or refused
         rows = limits.MAX_HEATMAP_ROWS if resolved == "matrix" else None
@@ -108,14 +116,15 @@ def load(
         placed = place(stored, resolved, flatten=flatten or info.flatten, image_shape=image_shape)
     how = "as given by --layout" if layout else ("as stored by the format" if info.layout == resolved else "guessed from the shape")
     provenance = Provenance(
-        source=str(path),
+        source=str(source) if isinstance(source, RemotePath) else str(path),  # URLs without credentials
         format=fmt,
         tensor=info.name,
         original_shape=tuple(info.shape),
         original_dtype=info.dtype,
         layout=placed.layout,
         chosen_by=why,
-        notes=(f"layout {resolved} {how}", *placed.notes),
+        notes=(f"layout {resolved} {how}", *placed.notes,
+               *([source.transfer.describe()] if isinstance(source, RemotePath) else [])),
     )
     return FilterBank(placed.array, provenance, placed.kind)
 

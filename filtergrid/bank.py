@@ -1,9 +1,14 @@
-"""The canonical value every converter returns and every consumer (renderer, CLI, audit) reads."""
+"""What flows between the stages: a converter's listing (:class:`TensorInfo`) and the canonical result.
+
+Converters list tensors as :class:`TensorInfo` and return raw stored arrays; :func:`filtergrid.load`
+lays one out (:mod:`filtergrid.layout`) into the :class:`FilterBank` every consumer (renderer, CLI,
+audit, compare) reads, with the :class:`Provenance` of each choice made on the way.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -62,7 +67,6 @@ class FilterBank:
     array: np.ndarray
     provenance: Provenance
     kind: str = "filters"
-    metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         a = self.array
@@ -94,7 +98,6 @@ class FilterBank:
             "shape": list(self.shape),
             "kind": self.kind,
             "provenance": self.provenance.to_dict(),
-            "metadata": self.metadata,
         }
 
     def _repr_png_(self) -> bytes:

@@ -1,22 +1,26 @@
 """Two checkpoints' first layers, filter by filter: how much each changed, and a side-by-side picture.
 
 The question people ask once they have two files (before/after fine-tuning, fp32 vs its quantized
-export). Both banks must have the same canonical shape; the picture is A | B | B - A, the difference
-drawn with symmetric normalization (zero is mid-gray) so its sign and size read at a glance.
+export). Both banks must have the same canonical shape; the picture is A | B | B - A: A and B on
+one scale, the difference on a symmetric one (zero is white in RdBu_r) with a colour bar, so its
+sign and size read at a glance, and the filters that moved most outlined.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .audit.health import filters_of
 from .bank import FilterBank, Provenance
 from .errors import UsageError
-from .renderer import RenderOptions, render_result
+from .renderer import RenderOptions, colormaps, render_result
+from .renderer.annotate import annotate, fit_text
+from .renderer.normalize import normalize
+from .stats import filters_of, row_norms
 
 #: Colours and spacing of the composed picture.
 _CANVAS = (20, 24, 32)
@@ -24,6 +28,11 @@ _LABEL = (235, 238, 243)
 _GAP = 12
 _LABEL_HEIGHT = 24
 _MIN_SLOT = 220
+#: The most-changed filters are outlined in this colour (no diverging map has it).
+_MARK = (255, 200, 0)
+#: The difference's colours: red where B is larger, blue where smaller, white where equal.
+DIFF_CMAP = "RdBu_r"
+DIFF_CAPTION = "B - A: red up, blue down, white = no change"
 
 
 @dataclass(frozen=True)
@@ -48,8 +57,7 @@ def compare(a: FilterBank, b: FilterBank) -> Comparison:
         raise UsageError(f"cannot compare {a.kind} {list(a.shape)} with {b.kind} {list(b.shape)}: "
                          "the first layers differ in shape (pick matching tensors with --tensor / --tensor-b)")
     fa, fb = filters_of(a).astype(np.float64), filters_of(b).astype(np.float64)
-    norm_a, norm_b = np.linalg.norm(fa, axis=1), np.linalg.norm(fb, axis=1)
-    change = np.linalg.norm(fb - fa, axis=1)
+    norm_a, norm_b, change = row_norms(fa), row_norms(fb), row_norms(fb - fa)
     with np.errstate(divide="ignore", invalid="ignore"):
         relative = np.where(norm_a > 0, change / norm_a, np.where(change > 0, np.inf, 0.0))
         cosine = np.einsum("ij,ij->i", fa, fb) / (norm_a * norm_b)
@@ -64,14 +72,26 @@ def difference(a: FilterBank, b: FilterBank) -> FilterBank:
     return FilterBank((b.array - a.array).astype(np.float32), provenance, a.kind)
 
 
-def side_by_side(a: FilterBank, b: FilterBank, options: RenderOptions, labels: tuple[str, str]) -> Image.Image:
-    """A | B | B - A, drawn by the renderer with one geometry (same columns, same tile scale)."""
-    first = render_result(a, options)
-    same = dataclasses.replace(options, cols=first.cols, scale=first.scale)
+def shared_options(a: FilterBank, b: FilterBank, options: RenderOptions) -> RenderOptions:
+    """A and B drawn on one scale, so that A and 2·A look different: a bank-wide mode's range is
+    taken over both banks (the default is ``global``); an explicit ``per-filter`` stays per tile."""
+    mode = options.normalize or "global"
+    if mode == "per-filter" or options.value_range is not None:
+        return dataclasses.replace(options, normalize=mode)
+    both = np.concatenate([a.array, b.array])
+    return dataclasses.replace(options, normalize=mode, value_range=normalize(both, mode).value_range)
+
+
+def side_by_side(a: FilterBank, b: FilterBank, options: RenderOptions, labels: tuple[str, str],
+                 marked: Sequence[int] = ()) -> Image.Image:
+    """A | B | B - A, drawn by the renderer with one geometry (same columns, same tile scale) and
+    one scale for A and B; the filters in ``marked`` are outlined on the difference."""
+    shared = shared_options(a, b, options)
+    first = render_result(a, shared)
+    same = dataclasses.replace(shared, cols=first.cols, scale=first.scale, pad=first.geometry.pad)
     second = render_result(b, same)
-    diff_options = dataclasses.replace(same, normalize="symmetric", cmap=options.cmap or "RdBu_r")
-    third = render_result(difference(a, b), diff_options)
-    panels = [(labels[0], first.image), (labels[1], second.image), ("B - A (symmetric: gray = no change)", third.image)]
+    third, caption = _difference_panel(difference(a, b), same, marked)
+    panels = [(labels[0], first.image), (labels[1], second.image), (caption, third)]
     slot = max(_MIN_SLOT, *(p.width for _, p in panels))
     width = slot * len(panels) + _GAP * (len(panels) + 1)
     height = max(p.height for _, p in panels) + _LABEL_HEIGHT + 2 * _GAP
@@ -80,15 +100,38 @@ def side_by_side(a: FilterBank, b: FilterBank, options: RenderOptions, labels: t
     font = ImageFont.load_default(size=13)
     for i, (label, image) in enumerate(panels):
         x = _GAP + i * (slot + _GAP)
-        draw.text((x, _GAP), _fit(draw, label, font, slot), fill=_LABEL, font=font)
+        draw.text((x, _GAP), fit_text(draw, label, font, slot), fill=_LABEL, font=font)
         canvas.paste(image, (x + (slot - image.width) // 2, _GAP + _LABEL_HEIGHT))
     return canvas
 
 
-def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
-    """``text`` cut with an ellipsis to fit ``width`` pixels (labels hold untrusted file names)."""
-    if draw.textlength(text, font=font) <= width or len(text) < 4:
-        return text
-    while len(text) > 1 and draw.textlength("…" + text, font=font) > width:
-        text = text[1:]
-    return "…" + text
+def _difference_panel(diff: FilterBank, options: RenderOptions, marked: Sequence[int]) -> tuple[Image.Image, str]:
+    """B - A on a symmetric scale (zero in the middle of the colour bar), most-changed tiles outlined,
+    and a caption that names the colour of "no change" as drawn (RGB tiles ignore the colormap)."""
+    cmap = options.cmap or DIFF_CMAP
+    plain = dataclasses.replace(options, normalize="symmetric", value_range=None, cmap=cmap, labels=False,
+                                title=None, colorbar=False, background="black")
+    raw = render_result(diff, plain)
+    image = raw.image.copy()
+    draw = ImageDraw.Draw(image)
+    g = raw.geometry
+    for index in marked:
+        if raw.arrangement != "tiles" or index >= raw.tiles:
+            continue
+        r, c = divmod(index, g.cols)
+        x, y = g.pad + c * (g.tile_w * g.scale + g.pad), g.pad + r * (g.tile_h * g.scale + g.pad)
+        width = min(2, g.pad) or 1  # in the gutter where there is one
+        draw.rectangle((x - width, y - width, x + g.tile_w * g.scale + width - 1, y + g.tile_h * g.scale + width - 1),
+                       outline=_MARK, width=width)
+    # no labels here: bands inserted between rows would split the outlines; A and B carry them,
+    # on the same geometry
+    shown = dataclasses.replace(raw, image=image, options=dataclasses.replace(raw.options, colorbar=True))
+    if not raw.one_channel:
+        caption = "B - A, per channel: gray = no change"
+    elif cmap == DIFF_CMAP:
+        caption = DIFF_CAPTION
+    else:
+        caption = f"B - A: the middle of the {cmap} bar = no change"
+    return annotate(shown, colormaps.lut(cmap)).image, caption
+
+

@@ -13,10 +13,10 @@ from functools import lru_cache
 import numpy as np
 
 from . import limits
-from .errors import CorruptFileError, LimitError
+from .errors import CorruptFileError
 
 #: Storage dtype of each element type filtergrid can decode (bit patterns for the ones NumPy lacks).
-STORAGE = {
+STORAGE: dict[str, np.dtype] = {
     "float64": np.dtype("<f8"),
     "float32": np.dtype("<f4"),
     "float16": np.dtype("<f2"),
@@ -58,12 +58,7 @@ def check_shape(shape) -> tuple[int, ...]:
     if 0 in dims and math.prod(d for d in dims if d) * 4 > limits.MAX_TENSOR_BYTES:
         # empty, but NumPy still refuses to reshape to it ("array is too big"): no real tensor
         raise CorruptFileError(f"shape {list(dims)} is empty along one axis and astronomically long along others")
-    decoded = math.prod(dims) * 4
-    if decoded > limits.MAX_TENSOR_BYTES:
-        raise LimitError(
-            f"tensor of shape {list(dims)} would take {decoded:,} bytes as float32, over "
-            f"MAX_TENSOR_BYTES={limits.MAX_TENSOR_BYTES:,} (raise it with FILTERGRID_MAX_TENSOR_BYTES)"
-        )
+    limits.check("MAX_TENSOR_BYTES", math.prod(dims) * 4, f"float32 bytes of a tensor of shape {list(dims)}")
     return dims
 
 
@@ -122,27 +117,36 @@ def _float8_table(dtype: str) -> np.ndarray:
     return value.astype(np.float32)
 
 
-def dequantize(q: np.ndarray, scale, zero_point=0, axis: int | None = None) -> np.ndarray:
+def dequantize(q: np.ndarray, scale, zero_point=0, axis: int | None = None, *,
+               length: int | None = None) -> np.ndarray:
     """Affine dequantization ``(q - zero_point) * scale``, per tensor or along ``axis``.
 
     Used for ONNX DequantizeLinear/QLinearConv, TFLite int8 and PyTorch per-tensor/per-channel
-    quantized storages, so their conventions agree.
+    quantized storages, so their conventions agree. ``length`` is the stored tensor's full length
+    along axis 0 when ``q`` holds only its first rows (``Reader.read(rows=)``): per-axis-0 scales
+    are checked against that length, then cut to the rows read.
     """
     q = np.asarray(q)
     scale = np.asarray(scale, dtype=np.float32)
     zero = np.asarray(zero_point, dtype=np.float32)
     if axis is not None and scale.ndim == 1 and scale.size > 1:
-        axis = axis % q.ndim
-        if scale.size != q.shape[axis] or zero.size not in (1, scale.size):
-            raise CorruptFileError(
-                f"quantization has {scale.size} scales for axis {axis} of length {q.shape[axis]}"
-            )
-        bshape = [1] * q.ndim
-        bshape[axis] = -1
-        scale = scale.reshape(bshape)
-        zero = zero.reshape(bshape) if zero.size > 1 else zero.reshape(())
+        scale, zero = _per_axis(q, scale, zero, axis % q.ndim, length)
     elif scale.size != 1 or zero.size != 1:
         raise CorruptFileError(f"per-tensor quantization with {scale.size} scales and {zero.size} zero points")
     else:
         scale, zero = scale.reshape(()), zero.reshape(())
     return ((q.astype(np.float32) - zero) * scale).astype(np.float32, copy=False)
+
+
+def _per_axis(q: np.ndarray, scale: np.ndarray, zero: np.ndarray, axis: int,
+              length: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Scales and zero points shaped to broadcast along ``axis`` of ``q`` (cut to the rows read)."""
+    full = length if axis == 0 and length is not None else q.shape[axis]
+    if scale.size != full or zero.size not in (1, scale.size) or q.shape[axis] > full:
+        raise CorruptFileError(f"quantization has {scale.size} scales for axis {axis} of length {full}")
+    if q.shape[axis] < full:  # only the first rows were read
+        scale = scale[: q.shape[axis]]
+        zero = zero[: q.shape[axis]] if zero.size > 1 else zero
+    bshape = [1] * q.ndim
+    bshape[axis] = -1
+    return scale.reshape(bshape), zero.reshape(bshape) if zero.size > 1 else zero.reshape(())

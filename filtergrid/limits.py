@@ -24,7 +24,7 @@ def _env(name: str, default: int) -> int:
 
 #: Largest tensor filtergrid will decode into memory (decoded float32 bytes).
 MAX_TENSOR_BYTES = _env("MAX_TENSOR_BYTES", 2 * 1024**3)
-#: Largest index/header a format may declare (safetensors JSON header, GGUF metadata, ONNX graph).
+#: Largest index/header a format may declare (safetensors JSON header, GGUF metadata, HF/Keras JSON).
 MAX_HEADER_BYTES = _env("MAX_HEADER_BYTES", 256 * 1024**2)
 #: Largest model config parsed as JSON (a ``.keras`` ``config.json``, a Keras 2 ``model_config``);
 #: real ones are a few hundred KB, and JSON parsing costs several times the text's size in memory.
@@ -41,8 +41,19 @@ MAX_HEATMAP_ROWS = _env("MAX_HEATMAP_ROWS", 512)
 MAX_HEATMAP_COLS = _env("MAX_HEATMAP_COLS", 2048)
 #: Largest member of a zip archive that filtergrid inflates (guards against zip bombs).
 MAX_ZIP_MEMBER_BYTES = _env("MAX_ZIP_MEMBER_BYTES", 4 * 1024**3)
+#: Most bytes fetched from a remote store for one model (its index plus the tensor shown).
+MAX_REMOTE_BYTES = _env("MAX_REMOTE_BYTES", 4 * 1024**3)
+#: Seconds one remote request may wait for the server before it is retried (then fails).
+REMOTE_TIMEOUT_SECONDS = _env("REMOTE_TIMEOUT_SECONDS", 30)
 #: Deepest nesting of subgraphs / containers followed (ONNX If/Loop bodies, nested pickles).
 MAX_NESTING = _env("MAX_NESTING", 64)
+#: Work one byte of a file may cause: float32 bytes decoded per stored byte a tensor reads (a torch
+#: view with stride 0 repeats one number 2 GiB over), tensor-name characters per pickle byte (a
+#: shared 200 KB key spelled into every name). A pickle counts as at least 64 KiB.
+MAX_WORK_PER_BYTE = _env("MAX_WORK_PER_BYTE", 64)
+#: Opcodes one pickle may run; each may make an object (64 Mi EMPTY_DICTs deflate to 64 KB of
+#: data.pkl). A torch.save state dict takes about 40 per tensor, so this is ~50,000 tensors.
+MAX_PICKLE_OPS = _env("MAX_PICKLE_OPS", 2_000_000)
 
 
 def exceeded(name: str, what: str, value: int | None = None) -> LimitError:

@@ -11,9 +11,12 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
-from .errors import CorruptFileError, UnsafeFileError
+import numpy as np
+
+from .errors import CorruptFileError, UnsafeFileError, UsageError
+from .remote import RangeFile, RemotePath, is_url
 
 
 def resolve_inside(folder: str | os.PathLike, name: str, what: str = "file") -> Path:
@@ -34,6 +37,17 @@ def resolve_inside(folder: str | os.PathLike, name: str, what: str = "file") -> 
     return target
 
 
+def refuse_overwriting_input(output: str | os.PathLike, *inputs: str | os.PathLike) -> None:
+    """An output that is one of the inputs (after resolving links) would replace the model: refused."""
+    out = Path(output)
+    if not out.exists():
+        return
+    for model in inputs:
+        with contextlib.suppress(OSError):
+            if Path(model).exists() and os.path.samefile(out, model):
+                raise UsageError(f"the output {out} is the input model {model}; choose another output")
+
+
 def check_extent(offset: int, length: int, size: int, what: str) -> None:
     """A declared [offset, offset+length) must lie inside a file of ``size`` bytes."""
     if offset < 0 or length < 0 or offset + length > size:
@@ -42,15 +56,47 @@ def check_extent(offset: int, length: int, size: int, what: str) -> None:
         )
 
 
-def map_readonly(path: str | os.PathLike) -> mmap.mmap:
-    """The whole file mapped read-only: tensors are sliced out of it on demand, never all read."""
+def map_readonly(path: str | os.PathLike | RemotePath) -> mmap.mmap | RangeFile:
+    """The whole file mapped read-only: tensors are sliced out of it on demand, never all read.
+
+    A remote file is its :class:`~filtergrid.remote.RangeFile`, which slices the same way; read
+    arrays out of either with :func:`array_at`.
+    """
+    if isinstance(path, RemotePath):
+        if path.stat().st_size == 0:
+            raise CorruptFileError("the file is empty")
+        return path.open("rb")
     with open(path, "rb") as f:
         if os.fstat(f.fileno()).st_size == 0:
             raise CorruptFileError("the file is empty")
         return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
 
 
-def read_exact(f: BinaryIO, n: int, what: str) -> bytes:
+def window(buffer: mmap.mmap | RangeFile, offset: int, length: int) -> memoryview | bytes:
+    """``length`` bytes at ``offset``: a view of a mapped file, one ranged read of a remote one."""
+    if isinstance(buffer, RangeFile):
+        return buffer.pread(offset, length)
+    return memoryview(buffer)[offset: offset + length]
+
+
+def array_at(buffer: mmap.mmap | RangeFile, dtype, count: int, offset: int) -> np.ndarray:
+    """``count`` items of ``dtype`` at ``offset`` of a mapped or remote file."""
+    return np.frombuffer(window(buffer, offset, count * np.dtype(dtype).itemsize), dtype, count=count)
+
+
+def open_zip(path: Path | RemotePath) -> zipfile.ZipFile:
+    """A zip archive on disk, or a remote one read by ranges (central directory, then members)."""
+    return zipfile.ZipFile(path.open("rb") if isinstance(path, RemotePath) else path)
+
+
+def model_path(path: str | os.PathLike | RemotePath) -> Path | RemotePath:
+    """A local path, or a :class:`~filtergrid.remote.RemotePath` for ``http(s)://``, ``s3://``, ..."""
+    if isinstance(path, RemotePath):
+        return path
+    return RemotePath(str(path)) if is_url(path) else Path(path)
+
+
+def read_exact(f: IO[bytes], n: int, what: str) -> bytes:
     """Read exactly ``n`` bytes (the caller has bounded ``n``) or fail naming what was short."""
     data = f.read(n)
     if len(data) != n:
@@ -64,7 +110,7 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
     """Write through a temporary file in the same folder, then rename over ``path``.
 
     A crash or Ctrl-C leaves either the old file or the new one, never half of one.

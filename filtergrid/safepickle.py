@@ -13,8 +13,10 @@ unpickler imports nothing. A global is resolved, in this order, to
 
 Nothing else is callable: REDUCE on a placeholder, a string or a list is refused, BUILD never
 calls ``__setstate__``, the copyreg extension registry is not consulted, and a bytes object that
-holds another pickle stays bytes. Input is bounded by ``limits.MAX_PICKLE_BYTES``; every malformed
-stream (bad memo index, empty stack, truncated data) ends as :class:`CorruptFileError`.
+holds another pickle stays bytes. Input is bounded by ``limits.MAX_PICKLE_BYTES`` and the opcodes
+run (each may make an object) by ``limits.MAX_PICKLE_OPS``; every malformed stream (bad memo
+index, empty stack, truncated data) ends as :class:`CorruptFileError`. Objects from a pickle are
+only ever shown through :func:`shown` (bounded, never a full ``repr``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import _compat_pickle
 import io
 import pickle
 import re
+import reprlib
 import struct
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -112,6 +115,8 @@ _CODE_RUNNING_BUILTINS = frozenset({
     "breakpoint", "globals", "locals", "vars", "apply", "execfile", "reload", "help", "exit", "quit",
 })
 
+#: Longest module + name a global may have (real ones are under 200 characters).
+_MAX_GLOBAL_CHARS = 1000
 _DOTTED_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 
 #: Text encodings ``_codecs.encode`` may use (protocol-2 pickles spell bytes this way); no codec
@@ -177,20 +182,22 @@ def _reconstructor(cls: Any, base: Any, state: Any = None) -> Placeholder:
     return Placeholder(cls, (state,) if state is not None else ())
 
 
+#: The functions of ours that stand in for allow-listed builtins and standard-library names.
+_BASE_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "builtins.set": _set,
+    "builtins.frozenset": _frozenset,
+    "builtins.slice": _slice,
+    "builtins.complex": _complex,
+    "builtins.bytes": _bytes,
+    "builtins.bytearray": _bytearray,
+    "collections.OrderedDict": _ordered_dict,
+    "_codecs.encode": _encode,
+    "copyreg._reconstructor": _reconstructor,
+}
+
 #: Allow-listed builtins and standard-library names every caller gets.
-BASE_ALLOWED: dict[str, Any] = {
-    q: Allowed(q, fn) for q, fn in {
-        "builtins.set": _set,
-        "builtins.frozenset": _frozenset,
-        "builtins.slice": _slice,
-        "builtins.complex": _complex,
-        "builtins.bytes": _bytes,
-        "builtins.bytearray": _bytearray,
-        "collections.OrderedDict": _ordered_dict,
-        "_codecs.encode": _encode,
-        "copyreg._reconstructor": _reconstructor,
-    }.items()
-} | {"builtins.object": Global("builtins", "object")}  # the base class copyreg._reconstructor names
+BASE_ALLOWED: dict[str, Any] = {q: Allowed(q, fn) for q, fn in _BASE_FUNCTIONS.items()} | {
+    "builtins.object": Global("builtins", "object")}  # the base class copyreg._reconstructor names
 
 
 def check_global(module: str, name: str) -> None:
@@ -198,8 +205,9 @@ def check_global(module: str, name: str) -> None:
 
     Both the spelling in the file and its Python 3 name (``__builtin__`` -> ``builtins``) are checked.
     """
-    if not _DOTTED_NAME.match(module) or not _DOTTED_NAME.match(name):
-        raise UnsafeFileError(f"refused to load global {module!r} {name!r}: not a Python name")
+    too_long = len(module) + len(name) > _MAX_GLOBAL_CHARS
+    if too_long or not _DOTTED_NAME.match(module) or not _DOTTED_NAME.match(name):
+        raise UnsafeFileError(f"refused to load global {shown(module)} {shown(name)}: not a Python name")
     python3 = _python3_name(module, name)
     for mod, nam in (python3, (module, name)):
         reason = _refusal(mod, nam)
@@ -226,6 +234,29 @@ def _python3_name(module: str, name: str) -> tuple[str, str]:
     return _compat_pickle.IMPORT_MAPPING.get(module, module), name
 
 
+class _BoundedRepr(reprlib.Repr):
+    """``repr`` cut to a few items per level and a few levels: a list shared 2^44-fold stays short."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxstring, self.maxother = 2, 60, 60
+        self.maxlist = self.maxtuple = self.maxdict = self.maxset = self.maxfrozenset = 4
+
+    def repr_int(self, x: int, level: int) -> str:
+        return repr(x) if x.bit_length() <= 64 else f"<{x.bit_length()}-bit int>"  # str(10**5000) fails
+
+    def repr_instance(self, x: Any, level: int) -> str:
+        return repr(x) if isinstance(x, (Global, Placeholder, float, complex, bool)) else f"<{type(x).__name__}>"
+
+
+_SHOWN = _BoundedRepr()
+
+
+def shown(value: Any) -> str:
+    """A short, bounded text for an object built from a pickle (for error messages)."""
+    return _SHOWN.repr(value)[:160]
+
+
 def _describe(value: Any) -> str:
     if isinstance(value, Global):
         return value.qualname
@@ -244,8 +275,7 @@ class _Budget:
 
     def _take(self, data: bytes) -> bytes:
         if len(data) > self._left:
-            raise LimitError(f"pickle is larger than MAX_PICKLE_BYTES={self._limit:,} "
-                             "(raise it with FILTERGRID_MAX_PICKLE_BYTES)")
+            raise limits.exceeded("MAX_PICKLE_BYTES", "pickle size in bytes")
         self._left -= len(data)
         return data
 
@@ -277,6 +307,10 @@ _DATA_OPCODES = frozenset({
 })
 
 
+#: Python's pure unpickler, whose opcode methods typeshed does not list.
+_PURE: Any = pickle._Unpickler
+
+
 class SafeUnpickler(pickle._Unpickler):
     """Python's pure unpickler with every code-running opcode replaced (see the module docstring).
 
@@ -284,10 +318,19 @@ class SafeUnpickler(pickle._Unpickler):
     and ``cls.__new__`` on its own; here each opcode that could call something is ours.
     """
 
+    # What the pure-Python base sets up in ``load()`` (typeshed does not describe its internals).
+    stack: list[Any]
+    metastack: list[list[Any]]
+    read: Callable[[int], bytes]
+    readline: Callable[[], bytes]
+    append: Callable[[Any], None]
+    pop_mark: Callable[[], list[Any]]
+
     def __init__(self, file: BinaryIO, allowed: Mapping[str, Any] = BASE_ALLOWED,
                  persistent_load: Callable[[Any], Any] | None = None,
                  build_ignored: tuple[type, ...] = (dict,)):
         super().__init__(_Budget(file, limits.MAX_PICKLE_BYTES), encoding="utf-8")
+        self._ops_left = limits.MAX_PICKLE_OPS
         self._allowed = allowed
         self._persistent = persistent_load
         self._build_ignored = build_ignored
@@ -300,6 +343,12 @@ class SafeUnpickler(pickle._Unpickler):
                 return self._allowed[f"{mod}.{nam}"]
         check_global(module, name)
         return Global(*python3)
+
+    def count_opcode(self) -> None:
+        """Charge one opcode: each may push an object, so a deflated run of MARKs is stopped here."""
+        self._ops_left -= 1
+        if self._ops_left < 0:
+            raise limits.exceeded("MAX_PICKLE_OPS", "opcodes run by the pickle")
 
     def persistent_load(self, pid: Any) -> Any:
         if self._persistent is None:
@@ -360,25 +409,30 @@ class SafeUnpickler(pickle._Unpickler):
         CPython's C stack, which no exception handler can catch."""
         made = self.stack[-1]
         depth = 1 + max(map(self._nesting, made), default=0)
-        if depth > limits.MAX_NESTING:
-            raise CorruptFileError(f"pickle nests tuples deeper than MAX_NESTING={limits.MAX_NESTING}")
+        limits.check("MAX_NESTING", depth, "depth of nested tuples in the pickle")
         self._tuple_depths[id(made)] = (made, depth)
 
     def load_tuple(self) -> None:
-        pickle._Unpickler.load_tuple(self)
+        _PURE.load_tuple(self)
         self._check_tuple()
 
     def load_tuple1(self) -> None:
-        pickle._Unpickler.load_tuple1(self)
+        _PURE.load_tuple1(self)
         self._check_tuple()
 
     def load_tuple2(self) -> None:
-        pickle._Unpickler.load_tuple2(self)
+        _PURE.load_tuple2(self)
         self._check_tuple()
 
     def load_tuple3(self) -> None:
-        pickle._Unpickler.load_tuple3(self)
+        _PURE.load_tuple3(self)
         self._check_tuple()
+
+    def load_mark(self) -> None:
+        """MARK starts a container's items: marks nest as deep as the containers, never deeper than
+        MAX_NESTING (64 Mi MARKs deflate to 64 KB and would make 64 Mi lists)."""
+        limits.check("MAX_NESTING", len(self.metastack) + 1, "depth of open MARKs in the pickle")
+        _PURE.load_mark(self)
 
     def load_bytearray8(self) -> None:
         """BYTEARRAY8, reading before allocating: pickle's own zeroes ``bytearray(declared length)``
@@ -399,6 +453,14 @@ def _opcode(name: str) -> int:
     return getattr(pickle, name)[0]
 
 
+def _counted(run: Callable[[Any], None]) -> Callable[[Any], None]:
+    def counted(unpickler: SafeUnpickler) -> None:
+        unpickler.count_opcode()
+        run(unpickler)
+
+    return counted
+
+
 SafeUnpickler.dispatch.update({_opcode(n): pickle._Unpickler.dispatch[_opcode(n)] for n in _DATA_OPCODES})
 SafeUnpickler.dispatch.update({
     _opcode("REDUCE"): SafeUnpickler.load_reduce, _opcode("NEWOBJ"): SafeUnpickler.load_newobj,
@@ -408,8 +470,9 @@ SafeUnpickler.dispatch.update({
     _opcode("EXT4"): SafeUnpickler.load_ext,
     _opcode("TUPLE"): SafeUnpickler.load_tuple, _opcode("TUPLE1"): SafeUnpickler.load_tuple1,
     _opcode("TUPLE2"): SafeUnpickler.load_tuple2, _opcode("TUPLE3"): SafeUnpickler.load_tuple3,
-    _opcode("BYTEARRAY8"): SafeUnpickler.load_bytearray8,
+    _opcode("BYTEARRAY8"): SafeUnpickler.load_bytearray8, _opcode("MARK"): SafeUnpickler.load_mark,
 })
+SafeUnpickler.dispatch.update({code: _counted(run) for code, run in SafeUnpickler.dispatch.items()})
 
 
 #: What a malformed stream makes the pure unpickler raise; all of them mean a corrupt file.
@@ -437,6 +500,5 @@ def loads(data: bytes, allowed: Mapping[str, Any] = BASE_ALLOWED,
           persistent_load: Callable[[Any], Any] | None = None,
           build_ignored: tuple[type, ...] = (dict,), what: str = "pickle") -> Any:
     """:func:`load` from bytes already in memory (a zip member)."""
-    if len(data) > limits.MAX_PICKLE_BYTES:
-        raise LimitError(f"{what} has {len(data):,} bytes, over MAX_PICKLE_BYTES={limits.MAX_PICKLE_BYTES:,}")
+    limits.check("MAX_PICKLE_BYTES", len(data), f"bytes of {what}")
     return load(io.BytesIO(data), allowed, persistent_load, build_ignored, what)

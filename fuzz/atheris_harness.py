@@ -8,8 +8,11 @@ Seeds are the fixtures of FORMAT (``fixtures/*/manifest.json``) plus any file of
 ``--seeds`` folders. Each input is written to a file with the format's suffix and loaded; a
 FiltergridError is the expected outcome for broken bytes. Recorded as findings (without stopping,
 so one run finds them all): any other exception; the API's safety net firing (a converter leaked a
-raw exception that ``api._guarded`` had to wrap); running out of memory; an input slower than
-``--slow`` seconds. Each distinct finding is saved once under ``--findings`` with its traceback.
+raw exception that ``api._guarded`` had to wrap); running out of memory; and the work-budget
+oracle: each input runs under an address-space limit of what the process already maps plus
+``--memory-base-mb`` + ``--memory-factor`` x the input's size (an allocation past it fails and is a
+"memory" finding), and taking longer than ``--slow`` seconds + 1 s per MB is a "slow" finding.
+Each distinct finding is saved once under ``--findings`` with its traceback.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import sys
 import tempfile
 import time
 import traceback
+import resource
 from pathlib import Path
 
 import atheris
@@ -108,7 +112,11 @@ def main() -> None:
     parser.add_argument("format", choices=[f.name for f in converters.FORMATS])
     parser.add_argument("--seeds", type=Path, action="append", default=[], help="more seed folders")
     parser.add_argument("--findings", type=Path, default=Path("fuzz-findings"))
-    parser.add_argument("--slow", type=float, default=5.0, help="seconds after which an input is a finding")
+    parser.add_argument("--slow", type=float, default=2.0,
+                        help="seconds (plus 1 s per MB of input) after which an input is a finding")
+    parser.add_argument("--memory-factor", type=int, default=64,
+                        help="a load allocating more than BASE + FACTOR x the input's size is a finding")
+    parser.add_argument("--memory-base-mb", type=int, default=64)
     parser.add_argument("--no-render", action="store_true", help="only load, do not render")
     parser.add_argument("--max-seed-bytes", type=int, default=256 * 1024,
                         help="skip larger seeds (libFuzzer would cut them at -max_len)")
@@ -128,14 +136,26 @@ def main() -> None:
     target.parent.mkdir()
     recorder = Recorder(ours.findings, fmt.name)
 
-    def one_input(data: bytes) -> None:
-        target.write_bytes(data)
-        start = time.monotonic()
+    page = os.sysconf("SC_PAGE_SIZE")
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+
+    def memory_budget(data: bytes) -> None:
+        """Allow this input what the process maps now plus its budget: an allocation past it fails."""
+        with open("/proc/self/statm") as statm:
+            mapped = int(statm.read().split()[0]) * page
+        budget = mapped + ours.memory_base_mb * 2**20 + ours.memory_factor * len(data)
+        resource.setrlimit(resource.RLIMIT_AS, (budget if hard == resource.RLIM_INFINITY else min(budget, hard), hard))
+
+    def over_budget(data: bytes, start: float) -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
+        elapsed, allowed = time.monotonic() - start, ours.slow + len(data) / 2**20
+        if elapsed > allowed:
+            recorder.record("slow", f"{elapsed:.0f}s", data, f"{len(data)} bytes took {elapsed:.1f} s (> {allowed:.1f})")
+
+    def outcome_of(data: bytes, work) -> object:
+        """Run ``work()``; record what a contract-breaking outcome looks like; None when it failed."""
         try:
-            bank = filtergrid.load(target)
-            if not ours.no_render:
-                render_result(bank, RenderOptions())
-            recorder.count("bank")
+            return work()
         except FiltergridError as e:
             recorder.count(type(e).__name__)
             if safety_net_fired(e):
@@ -145,9 +165,16 @@ def main() -> None:
         except Exception as e:  # noqa: BLE001 - the contract says this never happens: a finding
             recorder.count("other")
             recorder.record("exception", signature(e), data, "".join(traceback.format_exception(e))[-3000:])
-        elapsed = time.monotonic() - start
-        if elapsed > ours.slow:
-            recorder.record("slow", f"{elapsed:.0f}s", data, f"{len(data)} bytes took {elapsed:.1f} s")
+        return None
+
+    def one_input(data: bytes) -> None:
+        target.write_bytes(data)
+        memory_budget(data)
+        start = time.monotonic()
+        bank = outcome_of(data, lambda: filtergrid.load(target))
+        over_budget(data, start)  # the budget is for reading the file, whether it loads or fails
+        if bank is not None and (ours.no_render or outcome_of(data, lambda: render_result(bank, RenderOptions()))):
+            recorder.count("bank")
 
     print(f"fuzzing {fmt.name} from {len(seeds)} seeds: {', '.join(p.name for p in seeds)}", file=sys.stderr)
     atheris.Setup([sys.argv[0], *libfuzzer, str(corpus)], one_input)

@@ -34,7 +34,8 @@ def test_render_writes_png_with_provenance(cnn, tmp_path):
 
 def test_render_default_output_name_and_options(cnn, tmp_path):
     result = run_cli("render", cnn, "--tensor", "fc.weight", "--cmap", "viridis", "--cols", "5",
-                     "--normalize", "symmetric", "--scale", "3", cwd=tmp_path)
+                     "--normalize", "symmetric", "--scale", "3", "--pad", "1", "--no-title", "--no-colorbar",
+                     cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     image = Image.open(tmp_path / "cnn-filters.png")
     assert image.size == (5 * (8 * 3 + 1) + 1, 2 * (8 * 3 + 1) + 1)

@@ -30,6 +30,22 @@ def test_dequantize_per_tensor_and_per_axis():
         dtypes.dequantize(q, [1.0, 2.0, 3.0], 0, axis=0)
 
 
+def test_dequantize_first_rows_cuts_per_axis_scales():
+    """``rows=`` reads: scales along axis 0 are checked against the full length, then cut."""
+    q = np.arange(12, dtype=np.int8).reshape(4, 3)
+    scales, zeros = np.array([1.0, 0.5, 0.25, 2.0]), np.array([0, 1, 2, 3])
+    whole = dtypes.dequantize(q, scales, zeros, axis=0)
+    np.testing.assert_array_equal(dtypes.dequantize(q[:2], scales, zeros, axis=0, length=4), whole[:2])
+    np.testing.assert_array_equal(dtypes.dequantize(q, scales, zeros, axis=0, length=4), whole)
+    with pytest.raises(CorruptFileError, match="4 scales"):  # the file has 5 rows but 4 scales
+        dtypes.dequantize(q[:2], scales, zeros, axis=0, length=5)
+    with pytest.raises(CorruptFileError):  # more rows than the tensor has
+        dtypes.dequantize(np.zeros((5, 3), np.int8), scales, zeros, axis=0, length=4)
+    # along another axis the rows read do not touch the scales
+    by_column = dtypes.dequantize(q[:2], scales[:3], zeros[:3], axis=1, length=4)
+    np.testing.assert_array_equal(by_column, dtypes.dequantize(q, scales[:3], zeros[:3], axis=1)[:2])
+
+
 def test_check_fits_refuses_declared_sizes_the_bytes_cannot_hold():
     with pytest.raises(CorruptFileError, match="only 10 bytes"):
         dtypes.check_fits((100,), "float32", 10, "tensor")

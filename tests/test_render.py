@@ -14,7 +14,11 @@ from filtergrid import limits
 from filtergrid.api import grid_bank
 from filtergrid.bank import FilterBank, Provenance
 from filtergrid.errors import FiltergridError, LimitError, UsageError
+from filtergrid.renderer import colormaps
 from filtergrid.renderer import CHANNEL_MODES, NORMALIZATIONS, RenderOptions, core, grid, render, render_result, save
+
+#: The modes that compute a range from the weights ("none" takes them as display values).
+SCALING = [mode for mode in NORMALIZATIONS if mode != "none"]
 
 MAGENTA = [255, 0, 255]
 
@@ -97,7 +101,7 @@ def test_global_would_be_washed_out_by_the_same_outlier():
     assert out[50] == 13  # 50 / 1000 * 255
 
 
-@pytest.mark.parametrize("mode", NORMALIZATIONS)
+@pytest.mark.parametrize("mode", SCALING)
 def test_constant_filter_is_mid_gray_and_counted(mode):
     bank = bank_of(rows_of([[3, 3, 3], [0, 1, 2]]))
     result = render_result(bank, RenderOptions(normalize=mode, pad=0, scale=1, cols=1))
@@ -108,7 +112,7 @@ def test_constant_filter_is_mid_gray_and_counted(mode):
     assert len(set(image[0].tolist())) == 1  # flat, whatever its level in a bank-wide mode
 
 
-@pytest.mark.parametrize("mode", NORMALIZATIONS)
+@pytest.mark.parametrize("mode", SCALING)
 def test_all_constant_bank_is_mid_gray_in_every_mode(mode):
     result = render_result(bank_of(np.zeros((2, 3, 3, 1))), RenderOptions(normalize=mode, pad=0, scale=1))
     assert (np.asarray(result.image) == 128).all()
@@ -118,10 +122,21 @@ def test_all_constant_bank_is_mid_gray_in_every_mode(mode):
 def test_weights_near_the_float32_limit_do_not_overflow():
     big = np.finfo(np.float32).max
     bank = bank_of(rows_of([[-big, 0, big]]))
-    for mode in NORMALIZATIONS:
+    for mode in SCALING:
         result = render_result(bank, RenderOptions(normalize=mode, pad=0, scale=1))
         assert result.nan_pixels == 0
         np.testing.assert_array_equal(gray(np.asarray(result.image))[0], [0, 128, 255])
+
+
+def test_none_shows_values_as_they_are_clipped_to_unit():
+    out = gray(pixels(bank_of(rows_of([[-1, 0, 0.5, 1, 2]])), normalize="none"))[0]
+    np.testing.assert_array_equal(out, [0, 0, 128, 255, 255])
+
+
+def test_value_range_fixes_black_and_white_for_every_tile():
+    result = render_result(bank_of(rows_of([[0, 1], [0, 4]])), RenderOptions(value_range=(0, 4), pad=0, scale=1, cols=1))
+    np.testing.assert_array_equal(gray(np.asarray(result.image)), [[0, 64], [0, 255]])
+    assert result.value_range == (0.0, 4.0)
 
 
 # --- NaN and infinities ------------------------------------------------------------------------
@@ -191,7 +206,8 @@ def test_matrix_defaults_to_percentile_so_outliers_do_not_wash_it_out():
 def test_one_d_kernels_become_rows_of_one_image():
     taps = np.arange(4 * 16, dtype=np.float32).reshape(4, 1, 16, 1)  # 4 filters of 1x16
     result = render_result(bank_of(taps), RenderOptions(pad=0, scale=1))
-    assert (result.tiles, result.image.size) == (1, (16, 8))  # each row doubled: half as tall as wide
+    assert result.arrangement == "rows" and result.tiles == 4
+    assert result.image.size == (16, 8)  # each row doubled: half as tall as wide
     image = np.asarray(result.image)
     assert (image[:, 0] == 0).all() and (image[:, -1] == 255).all()  # each filter normalized on its own
     np.testing.assert_array_equal(image[0::2], image[1::2])
@@ -221,7 +237,7 @@ def _five_channel_bank() -> FilterBank:
 
 
 def test_split_draws_one_row_per_filter_one_tile_per_channel():
-    result = render_result(_five_channel_bank(), RenderOptions(pad=1, scale=1))
+    result = render_result(_five_channel_bank(), RenderOptions(pad=1, scale=1, background="black"))
     assert (result.rows, result.cols, result.tiles) == (2, 5, 10)
     image = gray(np.asarray(result.image))
     assert image.shape == (2 * 3 + 1, 5 * 3 + 1)
@@ -345,7 +361,7 @@ def test_a_vast_bank_is_refused_without_allocating_the_image(monkeypatch):
 
 def test_a_large_bank_renders_in_one_vectorized_pass():
     bank = grid_bank(np.random.default_rng(0).normal(size=(4096, 3, 16, 16)).astype(np.float32), "OIHW")
-    result = render_result(bank, RenderOptions())
+    result = render_result(bank, RenderOptions(max_filters=4096, scale=4, pad=1))
     assert (result.cols, result.rows, result.scale) == (64, 64, 4)
     assert result.image.size == (64 * 65 + 1, 64 * 65 + 1)
 
@@ -468,3 +484,65 @@ def test_a_failing_writer_leaves_no_file_and_keeps_the_old_one(tmp_path, monkeyp
 def test_a_lone_heatmap_is_enlarged_to_a_readable_size():
     result = render_result(bank_of(np.ones((1, 64, 32, 1))), RenderOptions(pad=1))
     assert result.scale == 8 and result.image.size == (32 * 8 + 2, 64 * 8 + 2)
+
+
+# --- words around the grid: title, labels, colour bar; gutter; max filters -----------------------
+
+def test_gutter_is_the_colour_least_like_any_tile():
+    assert colormaps.gutter(colormaps.lut(None), rgb_tiles=False) == (43, 76, 126)  # steel blue beside grays
+    assert colormaps.gutter(colormaps.lut("viridis"), rgb_tiles=False) == (255, 255, 255)
+    assert colormaps.gutter(colormaps.lut("RdBu_r"), rgb_tiles=False) == (0, 0, 0)
+
+
+def test_enlarged_small_kernels_get_a_wider_gutter():
+    result = render_result(bank_of(np.random.default_rng(0).normal(size=(4, 3, 3, 1))), RenderOptions())
+    assert result.scale > 1 and result.geometry.pad >= 2
+    gutter = np.asarray(result.image)[0, 0]
+    assert gutter.tolist() == [43, 76, 126]
+
+
+def test_max_filters_draws_the_first_n_and_says_so():
+    bank = bank_of(np.random.default_rng(0).normal(size=(20, 2, 2, 1)))
+    result = render_result(bank, RenderOptions(max_filters=6, pad=0, scale=1, cols=6))
+    assert (result.filters, result.total_filters, result.tiles) == (6, 20, 6)
+    assert result.image.size == (12, 2)
+
+
+def test_a_huge_dense_layer_is_capped_by_default():
+    bank = bank_of(np.zeros((5000, 2, 2, 1), np.float32))
+    assert render_result(bank, RenderOptions()).filters == 1024
+
+
+def test_labels_title_and_colorbar_surround_the_tiles_without_covering_them():
+    bank = bank_of(np.random.default_rng(0).normal(size=(4, 3, 3, 1)))
+    plain = render_result(bank, RenderOptions(normalize="symmetric", cmap="RdBu_r"))
+    dressed = render_result(bank, RenderOptions(normalize="symmetric", cmap="RdBu_r", labels=True,
+                                                title="model.onnx · conv1.weight", colorbar=True))
+    assert dressed.image.width > plain.image.width and dressed.image.height > plain.image.height
+    # every tile's pixels are still there, moved down by the title band and one label band
+    from filtergrid.renderer import annotate
+
+    top = annotate.TITLE_BAND + annotate.LABEL_BAND
+    g = plain.geometry
+    tile = np.asarray(plain.image)[g.pad: g.pad + 3 * g.scale, g.pad: g.pad + 3 * g.scale]
+    moved = np.asarray(dressed.image)[top + g.pad: top + g.pad + 3 * g.scale, g.pad: g.pad + 3 * g.scale]
+    np.testing.assert_array_equal(tile, moved)
+    assert dressed.value_range is not None and dressed.value_range[0] == -dressed.value_range[1]
+
+
+def test_colorbar_ticks_name_the_range_and_zero():
+    from filtergrid.renderer.annotate import _ticks
+
+    bank = bank_of(rows_of([[-2, 0, 2]]))
+    result = render_result(bank, RenderOptions(normalize="symmetric", pad=0, scale=1))
+    assert [label for _, label in _ticks(result)] == ["2", "0", "-2"]
+    per_filter = render_result(bank, RenderOptions(pad=0, scale=1))
+    assert [label for _, label in _ticks(per_filter)] == ["max", "per filter", "min"]
+
+
+def test_one_d_kernels_are_separated_by_a_line():
+    taps = np.random.default_rng(0).normal(size=(6, 1, 40, 1)).astype(np.float32)
+    result = render_result(bank_of(taps), RenderOptions(background="red"))
+    image = np.asarray(result.image)
+    rows_of_red = [y for y in range(image.shape[0]) if (image[y] == [255, 0, 0]).all()]
+    assert len(rows_of_red) == 7  # above, between and below 6 strips

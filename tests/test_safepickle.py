@@ -123,7 +123,7 @@ def test_nested_pickle_is_not_unpickled(tmp_path: Path, monkeypatch: pytest.Monk
     (b"\x80\x02]}b.", CorruptFileError),
     (b"\x80\x02\x82\x01.", CorruptFileError),
     (b"\x80\x02X\x01\x00\x00\x00aQ.", CorruptFileError),
-    (b"\x80\x02" + b")" + b"\x85" * 1000 + b".", CorruptFileError),
+    (b"\x80\x02" + b")" + b"\x85" * 1000 + b".", LimitError),  # MAX_NESTING
 ])
 def test_nothing_but_data_is_built(data: bytes, error: type) -> None:
     with pytest.raises(error):

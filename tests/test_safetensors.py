@@ -66,7 +66,7 @@ def test_header_length_bombs_and_bad_json(tmp_path, monkeypatch):
         filtergrid.load(tmp_path / "b.safetensors")
     save_file({"w": np.ones((4, 4), np.float32)}, tmp_path / "c.safetensors")
     monkeypatch.setattr(limits, "MAX_HEADER_BYTES", 10)
-    with pytest.raises(CorruptFileError, match="MAX_HEADER_BYTES"):
+    with pytest.raises(LimitError, match="MAX_HEADER_BYTES"):
         filtergrid.load(tmp_path / "c.safetensors")
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..bank import FilterBank
+from ..stats import filters_of
 
 #: A filter is dead when every |weight| is below this fraction of the bank's largest |weight|.
 DEAD_RELATIVE = 1e-3
@@ -29,13 +30,6 @@ LISTED_PAIRS = 10
 
 _INTEGER_DTYPES = re.compile(r"^u?int\d+$")
 _BLOCK_QUANT = re.compile(r"^(i?q\d|tq\d)", re.IGNORECASE)  # GGUF Q8_0, Q4_K, IQ2_XS, TQ1_0, ...
-
-
-def filters_of(bank: FilterBank) -> np.ndarray:
-    """(filters, weights) float32: one row per filter, or per row of a matrix heatmap."""
-    if bank.kind == "matrix":
-        return bank.array[0, :, :, 0]
-    return bank.array.reshape(len(bank), -1)
 
 
 def _number(x: float) -> float | None:

@@ -15,6 +15,7 @@ import click
 
 from .._version import __version__
 from ..errors import FiltergridError
+from ..untrusted import terminal
 from . import deadline
 
 #: Subcommand name -> (module under filtergrid.cli defining a click ``command``, its one-line help).
@@ -67,8 +68,36 @@ def cli(timeout: float | None) -> None:
 
 
 def fail(message: str) -> None:
-    click.echo(f"filtergrid: error: {' '.join(str(message).split())}", err=True)
+    """The one error line: names from files are escaped for the terminal and bounded."""
+    click.echo(f"filtergrid: error: {terminal(' '.join(str(message).split()))}", err=True)
     sys.exit(EXIT_USAGE)
+
+
+def say(message: str) -> None:
+    """A success line on stdout, escaped like errors (it names files and tensors)."""
+    click.echo(terminal(message))
+
+
+def _global_options_first(argv: list[str]) -> list[str]:
+    """``filtergrid render m --timeout 5`` means ``filtergrid --timeout 5 render m``: move it, unless
+    the subcommand has a ``--timeout`` of its own (the audit's is per file)."""
+    name = next((arg for arg in argv if not arg.startswith("-")), None)
+    if name not in COMMANDS or any("--timeout" in p.opts for p in cli.get_command(None, name).params):  # type: ignore[arg-type, union-attr]
+        return argv
+    at = argv.index(name)
+    moved, rest, i = [], [], at + 1
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest.extend(argv[i:])
+            break
+        if arg == "--timeout" and i + 1 < len(argv):
+            moved += argv[i:i + 2]
+            i += 2
+            continue
+        (moved if arg.startswith("--timeout=") else rest).append(arg)
+        i += 1
+    return argv[:at] + moved + [name] + rest
 
 
 def _one_blas_thread() -> None:
@@ -83,7 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     _one_blas_thread()
     try:
         try:
-            cli.main(args=argv, prog_name="filtergrid", standalone_mode=False)
+            args = _global_options_first(sys.argv[1:] if argv is None else list(argv))
+            cli.main(args=args, prog_name="filtergrid", standalone_mode=False)
         finally:
             deadline.disarm()
     except FiltergridError as e:

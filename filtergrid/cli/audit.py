@@ -99,13 +99,12 @@ def summary_line(document: dict[str, Any], out: Path) -> str:
               help="Only files in folders whose name or relative path matches, e.g. '*.safetensors'.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
 @render_options
-def command(paths, out, workers, scheduler, resume, timeout, max_memory, pattern, quiet, normalize, cols, pad,
-            scale, cmap, bgr, channels, background):
+def command(paths, out, workers, scheduler, resume, timeout, max_memory, pattern, quiet, **params):
     """Audit every model under PATH...: format, first layer, health and grid of each, in one report."""
     from ..audit import AuditOptions, Progress, audit
     from ..renderer import RenderOptions
 
-    render = render_kwargs(normalize, cols, pad, scale, cmap, bgr, channels, background)
+    render = render_kwargs(params)
     RenderOptions(**render)  # a bad colour or colormap is a usage error now, not N error records
     workers = workers or os.cpu_count() or 1
     memory = parse_size(max_memory) if max_memory else default_memory(workers)

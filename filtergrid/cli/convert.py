@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from . import say
 from .options import load_kwargs, model_options
 
 
@@ -18,10 +19,13 @@ def command(model, tensor, layout, image_shape, flatten, format_name, output, qu
     """Write the first layer of MODEL as a float32 (filters, H, W, C) array."""
     from .. import api
     from ..export import write_bank
+    from ..safeio import refuse_overwriting_input
+
+    refuse_overwriting_input(output, model)
 
     bank = api.load(model, **load_kwargs(tensor, layout, image_shape, flatten, format_name))
     out = write_bank(bank, output)
     if not quiet:
         p = bank.provenance
-        click.echo(f"wrote {out}: float32 {list(bank.shape)} from {p.format} tensor {p.tensor!r} "
+        say(f"wrote {out}: float32 {list(bank.shape)} from {p.format} tensor {p.tensor!r} "
                    f"{list(p.original_shape)} as {p.layout}")

@@ -7,24 +7,26 @@ from pathlib import Path
 
 import click
 
-from .options import render_kwargs, render_options
+from . import say
+from .options import default_title, render_kwargs, render_options, title_option
 
 DEMO_MODEL = "digits_cnn.onnx"
 
 
 @click.command("demo")
 @render_options
+@title_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("filtergrid-demo.png"), show_default=True, help="Image to write.")
-def command(normalize, cols, pad, scale, cmap, bgr, channels, background, output):
+def command(title, no_title, output, **params):
     """Render the first conv layer of a tiny CNN trained on scikit-learn's digits."""
     from .. import api
     from ..renderer import RenderOptions, render_result, save
-    from .renderer import describe
+    from .render import describe
 
     with as_file(files("filtergrid") / "demo" / DEMO_MODEL) as model:
         bank = api.load(model)
-        result = render_result(bank, RenderOptions(**render_kwargs(normalize, cols, pad, scale, cmap, bgr,
-                                                                    channels, background)))
+        options = RenderOptions(**render_kwargs(params), title=default_title(title, no_title, bank))
+        result = render_result(bank, options)
         out = save(result, bank, output)
-    click.echo(describe(bank, result, out))
+    say(describe(bank, result, out))

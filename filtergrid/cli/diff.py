@@ -8,6 +8,7 @@ import click
 import numpy as np
 
 from ..layout import LAYOUTS
+from . import say
 from .options import render_kwargs, render_options
 
 #: Filters listed as "most changed".
@@ -39,30 +40,30 @@ def _label(which: str, path: str, bank) -> str:
 @click.option("--image-shape", metavar="HxWxC", help="Shape of a dense layer's input image, e.g. 32x32x3.")
 @render_options
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing on success.")
-def command(a, b, output, tensor, tensor_b, layout, image_shape, normalize, cols, pad, scale, cmap, bgr, channels,
-            background, quiet):
+def command(a, b, output, tensor, tensor_b, layout, image_shape, quiet, **params):
     """Render the first layers of A and B side by side with B - A, and print how much each filter changed."""
     from .. import api
     from ..compare import compare, side_by_side
     from ..renderer import RenderOptions
-    from ..safeio import atomic_write
+    from ..safeio import atomic_write, refuse_overwriting_input
 
+    out = output or Path(f"{Path(a.rstrip('/')).stem}-vs-{Path(b.rstrip('/')).stem}.png")
+    refuse_overwriting_input(out, a, b)
     bank_a = api.load(a, tensor, layout=layout, image_shape=image_shape)
     bank_b = api.load(b, tensor_b or tensor, layout=layout, image_shape=image_shape)
     comparison = compare(bank_a, bank_b)
-    options = RenderOptions(**render_kwargs(normalize, cols, pad, scale, cmap, bgr, channels, background))
-    image = side_by_side(bank_a, bank_b, options, (_label("A", a, bank_a), _label("B", b, bank_b)))
-    out = output or Path(f"{Path(a.rstrip('/')).stem}-vs-{Path(b.rstrip('/')).stem}.png")
+    options = RenderOptions(**render_kwargs(params))
+    top = comparison.most_changed(TOP)
+    image = side_by_side(bank_a, bank_b, options, (_label("A", a, bank_a), _label("B", b, bank_b)), top)
     atomic_write(out, lambda f: image.save(f, format="PNG"))
     if quiet:
         return
     n, h, w, c = bank_a.shape
-    top = comparison.most_changed(TOP)
-    click.echo(f"A: {a}: {bank_a.provenance.format} tensor {bank_a.provenance.tensor!r} {list(bank_a.provenance.original_shape)}")
-    click.echo(f"B: {b}: {bank_b.provenance.format} tensor {bank_b.provenance.tensor!r} {list(bank_b.provenance.original_shape)}")
-    click.echo(f"{len(comparison.cosine)} {'rows' if bank_a.kind == 'matrix' else f'filters of {h}x{w}x{c}'}")
-    click.echo(f"relative L2 change ||B-A||/||A||: {_stats(comparison.relative_change)}")
-    click.echo(f"cosine similarity:                {_stats(comparison.cosine)}")
-    click.echo("most changed: " + (", ".join(
+    say(f"A: {a}: {bank_a.provenance.format} tensor {bank_a.provenance.tensor!r} {list(bank_a.provenance.original_shape)}")
+    say(f"B: {b}: {bank_b.provenance.format} tensor {bank_b.provenance.tensor!r} {list(bank_b.provenance.original_shape)}")
+    say(f"{len(comparison.cosine)} {'rows' if bank_a.kind == 'matrix' else f'filters of {h}x{w}x{c}'}")
+    say(f"relative L2 change ||B-A||/||A||: {_stats(comparison.relative_change)}")
+    say(f"cosine similarity:                {_stats(comparison.cosine)}")
+    say("most changed: " + (", ".join(
         f"#{i} ({comparison.relative_change[i]:.3g}, cos {comparison.cosine[i]:.3g})" for i in top) or "none (identical)"))
-    click.echo(f"wrote {out} ({image.width}x{image.height})")
+    say(f"wrote {out} ({image.width}x{image.height})")

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import ModuleType
 
 from ..errors import FiltergridError, UnknownFormatError
+from ..safeio import model_path
 from .base import Probe
 
 
@@ -29,6 +30,10 @@ class Format:
 
     def load_module(self) -> ModuleType:
         return importlib.import_module(self.module)
+
+    def cannot_read(self, reason: str) -> str:
+        """The message for a file of this format filtergrid recognises but will not read."""
+        return f"this is a {self.title} file; filtergrid cannot read it because {reason}"
 
     def could_be(self, probe: Probe) -> bool:
         return not self.heads or probe.head.startswith(self.heads)
@@ -56,7 +61,7 @@ BY_NAME = {f.name: f for f in FORMATS}
 
 def detect(path: str | Path) -> Format:
     """The format of ``path``; a wrong suffix still works because the bytes decide first."""
-    path = Path(path)
+    path = model_path(path)
     probe = Probe.of(path)
     if not probe.is_dir and probe.size == 0:
         raise UnknownFormatError("empty file: not a model", path=str(path))
@@ -81,6 +86,7 @@ def resolve(path: str | Path, format: str | None = None) -> Format:
     if format is None:
         return detect(path)
     try:
-        return BY_NAME[format]
+        return BY_NAME[format.lower()]
     except KeyError:
-        raise FiltergridError(f"unknown format {format!r}; choose from {', '.join(BY_NAME)}") from None
+        choices = "; ".join(f"{f.name} ({f.title})" for f in FORMATS)
+        raise FiltergridError(f"unknown format {format[:60]!r}; choose from {choices}") from None

@@ -18,14 +18,15 @@ import zipfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Protocol, TypeVar
 
 import numpy as np
 
 from ..bank import TensorInfo
-from ..errors import MissingExtraError
+from ..errors import MissingExtraError, TensorNotFoundError
 from ..layout import Convention
-from ..safeio import ZIP_ERRORS
+from ..safeio import ZIP_ERRORS, open_zip
 
 #: Bytes read from the start of a file for sniffing.
 PROBE_BYTES = 4096
@@ -43,9 +44,10 @@ class Probe:
 
     @classmethod
     def of(cls, path: Path) -> Probe:
+        """``path`` may be a :class:`~filtergrid.remote.RemotePath`: one ranged read of its first bytes."""
         if path.is_dir():
             return cls(path, is_dir=True)
-        with open(path, "rb") as f:
+        with path.open("rb") as f:
             head = f.read(PROBE_BYTES)
         return cls(path, head, path.stat().st_size)
 
@@ -55,7 +57,7 @@ class Probe:
         if not self.head.startswith(b"PK"):
             return ()
         try:
-            with zipfile.ZipFile(self.path) as z:
+            with open_zip(self.path) as z:
                 return tuple(z.namelist())
         except ZIP_ERRORS as e:
             self.notes.append(f"zip: {' '.join(str(e).split())[:200]}")
@@ -71,11 +73,30 @@ class Reader(Protocol):
         """Stored values of ``name`` (decoded/dequantized to a NumPy dtype, not yet float32 or laid out).
 
         ``rows``, when given, allows reading only the first rows along axis 0 (heatmaps of huge
-        embeddings); a reader may ignore it.
+        embeddings); a reader may ignore it (and return every row), but never returns fewer than
+        ``min(rows, shape[0])``. A name the listing does not hold raises :class:`TensorNotFoundError`
+        (use :func:`lookup`). tests/test_conformance.py checks this contract for every format.
         """
         ...
 
     def close(self) -> None: ...
+
+
+_T = TypeVar("_T")
+
+
+def lookup(table: Mapping[str, _T], name: str) -> _T:
+    """``table[name]`` for ``Reader.read``: an unknown name is a :class:`TensorNotFoundError`, never a KeyError."""
+    try:
+        return table[name]
+    except KeyError:
+        raise not_found(name) from None
+
+
+def not_found(name: str) -> TensorNotFoundError:
+    """The error for a name the file does not hold (shown escaped and cut: names are untrusted)."""
+    shown = name[:200] + ("..." if len(name) > 200 else "")
+    return TensorNotFoundError(f"no tensor named {shown!r} in this file")
 
 
 def require(module: str, extra: str):

@@ -21,10 +21,12 @@ import numpy as np
 
 from .. import dtypes, limits
 from ..bank import TensorInfo
-from ..errors import CorruptFileError, LimitError
-from ..safeio import check_extent, map_readonly
-from .base import Probe, is_weight, require
+from ..errors import CorruptFileError
+from ..safeio import array_at, check_extent, map_readonly
+from . import BY_NAME
+from .base import Probe, is_weight, lookup, require
 
+_FORMAT = BY_NAME["gguf"]
 MAGIC = b"GGUF"
 VERSIONS = (2, 3)
 DEFAULT_ALIGNMENT = 32
@@ -76,20 +78,23 @@ class _Header:
     def take(self, n: int, what: str) -> int:
         start = self.pos
         check_extent(start, n, self.size, what)
-        if start + n > limits.MAX_HEADER_BYTES:
-            raise LimitError(f"GGUF header goes past MAX_HEADER_BYTES={limits.MAX_HEADER_BYTES:,} at {what}")
+        limits.check("MAX_HEADER_BYTES", start + n, f"GGUF header bytes up to {what}")
         self.pos += n
         return start
 
     def u32(self, what: str) -> int:
-        return struct.unpack_from("<I", self.buf, self.take(4, what))[0]
+        return struct.unpack("<I", self.bytes(4, what))[0]
 
     def u64(self, what: str) -> int:
-        return struct.unpack_from("<Q", self.buf, self.take(8, what))[0]
+        return struct.unpack("<Q", self.bytes(8, what))[0]
+
+    def bytes(self, n: int, what: str) -> bytes:
+        """``n`` bytes by slicing, which a mapped file and a remote RangeFile both support."""
+        start = self.take(n, what)
+        return bytes(self.buf[start:self.pos])
 
     def string(self, what: str) -> bytes:
-        n = self.u64(what)
-        return bytes(self.buf[self.take(n, what):self.pos])
+        return self.bytes(self.u64(what), what)
 
     def count(self, n: int, min_bytes: int, what: str) -> int:
         """A declared number of items that the bytes left can hold."""
@@ -103,8 +108,7 @@ class _Header:
         elif vtype == STRING:
             self.take(self.u64(what), what)
         elif vtype == ARRAY:
-            if depth >= limits.MAX_NESTING:
-                raise LimitError(f"{what}: arrays nested deeper than MAX_NESTING={limits.MAX_NESTING}")
+            limits.check("MAX_NESTING", depth + 1, f"depth of nested arrays in {what}")
             item, n = self.u32(what), self.u64(what)
             if item in SCALAR_BYTES:
                 self.take(n * SCALAR_BYTES[item], what)
@@ -133,12 +137,11 @@ class GGUFFile:
         h.take(4, "magic")
         file_version = h.u32("version")
         if file_version & 0xFFFF == 0:
-            raise CorruptFileError("big-endian GGUF files are not supported")
+            raise CorruptFileError(_FORMAT.cannot_read("it is big-endian (only little-endian GGUF is supported)"))
         if file_version not in VERSIONS:
-            raise CorruptFileError(f"GGUF version {file_version} is not supported (only {VERSIONS})")
+            raise CorruptFileError(_FORMAT.cannot_read(f"its version {file_version} is not supported (only {VERSIONS})"))
         n_tensors, n_kv = h.u64("tensor count"), h.u64("metadata count")
-        if n_tensors > limits.MAX_TENSORS:
-            raise LimitError(f"{n_tensors:,} tensors declared, over MAX_TENSORS={limits.MAX_TENSORS:,}")
+        limits.check("MAX_TENSORS", n_tensors, "tensors the GGUF header declares")
         h.count(n_kv, MIN_KV_BYTES, "metadata entries")
         h.count(n_tensors, MIN_TENSOR_INFO_BYTES, "tensors")
 
@@ -214,14 +217,14 @@ class GGUFFile:
         return infos
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
-        t = self._tensors[name]
+        t = lookup(self._tensors, name)
         shape = t.shape
         if rows is not None and len(shape) >= 2:
             shape = (min(rows, shape[0]), *shape[1:])
         dtypes.check_shape(shape)
         block, type_size = self._gguf.GGML_QUANT_SIZES[t.qtype]
         count = math.prod(shape) // block * type_size
-        raw = np.frombuffer(self._map, np.uint8, count=count, offset=t.offset)
+        raw = array_at(self._map, np.uint8, count, t.offset)
         plain = PLAIN.get(t.qtype.name)
         if plain is not None:
             return raw.view(dtypes.STORAGE[plain]).reshape(shape).copy()

@@ -16,7 +16,7 @@ from .. import limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError
 from ..safeio import resolve_inside
-from .base import Probe, natural_key
+from .base import Probe, Reader, lookup, natural_key
 
 #: Weight files by preference: a sharded index wins over a single file of the same kind.
 WEIGHT_FILES = (
@@ -45,8 +45,7 @@ def shard_files(folder: Path) -> tuple[str, list[Path]]:
             continue
         if not name.endswith(".index.json"):
             return name, [resolve_inside(folder, name, "weight file")]
-        if path.stat().st_size > limits.MAX_HEADER_BYTES:
-            raise CorruptFileError(f"{name} is larger than MAX_HEADER_BYTES")
+        limits.check("MAX_HEADER_BYTES", path.stat().st_size, f"bytes of {name}")
         try:
             weight_map = json.loads(path.read_text("utf-8"))["weight_map"]
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
@@ -66,7 +65,7 @@ class HuggingFaceReader:
         self.folder = path if path.is_dir() else path.parent
         self.index, files = shard_files(self.folder)
         self._readers = []
-        self._owner: dict[str, object] = {}
+        self._owner: dict[str, Reader] = {}
         self._infos: list[TensorInfo] = []
         try:
             for file in files:
@@ -92,7 +91,7 @@ class HuggingFaceReader:
                 for i in self._infos]
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
-        return self._owner[name].read(name, rows=rows)
+        return lookup(self._owner, name).read(name, rows=rows)
 
     def close(self) -> None:
         for reader in self._readers:

@@ -22,15 +22,10 @@ import numpy as np
 
 from .. import dtypes, limits
 from ..bank import TensorInfo
-from ..errors import (
-    CorruptFileError,
-    FiltergridError,
-    TensorNotFoundError,
-    UnsafeFileError,
-)
+from ..errors import CorruptFileError, FiltergridError, UnsafeFileError
 from ..layout import CHANNELS_LAST
 from . import hdf5_heaps
-from .base import Probe, natural_key, tensor_info
+from .base import Probe, lookup, natural_key, tensor_info
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
@@ -353,10 +348,8 @@ class KerasH5Reader:
         return ds
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
-        if name not in self._variables:
-            raise TensorNotFoundError(f"no tensor named {name!r} in this Keras file")
         with self._errors():
-            ds = checked_dataset(self._dataset(self._variables[name]), name)
+            ds = checked_dataset(self._dataset(lookup(self._variables, name)), name)
             return np.asarray(ds[:rows] if rows is not None and ds.ndim else ds[()])
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import zipfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from ..bank import TensorInfo
 from ..errors import CorruptFileError, FiltergridError, UnsafeFileError
 from ..layout import ARRAYS
 from ..safeio import check_member_name, zip_errors
-from .base import Probe, listing_by_name
+from .base import Probe, listing_by_name, lookup, not_found
 
 MAGIC = b"\x93NUMPY"
 
@@ -31,7 +31,7 @@ def sniff(probe: Probe) -> bool:
     return bool(names) and all(n.endswith(".npy") for n in names)
 
 
-def _header(f: BinaryIO, available: int, what: str) -> tuple[np.dtype, tuple[int, ...], bool, int]:
+def _header(f: IO[bytes], available: int, what: str) -> tuple[np.dtype, tuple[int, ...], bool, int]:
     """(dtype, shape, fortran_order, header bytes) with the declared size checked against ``available``."""
     start = f.tell()
     try:
@@ -57,7 +57,7 @@ def _header(f: BinaryIO, available: int, what: str) -> tuple[np.dtype, tuple[int
     return dtype, shape, fortran, used
 
 
-def _read(f: BinaryIO, dtype: np.dtype, shape: tuple[int, ...], fortran: bool, rows: int | None) -> np.ndarray:
+def _read(f: IO[bytes], dtype: np.dtype, shape: tuple[int, ...], fortran: bool, rows: int | None) -> np.ndarray:
     count = int(np.prod(shape, dtype=object))
     if rows is not None and not fortran and shape and rows < shape[0]:
         shape = (rows, *shape[1:])
@@ -82,6 +82,8 @@ class NpyReader:
         return listing_by_name([(self.name, self._shape, self._dtype.name)], ARRAYS, "the file's only array")
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
+        if name != self.name:
+            raise not_found(name)
         self._file.seek(self._data_start)  # a second read starts at the data again
         return _read(self._file, self._dtype, self._shape, self._fortran, rows)
 
@@ -100,15 +102,13 @@ class NpzReader:
 
     def _read_headers(self) -> dict:
         infos = self._zip.infolist()
-        if len(infos) > limits.MAX_TENSORS:
-            raise CorruptFileError(f"{len(infos):,} arrays, over MAX_TENSORS")
+        limits.check("MAX_TENSORS", len(infos), "members of the npz archive")
         headers = {}
         for member in infos:
             check_member_name(member.filename, "npz member")
             if not member.filename.endswith(".npy"):
                 continue
-            if member.file_size > limits.MAX_ZIP_MEMBER_BYTES:
-                raise CorruptFileError(f"member {member.filename!r} claims {member.file_size:,} bytes")
+            limits.check("MAX_ZIP_MEMBER_BYTES", member.file_size, f"inflated bytes of member {member.filename!r}")
             with self._zip.open(member) as f:
                 headers[member.filename[:-4]] = (member, *_header(f, member.file_size, member.filename))
         return headers
@@ -118,7 +118,7 @@ class NpzReader:
                                "first weight in natural name order")
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
-        member, dtype, shape, fortran, used = self._headers[name]
+        member, dtype, shape, fortran, used = lookup(self._headers, name)
         with zip_errors(self.path.name), self._zip.open(member) as f:
             f.read(used)
             return _read(f, dtype, shape, fortran, rows)

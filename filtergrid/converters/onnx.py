@@ -23,10 +23,10 @@ import numpy as np
 
 from .. import dtypes, limits
 from ..bank import TensorInfo
-from ..errors import CorruptFileError, LimitError, TensorNotFoundError, UnsafeFileError
-from ..layout import LAYOUTS
+from ..errors import CorruptFileError, LimitError, UnsafeFileError
+from ..layout import CHANNELS_FIRST, LAYOUTS
 from ..safeio import check_extent, resolve_inside
-from .base import Probe, is_weight
+from .base import Probe, is_weight, lookup
 from .protowire import I32, I64, LEN, MAX_VARINT_BYTES, VARINT, iter_fields, packed_varints, read_varint, signed, text
 
 #: TensorProto.DataType codes filtergrid decodes, in the vocabulary of :mod:`filtergrid.dtypes`.
@@ -551,7 +551,8 @@ class OnnxReader:
             while name in entries:
                 repeats[base] = repeats.get(base, 1) + 1
                 name = f"{base}#{repeats[base]}"
-            info = TensorInfo(name, tensor.dims, type_name(tensor.data_type), layout, "CHW", role, candidate)
+            info = TensorInfo(name, tensor.dims, type_name(tensor.data_type), layout, CHANNELS_FIRST.flatten, role,
+                              candidate)
             entries[name] = _Entry(info, tensor, quant)
             placed.add(id(tensor))
 
@@ -586,9 +587,7 @@ class OnnxReader:
         return [e.info for e in self.entries.values()]
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
-        entry = self.entries.get(name)
-        if entry is None:
-            raise TensorNotFoundError(f"no tensor named {name!r} in this ONNX model")
+        entry = lookup(self.entries, name)
         values = self._decode(entry.tensor, rows)
         if entry.quant is None:
             return values

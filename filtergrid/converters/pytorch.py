@@ -24,10 +24,17 @@ import numpy as np
 
 from .. import dtypes, limits, safepickle
 from ..bank import TensorInfo
-from ..errors import CorruptFileError, LimitError, TensorNotFoundError
+from ..errors import CorruptFileError
 from ..layout import CHANNELS_FIRST
-from ..safeio import check_extent, check_member_name, read_exact, zip_errors
-from .base import Probe, tensor_info
+from ..safeio import (
+    check_extent,
+    check_member_name,
+    model_path,
+    open_zip,
+    read_exact,
+    zip_errors,
+)
+from .base import Probe, lookup, tensor_info
 from .torch_objects import (
     BUILD_IGNORED,
     ELEMENT_SIZE,
@@ -53,7 +60,7 @@ def sniff(probe: Probe) -> bool:
 
 
 def open(path: Path) -> TorchReader:
-    path = Path(path)
+    path = model_path(path)
     with path.open("rb") as f:
         zipped = f.read(4) == b"PK\x03\x04"
     return open_archive(path) if zipped else open_legacy(path)
@@ -103,26 +110,21 @@ class TorchReader:
         return infos  # module order is model order: the first weight in it is the first layer
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
-        if name not in self.by_name:
-            raise TensorNotFoundError(f"no tensor named {name!r}")
-        ref = self.by_name[name]
+        ref = lookup(self.by_name, name)
         size = ref.size
         if rows is not None and size:
             size = (min(size[0], rows), *size[1:])
         values = self._elements(ref, size)
         q = ref.quantization
         if q is None:
-            return dtypes.to_float32(values, ref.dtype) if ref.dtype in dtypes.BIT_PATTERNS else values
-        if q.axis is None:
-            return dtypes.dequantize(values, q.scale, q.zero_point)
-        scales = self._elements(q.scale, q.scale.size)
-        zeros = self._elements(q.zero_point, q.zero_point.size)
-        if q.axis == 0 and len(scales) != values.shape[0]:  # only the first ``rows`` were read
-            scales, zeros = scales[: values.shape[0]], zeros[: values.shape[0]]
-        return dtypes.dequantize(values, scales, zeros, q.axis)
+            return dtypes.native(values, ref.dtype)
+        scale, zero = q.scale, q.zero_point
+        if q.axis is not None:
+            scale, zero = self._elements(q.scale, q.scale.size), self._elements(q.zero_point, q.zero_point.size)
+        return dtypes.dequantize(values, scale, zero, q.axis, length=ref.size[0] if ref.size else None)
 
     def _elements(self, ref: TensorRef, size: tuple[int, ...]) -> np.ndarray:
-        """The strided view ``ref`` describes, as a NumPy array of its stored element type."""
+        """The strided view ``ref`` describes, as a (read-only) NumPy array of its stored element type."""
         element = QUANTIZED.get(ref.dtype, ref.dtype)
         if element not in dtypes.STORAGE:
             raise CorruptFileError(f"element type {ref.dtype} is not supported")
@@ -137,15 +139,17 @@ class TorchReader:
         extent = 1 + sum((d - 1) * s for d, s in zip(dims, ref.stride))
         declared = storage.numel * ELEMENT_SIZE[storage.element]
         dtypes.check_fits((ref.offset + extent,), element, declared, f"tensor view into storage {storage.key}")
-        if extent * item > limits.MAX_TENSOR_BYTES:
-            raise LimitError(f"tensor view spans {extent * item:,} bytes, over MAX_TENSOR_BYTES={limits.MAX_TENSOR_BYTES:,}")
+        limits.check("MAX_TENSOR_BYTES", extent * item, "bytes a tensor view spans")
+        # A view may repeat stored elements (stride 0), but not blow a few bytes up to gigabytes.
+        limits.check("MAX_WORK_PER_BYTE", math.prod(dims) * 4 // (extent * item),
+                     "float32 bytes decoded per stored byte of a tensor view")
         first = storage.start * ELEMENT_SIZE[storage.element] + ref.offset * item
         dtypes.check_fits(((storage.start + storage.numel) * ELEMENT_SIZE[storage.element],), "uint8",
                           self.source.nbytes(storage.key), f"storage {storage.key}")
         raw = self.source.read(storage.key, first, extent * item)
         flat = np.frombuffer(raw, dtype=stored, count=extent)
         view = np.lib.stride_tricks.as_strided(flat, shape=dims, strides=[s * item for s in ref.stride], writeable=False)
-        return view.astype(stored.newbyteorder("="), copy=True)
+        return view.astype(stored.newbyteorder("="), copy=False)  # a read-only view: dtypes copies it out
 
     def close(self) -> None:
         self.source.close()
@@ -192,8 +196,7 @@ class _ArchiveStorages:
             check_extent(data_offset, info.file_size, self._size, f"zip member {info.filename}")
             self._file.seek(data_offset + start)
             return read_exact(self._file, length, f"storage {key}")
-        if info.file_size > limits.MAX_ZIP_MEMBER_BYTES:
-            raise LimitError(f"compressed storage {key} inflates to {info.file_size:,} bytes, over MAX_ZIP_MEMBER_BYTES")
+        limits.check("MAX_ZIP_MEMBER_BYTES", info.file_size, f"inflated bytes of compressed storage {key}")
         with self._archive.open(info) as member:
             member.seek(start)
             return read_exact(member, length, f"storage {key}")
@@ -206,7 +209,7 @@ class _ArchiveStorages:
 def open_archive(path: Path, module_kind: str = "pickled module") -> TorchReader:
     """A torch zip (``torch.save`` or ``torch.jit.save``): unpickle ``data.pkl``, storages stay on disk."""
     with zip_errors("torch archive"):
-        archive = zipfile.ZipFile(path)
+        archive = open_zip(path)
     try:
         names = archive.namelist()
         for name in names:
@@ -216,13 +219,12 @@ def open_archive(path: Path, module_kind: str = "pickled module") -> TorchReader
             raise CorruptFileError("zip archive has no single <folder>/data.pkl, so it is no torch file")
         big_endian = _byteorder(archive, prefix) == "big"
         info = archive.getinfo(f"{prefix}/data.pkl")
-        if info.file_size > limits.MAX_PICKLE_BYTES:
-            raise LimitError(f"data.pkl has {info.file_size:,} bytes, over MAX_PICKLE_BYTES={limits.MAX_PICKLE_BYTES:,}")
+        limits.check("MAX_PICKLE_BYTES", info.file_size, "bytes of data.pkl")
         with zip_errors("data.pkl"):
             data = archive.read(info)
         root = safepickle.loads(data, TORCH_ALLOWED, lambda pid: storage_of(pid, legacy=False),
                                 BUILD_IGNORED, what="data.pkl")
-        found, found_in = model_tensors(root, module_kind)
+        found, found_in = model_tensors(root, module_kind, len(data))
         return TorchReader(found, found_in, _ArchiveStorages(path, archive, prefix), big_endian)
     except BaseException:
         archive.close()
@@ -283,22 +285,24 @@ def open_legacy(path: Path) -> TorchReader:
                 raise CorruptFileError(f"storage {storage.key} is named with two element sizes")
             return storage
 
+        start = f.tell()
         root = safepickle.load(f, TORCH_ALLOWED, persistent, BUILD_IGNORED, what="legacy object pickle")
+        pickle_bytes = f.tell() - start
         keys = safepickle.load(f, what="legacy storage list")
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise CorruptFileError("legacy storage list is not a list of keys")
         ranges, offset = {}, f.tell()
         for key in keys:  # each storage takes at least 8 bytes, so this ends with the file
+            if key not in elements:  # known keys are short names (torch_objects.storage_of)
+                raise CorruptFileError(f"storage {safepickle.shown(key)} is listed but no tensor uses it")
             check_extent(offset, 8, size, f"size of storage {key}")
             f.seek(offset)
             count = int.from_bytes(read_exact(f, 8, f"size of storage {key}"), "little" if little else "big")
-            if key not in elements:
-                raise CorruptFileError(f"storage {key} is listed but no tensor uses it")
             nbytes = count * ELEMENT_SIZE[elements[key]]
             check_extent(offset + 8, nbytes, size, f"storage {key}")
             ranges[key] = (offset + 8, nbytes)
             offset += 8 + nbytes
-        found, found_in = model_tensors(root)
+        found, found_in = model_tensors(root, pickle_bytes=pickle_bytes)
         return TorchReader(found, found_in, _LegacyStorages(f, ranges), not little)
     except BaseException:
         f.close()

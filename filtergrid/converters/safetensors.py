@@ -7,9 +7,7 @@ touched; then only the chosen tensor's bytes are read through an mmap.
 
 from __future__ import annotations
 
-import io
 import json
-import mmap
 import struct
 from pathlib import Path
 
@@ -19,8 +17,8 @@ from .. import dtypes, limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError
 from ..layout import CHANNELS_FIRST
-from ..safeio import check_extent
-from .base import Probe, listing_by_name
+from ..safeio import check_extent, map_readonly, window
+from .base import Probe, listing_by_name, lookup
 
 DTYPES = {
     "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
@@ -42,9 +40,8 @@ def sniff(probe: Probe) -> bool:
 def read_index(path: Path, size: int, f) -> tuple[int, dict[str, tuple[str, tuple[int, ...], int, int]], dict]:
     """(data start, {name: (dtype, shape, begin, end)}, metadata) after checking every entry."""
     (n,) = struct.unpack("<Q", f.read(8).ljust(8, b"\0"))
-    if n > limits.MAX_HEADER_BYTES:
-        raise CorruptFileError(f"header claims {n:,} bytes, over MAX_HEADER_BYTES={limits.MAX_HEADER_BYTES:,}")
     check_extent(8, n, size, "header")
+    limits.check("MAX_HEADER_BYTES", n, "bytes of the safetensors header")
     try:
         header = json.loads(f.read(n))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
@@ -52,8 +49,7 @@ def read_index(path: Path, size: int, f) -> tuple[int, dict[str, tuple[str, tupl
     if not isinstance(header, dict):
         raise CorruptFileError("header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}
-    if len(header) > limits.MAX_TENSORS:
-        raise CorruptFileError(f"header lists {len(header):,} tensors, over MAX_TENSORS")
+    limits.check("MAX_TENSORS", len(header), "tensors in the safetensors header")
     data_size = size - 8 - n
     entries = {}
     for name, entry in header.items():
@@ -82,20 +78,21 @@ def read_index(path: Path, size: int, f) -> tuple[int, dict[str, tuple[str, tupl
 class SafetensorsReader:
     def __init__(self, path: Path):
         self.path = path
-        self._file = io.open(path, "rb")
+        self._file = path.open("rb")
         size = path.stat().st_size
         self._start, self._entries, self.metadata = read_index(path, size, self._file)
-        self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        self._map = map_readonly(path) if size else None
 
     def tensors(self) -> list[TensorInfo]:
         return listing_by_name([(k, shape, dt) for k, (dt, shape, _, _) in self._entries.items()],
                                CHANNELS_FIRST, "first weight in natural name order")
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
-        dtype, shape, begin, _ = self._entries[name]
+        dtype, shape, begin, _ = lookup(self._entries, name)
         if rows is not None and shape and rows < shape[0]:
             shape = (rows, *shape[1:])
-        stored = dtypes.from_buffer(self._map, dtype, shape, offset=self._start + begin)
+        start = self._start + begin
+        stored = dtypes.from_buffer(window(self._map, start, dtypes.nbytes(shape, dtype)), dtype, shape)
         return dtypes.native(stored, dtype)
 
     def close(self) -> None:

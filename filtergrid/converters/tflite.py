@@ -22,7 +22,7 @@ from .. import dtypes, limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError, LimitError
 from ..safeio import check_extent, map_readonly
-from .base import Probe, require
+from .base import Probe, lookup, require
 
 MAGIC = b"TFL3"
 
@@ -227,7 +227,7 @@ class TFLiteReader:
         return list(self._infos)
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
-        c = self._constants[name]
+        c = lookup(self._constants, name)
         offset, length = c.data
         with _flatbuffer_errors():
             stored = np.array(dtypes.from_buffer(memoryview(self._map)[offset:offset + length], c.dtype, c.shape))

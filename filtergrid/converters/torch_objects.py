@@ -11,13 +11,13 @@ checkpoint dicts, pickled ``nn.Module`` objects and TorchScript modules (both pl
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from .. import limits
-from ..errors import CorruptFileError, LimitError
-from ..safepickle import BASE_ALLOWED, Allowed, Global, Placeholder
+from ..errors import CorruptFileError
+from ..safepickle import BASE_ALLOWED, Allowed, Global, Placeholder, shown
 
 #: Bytes per element of each torch element type (complex ones are listed, not decoded).
 ELEMENT_SIZE = {
@@ -86,8 +86,11 @@ class TensorRef:
 
 
 def _int(value: Any, what: str) -> int:
+    """An integer field; 64 bits at most (an 8 MB LONG4 is no size, and could not even be printed)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise CorruptFileError(f"{what} is {type(value).__name__}, not an integer")
+    if value.bit_length() > 63:
+        raise CorruptFileError(f"{what} is a {value.bit_length()}-bit integer")
     return value
 
 
@@ -160,7 +163,7 @@ def _size(dims: Any = ()) -> tuple[int, ...]:
 
 
 def _device(*args: Any) -> str:
-    return ":".join(str(a) for a in args if isinstance(a, (str, int)))
+    return ":".join(shown(a) for a in args[:2])
 
 
 def _same_list(values: Any, *_ignored: Any) -> Any:
@@ -168,7 +171,7 @@ def _same_list(values: Any, *_ignored: Any) -> Any:
     return values
 
 
-_TENSOR_REBUILDERS = {
+_TENSOR_REBUILDERS: dict[str, Callable[..., Any]] = {
     "torch._utils._rebuild_tensor": _rebuild_tensor,
     "torch._utils._rebuild_tensor_v2": _rebuild_tensor,
     "torch._utils._rebuild_tensor_v3": _rebuild_tensor_v3,
@@ -206,13 +209,13 @@ def storage_of(pid: Any, legacy: bool) -> StorageRef | Global:
     if legacy and isinstance(pid, tuple) and len(pid) == 4 and pid[0] == "module" and isinstance(pid[1], Global):
         return pid[1]
     if not isinstance(pid, tuple) or len(pid) != (6 if legacy else 5) or pid[0] != "storage":
-        shown = repr(pid[0] if isinstance(pid, tuple) and pid else type(pid).__name__)[:60]
-        raise CorruptFileError(f"unexpected persistent id {shown}: only storages are read")
+        kind = shown(pid[0]) if isinstance(pid, tuple) and pid else f"<{type(pid).__name__}>"
+        raise CorruptFileError(f"unexpected persistent id {kind}: only storages are read")
     _, element, key, _location, numel = pid[:5]
     if not isinstance(element, ElementType):
         raise CorruptFileError(f"storage type is a {type(element).__name__}, not a torch storage class")
     if not isinstance(key, str) or not _KEY.match(key):
-        raise CorruptFileError(f"storage key {str(key)[:40]!r} is not a short alphanumeric name")
+        raise CorruptFileError(f"storage key {shown(key)} is not a short alphanumeric name")
     numel = _int(numel, "storage size")
     if numel < 0:
         raise CorruptFileError(f"storage {key} declares {numel} elements")
@@ -243,48 +246,62 @@ _TRAINING_STATE = re.compile(r"(optimizers?|optimizer_states?|optimizer_state_di
                              r"lr_schedulers?|schedulers?|scheduler_state_dict)", re.IGNORECASE)
 
 
-def model_tensors(root: Any, module_kind: str = "pickled module") -> tuple[list[NamedTensor], str]:
+#: A pickle counts as at least this many bytes when its work budget is set.
+_MIN_BUDGET_BYTES = 64 * 1024
+
+
+def model_tensors(root: Any, module_kind: str = "pickled module",
+                  pickle_bytes: int = 0) -> tuple[list[NamedTensor], str]:
     """The model's tensors in module order, and what they were found in (for the listing's roles).
 
     A checkpoint dict is searched for its model entry first, so optimizer tensors beside it are
-    not listed; ``module_kind`` names a root module object ("TorchScript module").
+    not listed; ``module_kind`` names a root module object ("TorchScript module"). The walk spells
+    at most ``MAX_WORK_PER_BYTE`` name characters per byte of the pickle (``pickle_bytes``).
     """
+    budget = limits.MAX_WORK_PER_BYTE * max(pickle_bytes, _MIN_BUDGET_BYTES)
     if isinstance(root, dict) and not any(isinstance(v, TensorRef) for v in root.values()):
         for key in MODEL_KEYS:
             if key in root:
-                found = _Walk().run(root[key])
+                found = _Walk(budget).run(root[key])
                 if found:
                     return found, f"the checkpoint's {key!r}"
     if isinstance(root, Placeholder):
-        return _Walk().run(root), f"the {module_kind} {root.cls.name}"
-    return _Walk().run(root), "the state dict"
+        return _Walk(budget).run(root), f"the {module_kind} {root.cls.name}"
+    return _Walk(budget).run(root), "the state dict"
 
 
 def _key_text(key: Any) -> str:
-    return str(key) if isinstance(key, (str, int)) and not isinstance(key, bool) else type(key).__name__
+    if isinstance(key, str):
+        return key
+    return shown(key) if isinstance(key, int) and not isinstance(key, bool) else type(key).__name__
 
 
 class _Walk:
     """Depth-first through containers and placeholders; each container once (shared, cyclic data)."""
 
-    def __init__(self) -> None:
+    def __init__(self, budget: int) -> None:
         self.found: list[NamedTensor] = []
         self.seen: set[int] = set()
+        self.budget = budget  # name characters left to spell
+
+    def charge(self, name: str) -> None:
+        self.budget -= len(name) + 1
+        if self.budget < 0:
+            raise limits.exceeded("MAX_WORK_PER_BYTE", "tensor-name characters per byte of the pickle")
 
     def run(self, root: Any) -> list[NamedTensor]:
         self.visit(root, "", "", 0)
         return self.found
 
     def visit(self, obj: Any, name: str, owner: str, depth: int) -> None:
+        self.charge(name)
         if isinstance(obj, TensorRef):
-            if len(self.found) >= limits.MAX_TENSORS:
-                raise LimitError(f"more than MAX_TENSORS={limits.MAX_TENSORS:,} tensors")
+            limits.check("MAX_TENSORS", len(self.found) + 1, "tensors in the pickle")
             self.found.append(NamedTensor(name, obj, owner))
             return
         if not isinstance(obj, (dict, list, tuple, Placeholder)) or id(obj) in self.seen:
             return
-        if depth > limits.MAX_NESTING:
-            raise LimitError(f"objects nest deeper than MAX_NESTING={limits.MAX_NESTING}")
+        limits.check("MAX_NESTING", depth, "depth of nested containers")
         self.seen.add(id(obj))
         for child_name, child, child_owner in self.children(obj, name, owner):
             self.visit(child, child_name, child_owner, depth + 1)

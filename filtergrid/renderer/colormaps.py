@@ -62,6 +62,8 @@ def rgb(color: str, what: str = "colour") -> tuple[int, int, int]:
     """An (r, g, b) byte triple from a colour name (``black``, ``magenta``) or hex (``#ff00ff``)."""
     if color.lower() in BASIC_COLORS:
         return BASIC_COLORS[color.lower()]
+    if len(color) == 7 and color.startswith("#") and all(c in "0123456789abcdefABCDEF" for c in color[1:]):
+        return (int(color[1:3], 16), int(color[3:5], 16), int(color[5:7], 16))  # no cmap import for hex
     import cmap
 
     try:
@@ -69,6 +71,23 @@ def rgb(color: str, what: str = "colour") -> tuple[int, int, int]:
     except (ValueError, TypeError) as e:
         raise UsageError(f"{what} {color!r} is no colour; use a name such as black or white, or hex like #202020") from e
     return (int(r), int(g), int(b))
+
+
+#: Gutter colours to choose from: the one farthest from every colour a tile can take is used.
+GUTTER_CANDIDATES = ((0, 0, 0), (255, 255, 255), (43, 76, 126))
+
+
+def gutter(table: np.ndarray, rgb_tiles: bool) -> tuple[int, int, int]:
+    """The default background: steel blue between gray tiles, white around viridis, black around
+    RdBu; white between RGB tiles (they can take any colour; white is the rarest in a filter)."""
+    if rgb_tiles:
+        return (255, 255, 255)
+    colours = table.astype(np.int32)
+
+    def distance(candidate: tuple[int, int, int]) -> int:
+        return int(((colours - np.array(candidate)) ** 2).sum(axis=1).min())
+
+    return max(GUTTER_CANDIDATES, key=distance)
 
 
 def colorize(unit: np.ndarray, table: np.ndarray, nan_rgb: tuple[int, int, int]) -> tuple[np.ndarray, int]:

@@ -8,12 +8,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import limits
-from ..errors import LimitError
 
 #: Automatic upscaling makes a tile's longer side at least this many pixels (3x3 -> 66, 7x7 -> 70, 32x32 -> 64).
 TARGET_TILE_PX = 64
 #: A lone tile (a heatmap of a matrix) is enlarged until its longer side is at least this.
 TARGET_SINGLE_PX = 512
+#: Automatic scaling keeps the picture under this many pixels (4096 x 4096); an explicit ``scale``
+#: may go up to ``limits.MAX_OUTPUT_PIXELS``.
+TARGET_OUTPUT_PIXELS = 4096 * 4096
 
 
 @dataclass(frozen=True)
@@ -48,23 +50,30 @@ def auto_scale(tile_h: int, tile_w: int, tiles: int = 2) -> int:
     return max(1, math.ceil(target / max(tile_h, tile_w)))
 
 
-def fit(tiles: int, cols: int, tile_h: int, tile_w: int, pad: int, scale: int | None) -> Geometry:
-    """The geometry under ``limits.MAX_OUTPUT_PIXELS``, decided before any pixel is allocated.
+def auto_pad(tile_px: int, scale: int) -> int:
+    """Gutter for tiles of ``tile_px`` pixels: 1 px unscaled, 2-8 px once enlarged (3x3 kernels
+    scaled to 66 px get 2 px), so per-filter-scaled tiles, which all hold a black pixel, stay apart."""
+    return 1 if scale == 1 else max(2, min(8, tile_px // 32))
 
-    An automatic scale shrinks until the image fits; an explicit one is honoured or refused.
+
+def fit(tiles: int, cols: int, tile_h: int, tile_w: int, pad: int, scale: int | None,
+        automatic: int | None = None) -> Geometry:
+    """The geometry, decided before any pixel is allocated.
+
+    An automatic scale (``automatic``, else :func:`auto_scale`) shrinks until the image is under
+    ``TARGET_OUTPUT_PIXELS``; an explicit one is honoured up to ``limits.MAX_OUTPUT_PIXELS`` or refused.
     """
     rows = math.ceil(tiles / cols)
-    cap = limits.MAX_OUTPUT_PIXELS
-    chosen = scale if scale is not None else auto_scale(tile_h, tile_w, tiles)
+    target = limits.MAX_OUTPUT_PIXELS if scale is not None else min(TARGET_OUTPUT_PIXELS, limits.MAX_OUTPUT_PIXELS)
+    chosen = scale if scale is not None else automatic or auto_scale(tile_h, tile_w, tiles)
     geometry = Geometry(rows, cols, tile_h, tile_w, chosen, pad)
-    while scale is None and geometry.scale > 1 and geometry.width * geometry.height > cap:
+    while scale is None and geometry.scale > 1 and geometry.width * geometry.height > target:
         geometry = Geometry(rows, cols, tile_h, tile_w, geometry.scale - 1, pad)
-    if geometry.width * geometry.height > cap:
-        how = "lower --scale or pad, change --cols" if scale is not None else "even at scale 1; change --cols or pad"
-        raise LimitError(
-            f"image would be {geometry.width}x{geometry.height} = {geometry.width * geometry.height:,} pixels, "
-            f"over the limit of {cap:,} ({how}, or raise FILTERGRID_MAX_OUTPUT_PIXELS)"
-        )
+    pixels = geometry.width * geometry.height
+    if pixels > limits.MAX_OUTPUT_PIXELS:
+        how = "lower --scale or pad, change --cols" if scale is not None else "even at scale 1; lower --max-filters"
+        raise limits.exceeded("MAX_OUTPUT_PIXELS", f"the image would be {geometry.width}x{geometry.height} "
+                              f"pixels ({how})", pixels)
     return geometry
 
 

@@ -16,32 +16,51 @@ MID_GRAY = 0.5
 
 @dataclass(frozen=True)
 class Normalized:
-    """Display values (float32, [0, 1], NaN where the weight was NaN or infinite)."""
+    """Display values (float32, [0, 1], NaN where the weight was NaN or infinite).
+
+    ``value_range`` is the (low, high) weight drawn as 0 and 1 when one range serves every tile
+    (what a colour bar shows); ``None`` for per-filter scaling, where each tile has its own.
+    """
 
     unit: np.ndarray
     constant_filters: int
+    value_range: tuple[float, float] | None
 
 
-def normalize(array: np.ndarray, mode: str) -> Normalized:
-    """Map a non-empty (filters, H, W, C) float32 array to [0, 1] by ``mode`` (see ``NORMALIZATIONS``)."""
+def normalize(array: np.ndarray, mode: str, value_range: tuple[float, float] | None = None) -> Normalized:
+    """Map a non-empty (filters, H, W, C) float32 array to [0, 1] by ``mode`` (see ``NORMALIZATIONS``).
+
+    ``value_range`` fixes the weights drawn as 0 and 1 for every tile, whatever the mode.
+    """
     finite = np.isfinite(array)
     lo, hi, has_finite = _filter_ranges(array, finite)
     constant = int(np.count_nonzero(has_finite & (lo == hi)))
-    if mode == "per-filter":  # CS231n: every filter uses its full contrast; shapes, not sizes
+    if value_range is None and mode == "per-filter":  # CS231n: every filter at full contrast; shapes, not sizes
         unit = _min_max(array, lo[:, None, None, None], hi[:, None, None, None])
-    elif mode == "global":  # one scale for all: a weak filter looks faint
-        unit = _min_max(array, lo.min(), hi.max())
-    elif mode == "symmetric":  # zero is mid-gray, sign is brightness, scaled by the largest |w|
-        peak = np.float32(max(-lo.min(), hi.max()))
-        unit = array / peak * np.float32(0.5) + np.float32(MID_GRAY) if peak > 0 else _flat(array)
-    elif mode == "percentile":  # one outlier weight must not wash out every other filter
+        return Normalized(_nan_where_not(finite, unit), constant, None)
+    low, high = value_range if value_range is not None else _shared_range(array, finite, lo, hi, mode)
+    low, high = np.float32(low), np.float32(high)
+    unit = _min_max(np.clip(array, low, high), low, high)
+    return Normalized(_nan_where_not(finite, unit), constant, (float(low), float(high)))
+
+
+def _shared_range(array: np.ndarray, finite: np.ndarray, lo: np.ndarray, hi: np.ndarray, mode: str) -> tuple:
+    """The one (low, high) of a mode that scales every tile alike."""
+    if mode == "global":  # one scale for all: a weak filter looks faint
+        return lo.min(), hi.max()
+    if mode == "symmetric":  # zero is mid-gray, sign is brightness, scaled by the largest |w|
+        peak = max(-lo.min(), hi.max())
+        return (-peak, peak) if peak > 0 else (-1.0, 1.0)
+    if mode == "percentile":  # one outlier weight must not wash out every other filter
         values = array[finite]
-        p_lo, p_hi = np.percentile(values, (1, 99)).astype(np.float32) if values.size else (0, 0)
-        unit = _min_max(np.clip(array, p_lo, p_hi), p_lo, p_hi)
-    else:
-        raise ValueError(f"unknown normalization {mode!r}")
-    unit = np.where(finite, unit, np.float32(np.nan)).astype(np.float32, copy=False)
-    return Normalized(unit, constant)
+        return tuple(np.percentile(values, (1, 99))) if values.size else (0.0, 0.0)
+    if mode == "none":  # the values are display values already (torchvision's normalize=False)
+        return 0.0, 1.0
+    raise ValueError(f"unknown normalization {mode!r}")
+
+
+def _nan_where_not(finite: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    return np.where(finite, unit, np.float32(np.nan)).astype(np.float32, copy=False)
 
 
 def _filter_ranges(array: np.ndarray, finite: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -64,7 +83,3 @@ def _min_max(array: np.ndarray, lo, hi) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         scaled = (np.float32(0.5) * array - half_lo) / safe
     return np.where(span > 0, scaled, np.float32(MID_GRAY))
-
-
-def _flat(array: np.ndarray) -> np.ndarray:
-    return np.full(array.shape, MID_GRAY, dtype=np.float32)

@@ -11,6 +11,7 @@ from PIL import Image, PngImagePlugin
 from ..bank import FilterBank
 from ..errors import FiltergridError, UsageError
 from ..safeio import atomic_write
+from ..untrusted import terminal
 
 if TYPE_CHECKING:
     from .core import RenderResult
@@ -54,7 +55,7 @@ def png_text(result: RenderResult, bank: FilterBank) -> PngImagePlugin.PngInfo:
         "Software": f"filtergrid {__version__}",
     }
     for key, value in fields.items():
-        info.add_text(key, str(value))  # falls back to UTF-8 iTXt for non-Latin-1 paths
+        info.add_text(key, terminal(value))  # untrusted names: escaped; UTF-8 iTXt for non-Latin-1
     return info
 
 
