@@ -22,6 +22,7 @@ from typing import BinaryIO
 
 from .. import limits
 from ..errors import CorruptFileError, UnsafeFileError
+from ..remote import RangeFile
 from ..safeio import check_extent, check_member_name, open_zip, zip_errors
 from .base import Probe
 from .keras_h5 import KerasH5Reader
@@ -41,8 +42,14 @@ class MemberWindow(io.RawIOBase):
 
     def __init__(self, raw: BinaryIO, start: int, size: int):
         super().__init__()
-        self._fd, self._start, self._size, self._pos = raw.fileno(), start, size, 0
+        self._start, self._size, self._pos = start, size, 0
         self._raw = raw
+
+    def _read_at(self, offset: int, n: int) -> bytes:
+        """``pread``: a remote archive's RangeFile has its own; a local file's descriptor has the OS's."""
+        if isinstance(self._raw, RangeFile):
+            return self._raw.pread(offset, n)
+        return os.pread(self._raw.fileno(), n, offset)
 
     def readable(self) -> bool:
         return True
@@ -61,7 +68,7 @@ class MemberWindow(io.RawIOBase):
     def readinto(self, buffer) -> int:
         view = memoryview(buffer).cast("B")
         n = max(0, min(len(view), self._size - self._pos))
-        data = os.pread(self._fd, n, self._start + self._pos)
+        data = self._read_at(self._start + self._pos, n)
         view[:len(data)] = data
         self._pos += len(data)
         return len(data)
