@@ -41,7 +41,8 @@ class AuditOptions:
     def to_dict(self) -> dict[str, Any]:
         """What the report records about how it was made."""
         return {"paths": [redact(p) if is_url(p) else p for p in self.paths], "workers": self.workers,
-                "scheduler": self.scheduler, "resume": self.resume, "timeout": self.timeout, "max_memory": self.max_memory or None,
+                "scheduler": self.scheduler, "resume": self.resume, "timeout": self.timeout,
+                "max_memory": self.max_memory or None,
                 "glob": self.pattern, "follow_links": self.follow_links, "self_contained": self.self_contained,
                 "render": self.render}
 

@@ -34,8 +34,8 @@ THUMB_PIXELS = 256
 THUMB_MAX_BYTES = 64 * 1024
 
 RECORD_FIELDS = ("path", "size", "sha256", "etag", "bytes_read", "requests", "format", "status", "error",
-                 "tensor", "chosen_by", "original_shape", "original_dtype", "layout", "canonical_shape", "kind", "health",
-                 "grid", "thumbnail", "seconds")
+                 "tensor", "chosen_by", "original_shape", "original_dtype", "layout", "canonical_shape", "kind",
+                 "health", "grid", "thumbnail", "seconds")
 
 #: What a record's ``status`` may be. A file a worker finds is no model at all is not a record:
 #: its reply has status "skipped" and the report lists it under ``skipped``.
