@@ -55,6 +55,8 @@ FORMATS: tuple[Format, ...] = (
     Format("openvino", "filtergrid.converters.openvino", (".xml",), "OpenVINO IR (.xml + .bin)"),
     Format("paddle", "filtergrid.converters.paddle", (".pdparams",), "PaddlePaddle .pdparams (paddle.save state dict)",
            heads=(b"\x80",)),
+    Format("paddle-inference", "filtergrid.converters.paddle_inference", (".pdmodel", ".pdiparams"),
+           "PaddlePaddle inference model (.pdmodel or PIR .json, with .pdiparams)", heads=(b"\x0a", b"{", b"\x00")),
     Format("torchscript", "filtergrid.converters.torchscript", (), "TorchScript (torch.jit.save)", heads=(b"PK",)),
     Format("pytorch", "filtergrid.converters.pytorch", (".pt", ".pth", ".bin", ".ckpt"),
            "PyTorch (torch.save zip or legacy pickle, Lightning .ckpt)", heads=(b"PK", b"\x80")),
