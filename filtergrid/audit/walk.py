@@ -55,13 +55,15 @@ def looks_like_model(path: Path) -> tuple[bool, str]:
     so the worker can say what went wrong (an unreadable file is worth a line in the report).
     """
     try:
-        converters.detect(path)
+        model_file = converters.detect(path).model_file_of(path)
     except UnknownFormatError:
         if path.suffix.lower() in _model_suffixes():
             return True, ""
         return False, "not a model file filtergrid knows"
     except Exception:  # noqa: BLE001 - the worker will say what went wrong
         return True, ""
+    if model_file is not None:  # OpenVINO model.bin: audited once, as its model.xml
+        return False, f"part of the model {model_file.name} beside it"
     return True, ""
 
 
