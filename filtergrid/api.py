@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from . import converters, limits
+from . import converters, export, limits
 from .bank import FilterBank, Provenance, TensorInfo
 from .errors import CorruptFileError, FiltergridError, LimitError, TensorNotFoundError
+from .firstlayer import dense_image, guessed_image
 from .layout import guess_layout, parse_image_shape, place
 from .remote import RemotePath
 from .safeio import model_path
@@ -41,6 +43,8 @@ def _existing(path: str | os.PathLike) -> Path | RemotePath:
         if not p.is_dir():
             p.stat()  # a missing or refused remote file is one line now (HTTP 404, access denied)
         return p
+    if not p.exists() and p.with_name(p.name + ".index").is_file():
+        return p.with_name(p.name + ".index")  # a TensorFlow checkpoint named by its prefix
     if not p.exists():
         raise FiltergridError(f"no such file: {p}")
     if not (p.is_file() or p.is_dir()):
@@ -107,13 +111,18 @@ def load(
         image_shape = parse_image_shape(image_shape)
     source = model_path(path)
     with open_model(source, format) as (fmt, reader):
-        info, why = choose(reader.tensors(), tensor)
+        infos = reader.tensors()
+        info, why = choose(infos, tensor)
         resolved = layout or guess_layout(info.shape, info.layout)  # an explicit --layout is obeyed or refused
         rows = limits.MAX_HEATMAP_ROWS if resolved == "matrix" else None
         stored = reader.read(info.name, rows=rows)
         if resolved != "matrix" and tuple(stored.shape) != tuple(info.shape):
             raise CorruptFileError(f"tensor {info.name!r} listed as {list(info.shape)} reads as {list(stored.shape)}")
-        placed = place(stored, resolved, flatten=flatten or info.flatten, image_shape=image_shape)
+        saved = export.saved_bank(getattr(reader, "bank_record", None), info.name, stored, layout)
+        if saved is not None:
+            return saved
+        image = _image_evidence(info, infos, resolved, getattr(reader, "config", None), image_shape)
+        placed = place(stored, resolved, flatten=flatten or info.flatten, image_shape=image[0], image_why=image[1])
     how = "as given by --layout" if layout else ("as stored by the format" if info.layout == resolved else "guessed from the shape")
     provenance = Provenance(
         source=str(source) if isinstance(source, RemotePath) else str(path),  # URLs without credentials
@@ -129,6 +138,20 @@ def load(
     return FilterBank(placed.array, provenance, placed.kind)
 
 
+def _image_evidence(info: TensorInfo, infos: list[TensorInfo], layout: str, config: dict | None,
+                    image_shape: tuple[int, int, int] | None) -> tuple[tuple[int, int, int] | None, str]:
+    """The image a dense layer's inputs form and why: --image-shape, else the evidence of the listing."""
+    if image_shape is not None:
+        return image_shape, "image shape given by --image-shape"
+    if layout not in ("OI", "IO"):
+        return None, ""
+    try:
+        first = choose(infos, None)[0].name == info.name
+    except TensorNotFoundError:
+        first = False
+    return dense_image(dataclasses.replace(info, layout=layout), infos, config, first)
+
+
 def grid_bank(array: np.ndarray, layout: str = "OIHW", *, flatten: str = "HWC",
               image_shape: str | tuple[int, int, int] | None = None, name: str = "array") -> FilterBank:
     """A FilterBank from an array already in memory (a torch tensor's ``.numpy()``, say)."""
@@ -136,7 +159,8 @@ def grid_bank(array: np.ndarray, layout: str = "OIHW", *, flatten: str = "HWC",
         image_shape = parse_image_shape(image_shape)
     stored = np.asarray(array)
     resolved = guess_layout(stored.shape, layout)
-    placed = place(stored, resolved, flatten=flatten, image_shape=image_shape)
+    image = (image_shape, "image shape given") if image_shape is not None else guessed_image(stored.shape, resolved)
+    placed = place(stored, resolved, flatten=flatten, image_shape=image[0], image_why=image[1])
     provenance = Provenance("<memory>", "array", name, tuple(stored.shape), str(stored.dtype),
                             placed.layout, "given in memory", placed.notes)
     return FilterBank(placed.array, provenance, placed.kind)

@@ -21,6 +21,10 @@ class UnknownFormatError(FiltergridError):
     """No converter recognised the file; the message lists what was probed."""
 
 
+class UnsupportedFormatError(FiltergridError):
+    """A format filtergrid recognises but cannot read (yet); an audit lists it as "unsupported"."""
+
+
 class CorruptFileError(FiltergridError):
     """The file claims to be a format but its bytes do not hold together."""
 
@@ -47,3 +51,7 @@ class UsageError(FiltergridError):
 
 class TimeLimitError(FiltergridError):
     """Work on one file went past its time limit."""
+
+
+class CompanionFileError(UnknownFormatError):
+    """The file is one part of a model whose main file is another (a Darknet .cfg, an ncnn .bin)."""

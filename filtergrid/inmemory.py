@@ -14,6 +14,7 @@ import numpy as np
 
 from .bank import FilterBank, Provenance
 from .errors import UsageError
+from .firstlayer import guessed_image
 from .layout import guess_layout, parse_image_shape, place
 
 
@@ -84,7 +85,8 @@ def bank_of(value: Any, *, layout: str | None = None, flatten: str | None = None
         image_shape = parse_image_shape(image_shape)
     resolved = guess_layout(stored.shape, layout or framework.layout_for(stored.ndim))
     flatten = flatten or (TORCH.flatten if resolved == "OI" and framework is NUMPY else framework.flatten)
-    placed = place(stored, resolved, flatten=flatten, image_shape=image_shape)
+    image = (image_shape, "image shape given") if image_shape is not None else guessed_image(stored.shape, resolved)
+    placed = place(stored, resolved, flatten=flatten, image_shape=image[0], image_why=image[1])
     provenance = Provenance("<memory>", framework.name, name, tuple(stored.shape), str(stored.dtype),
                             placed.layout, chosen_by, (f"flattened {flatten}", *placed.notes))
     return FilterBank(placed.array, provenance, placed.kind)

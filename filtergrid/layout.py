@@ -121,8 +121,13 @@ def place(
     *,
     flatten: str = "HWC",
     image_shape: tuple[int, int, int] | None = None,
+    image_why: str = "no evidence that its inputs form an image",
 ) -> Placement:
-    """Turn a stored tensor (any numeric dtype) into the canonical float32 (filters, H, W, C)."""
+    """Turn a stored tensor (any numeric dtype) into the canonical float32 (filters, H, W, C).
+
+    A dense layer becomes images only with an ``image_shape`` (given, or found by
+    :func:`filtergrid.firstlayer.dense_image`); otherwise it is a heatmap and ``image_why`` says why.
+    """
     shape = tuple(stored.shape)
     if layout not in LAYOUTS:
         raise UsageError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
@@ -154,26 +159,24 @@ def place(
         notes.append(f"conv3d: depth slice {mid} of {shape[2]} shown")
     elif layout in ("OI", "IO"):
         units = stored if layout == "OI" else stored.T
-        return _dense(units, layout, flatten, image_shape)
+        return _dense(units, layout, flatten, image_shape, image_why)
     else:
         return _matrix(stored, layout, notes)
+    if out.shape[1:3] == (1, 1):  # 1x1 kernels are no picture: one (filters x channels) heatmap
+        return _matrix(out.reshape(out.shape[0], out.shape[3]), f"{layout} 1x1",
+                       [*notes, "1x1 kernels: shown as a filters x input-channels heatmap"])
     return Placement(_float32(out), layout, "filters", tuple(notes))
 
 
-def _dense(units: np.ndarray, layout: str, flatten: str, image_shape) -> Placement:
-    """Each output unit is a filter; its input vector is reshaped to an image when it is one."""
+def _dense(units: np.ndarray, layout: str, flatten: str, image_shape, image_why: str) -> Placement:
+    """Each output unit is a filter over an image of ``image_shape``; without one, a heatmap."""
     n_out, n_in = units.shape
-    if image_shape is not None:
-        h, w, c = image_shape
-        if h * w * c != n_in:
-            raise UsageError(f"image shape {h}x{w}x{c} has {h * w * c} values, the layer takes {n_in} inputs")
-        how = "given by --image-shape"
-    else:
-        guessed = image_shape_for(n_in, flatten)
-        if guessed is None:
-            return _matrix(units, layout, [f"{n_in} inputs are no square image: shown as a matrix"])
-        h, w, c = guessed
-        how = f"{n_in} inputs read as a {h}x{w}x{c} image"
+    if image_shape is None:
+        return _matrix(units, layout, [f"dense: {image_why}; shown as a heatmap (--image-shape HxWxC draws images)"])
+    h, w, c = image_shape
+    if h * w * c != n_in:
+        raise UsageError(f"image shape {h}x{w}x{c} has {h * w * c} values, the layer takes {n_in} inputs")
+    how = image_why
     if flatten == "CHW":
         out = np.transpose(units.reshape(n_out, c, h, w), (0, 2, 3, 1))
     else:
@@ -195,8 +198,29 @@ def _matrix(stored: np.ndarray, layout: str, notes: list[str]) -> Placement:
     if rows > max_r or cols > max_c:
         m = m[:max_r, :max_c]
         notes = [*notes, f"matrix {rows}x{cols} cut to its first {min(rows, max_r)}x{min(cols, max_c)}"]
+    if m.shape[0] == 1 and m.shape[1] > MAX_ROW_ASPECT:
+        m, how = _wrap(m[0])
+        notes = [*notes, how]
     kind_layout = layout if layout == "matrix" else f"{layout} as matrix"
     return Placement(_float32(m)[None, :, :, None], kind_layout, "matrix", tuple(notes))
+
+
+#: A single row longer than this is wrapped into a near-square block instead of a one-pixel strip.
+MAX_ROW_ASPECT = 64
+
+
+def _wrap(row: np.ndarray) -> tuple[np.ndarray, str]:
+    """A long row as a near-square block: a divisor near the square root rows, else NaN-padded rows."""
+    n = row.size
+    side = math.isqrt(n)
+    rows = next((d for d in range(side, max(2, side // 4) - 1, -1) if n % d == 0), None)
+    if rows is not None:
+        return row.reshape(rows, -1), f"a single row of {n} values wrapped into {rows} rows of {n // rows}"
+    width = side + 1
+    padded = np.full(width * math.ceil(n / width), np.nan, dtype=np.float32)
+    padded[:n] = to_float32(row)
+    return padded.reshape(-1, width), (f"a single row of {n} values wrapped into rows of {width}; "
+                                        f"the last {padded.size - n} cells are padding (NaN colour)")
 
 
 def _float32(a: np.ndarray) -> np.ndarray:

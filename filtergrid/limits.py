@@ -48,6 +48,8 @@ MAX_NESTING = _env("MAX_NESTING", 64)
 #: Largest ratio of a sparse tensor's dense bytes to the model file's size (ONNX sparse
 #: initializers): a file of a few dozen bytes may not densify to 2 GiB.
 MAX_SPARSE_EXPANSION = _env("MAX_SPARSE_EXPANSION", 1024)
+#: Deepest folder nesting an audit walks below a folder it was given (deeper folders are skipped).
+MAX_WALK_DEPTH = _env("MAX_WALK_DEPTH", 64)
 #: Work one byte of a file may cause: float32 bytes decoded per stored byte a tensor reads (a torch
 #: view with stride 0 repeats one number 2 GiB over), tensor-name characters per pickle byte (a
 #: shared 200 KB key spelled into every name). A pickle counts as at least 64 KiB.

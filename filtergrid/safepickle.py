@@ -484,7 +484,11 @@ def load(file: BinaryIO, allowed: Mapping[str, Any] = BASE_ALLOWED,
          persistent_load: Callable[[Any], Any] | None = None,
          build_ignored: tuple[type, ...] = (dict,), what: str = "pickle") -> Any:
     """One pickle from ``file`` (left positioned right after its STOP), built without running code."""
-    unpickler = SafeUnpickler(file, allowed, persistent_load, build_ignored)
+    return run(SafeUnpickler(file, allowed, persistent_load, build_ignored), what)
+
+
+def run(unpickler: SafeUnpickler, what: str = "pickle") -> Any:
+    """Load with ``unpickler`` (a SafeUnpickler or subclass), every failure as a FiltergridError."""
     try:
         return unpickler.load()
     except FiltergridError:

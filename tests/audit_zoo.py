@@ -61,8 +61,9 @@ def add_fixtures(zoo: Zoo) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
             shutil.copytree(source, target)
-        else:  # with its companions (ONNX external data: model.onnx.data)
-            for part in source.parent.glob(f"{source.name}*"):
+        else:  # with its companions (ONNX external data: model.onnx.data; Darknet .cfg; ncnn .bin)
+            companions = [source.with_suffix(s) for s in (".cfg", ".bin") if source.suffix in (".weights", ".param")]
+            for part in [*source.parent.glob(f"{source.name}*"), *filter(Path.exists, companions)]:
                 shutil.copy(part, target.parent / part.name)
         weights = {".xml": ".bin", ".pdmodel": ".pdiparams", ".json": ".pdiparams"}.get(source.suffix)
         if weights:  # OpenVINO and Paddle weights beside their program: one model, audited once
@@ -140,7 +141,7 @@ def slow_folder(root: Path) -> Path:
 
 def comparable(document: dict) -> dict:
     """A report without what differs between two runs of the same audit: timings and how it ran."""
-    files = [{k: v for k, v in r.items() if k != "seconds"} for r in document["files"]]
+    files = [{k: v for k, v in r.items() if k not in ("seconds", "ran_on")} for r in document["files"]]
     summary = {k: v for k, v in document["summary"].items() if k not in ("seconds", "started_at", "options")}
     return {"schema_version": document["schema_version"], "summary": summary, "files": files,
             "skipped": document["skipped"]}

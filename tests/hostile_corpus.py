@@ -486,7 +486,10 @@ def crafted_cases() -> Iterator[Case]:
     yield _data("npy/declares-1GiB-absent.npy", _npy_header((1 << 28,)) + bytes(64))
     yield _data("npy/complex.npy", _npy_header((4, 4), "<c8") + bytes(128))
     yield _data("npy/subarray-dtype.npy", _npy_header((2,), [("a", "<f4", (1 << 20, 1 << 20))]) + bytes(64))
-    yield _data("pickle/bytearray8-claims-2.5GB.pth", b"\x80\x05\x96" + struct.pack("<Q", 2_500_000_000) + bytes(16))
+    # a legacy torch.save head (its magic-number pickle), so the content picks the PyTorch reader
+    legacy_head = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little") + b"."
+    yield _data("pickle/bytearray8-claims-2.5GB.pth",
+                legacy_head + b"\x80\x05\x96" + struct.pack("<Q", 2_500_000_000) + bytes(16))
     yield _data("npz/declares-128GiB.npz", _zip({"W1.npy": _npy_header((1 << 35,)) + bytes(64)}))
     yield _data("npz/object-dtype.npz", _bytes_of(lambda f: np.savez(f, W1=np.array([{"a": 1}, None], dtype=object))))
     yield Case("npz/pickle-payload.npz", _payload_npz)

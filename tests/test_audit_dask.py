@@ -49,10 +49,19 @@ def _assert_same(local, remote):
     assert _grids(r_out) == _grids(l_out)
 
 
+def _ran_on_the_workers(document, workers) -> None:
+    """Every record says which Dask worker ran it (distributed.get_worker() there): the tasks really
+    ran on the cluster, not in the client's process."""
+    ran_on = [r.get("ran_on") for r in document["files"]]
+    assert ran_on and set(ran_on) <= set(workers), (ran_on, workers)
+
+
 def test_local_cluster_gives_the_local_report(zoo, local, cluster, tmp_path):
     remote = _audit(tmp_path, "dask", [zoo.root], "--scheduler", cluster.scheduler_address)
     _assert_same(local, remote)
     assert remote[2]["summary"]["options"]["scheduler"] == cluster.scheduler_address
+    _ran_on_the_workers(remote[2], cluster.scheduler_info["workers"])
+    assert all("ran_on" not in r for r in local[2]["files"])
 
 
 def test_time_limit_holds_on_dask_too(cluster, tmp_path):
@@ -80,8 +89,9 @@ def test_dask_scheduler_and_worker_processes(zoo, local, tmp_path):
     try:
         with distributed.Client(address, timeout=60) as client:
             client.wait_for_workers(2, timeout=60)
-        remote = _audit(tmp_path, "dask", [zoo.root], "--scheduler", address)
-        _assert_same(local, remote)
+            remote = _audit(tmp_path, "dask", [zoo.root], "--scheduler", address)
+            _assert_same(local, remote)
+            _ran_on_the_workers(remote[2], client.scheduler_info()["workers"])
     finally:
         for proc in (workers, scheduler):
             proc.terminate()

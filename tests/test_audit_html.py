@@ -28,8 +28,9 @@ def report(tmp_path_factory):
     return zoo, out, json.loads((out / "report.json").read_text())
 
 
-def dump_dom(url: str) -> str:
-    return subprocess.run([BROWSER, *HEADLESS, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+def dump_dom(url: str, *flags: str) -> str:
+    return subprocess.run([BROWSER, *HEADLESS, *flags, "--dump-dom", url], capture_output=True, text=True,
+                          timeout=120).stdout
 
 
 class Elements(HTMLParser):
@@ -58,7 +59,8 @@ def test_every_row_and_grid_is_in_the_browser_and_every_image_loads(report):
     rows = dom.all("tr")[1:]
     assert len(rows) == len(files)
     assert [r["data-status"] for r in rows] == [r["status"] for r in files]
-    assert sorted(i["src"] for i in dom.all("img")) == sorted(r["grid"] for r in ok)
+    assert sorted(i["src"] for i in dom.all("img")) == sorted(r["thumbnail"] for r in ok)
+    assert sorted(a["href"] for a in dom.all("a", **{"class": "thumb"})) == sorted(r["grid"] for r in ok)
     assert len(dom.all("div", **{"class": "card error"})) == len(files) - len(ok)
 
 
@@ -82,9 +84,43 @@ def test_the_address_filters_rows_and_cards(report):
     assert f"{errors} of {len(document['files'])} shown" in dom
 
 
+def test_the_table_fits_1280_px_and_cards_follow_its_sort(report):
+    _, out, document = report
+    dom = dump_dom((out / "index.html").as_uri() + "#sort=-5", "--window-size=1280,2000")
+    assert Elements(dom).all("body")[0]["data-table-fits"] == "true"
+    rows = re.findall(r'<tr data-i="(\d+)"', dom)
+    cards = re.findall(r'<div class="card \w+" data-i="(\d+)"', dom)
+    assert rows == cards and len(rows) == len(document["files"])
+    sizes = [document["files"][int(i)]["size"] for i in rows]
+    assert sizes == sorted(sizes, reverse=True)  # column 5 is the size, -5 sorts it descending
+    assert rows != [str(i) for i in range(len(rows))]
+
+
+def test_sizes_are_human_and_sha256_is_shown(report):
+    _, out, document = report
+    markup = (out / "index.html").read_text(encoding="utf-8")
+    conv = next(r for r in document["files"] if r["path"].endswith("/conv.npy"))
+    assert f"sha256 {conv['sha256']}" in markup and conv["sha256"][:12] in markup
+    assert re.search(r"\b\d(\.\d+)? KB\b", markup) and f">{conv['size']}<" not in markup
+
+
+def test_self_contained_report_works_copied_alone(tmp_path_factory):
+    zoo = make_zoo(tmp_path_factory.mktemp("zoo") / "models", fixtures=False)
+    out = tmp_path_factory.mktemp("html") / "out"
+    assert run_cli("audit", zoo.root, "--out", out, "--quiet", "--self-contained").returncode == 1
+    alone = tmp_path_factory.mktemp("mailed") / "index.html"
+    shutil.copy(out / "index.html", alone)
+    dom = Elements(dump_dom(alone.as_uri()))
+    ok = [r for r in json.loads((out / "report.json").read_text())["files"] if r["status"] == "ok"]
+    assert dom.all("body")[0]["data-images"] == "ok"
+    assert dom.all("body")[0]["data-images-loaded"] == f"{len(ok)}/{len(ok)}"
+    assert all(i["src"].startswith("data:image/png;base64,") for i in dom.all("img"))
+    assert not [a for a in dom.all("a") if a.get("href", "").startswith("grids/")]
+
+
 def test_screenshot(report, tmp_path):
     _, out, _ = report
     shot = tmp_path / "report.png"
-    subprocess.run([BROWSER, *HEADLESS, "--window-size=1400,1800", f"--screenshot={shot}", (out / "index.html").as_uri()],
+    subprocess.run([BROWSER, *HEADLESS, "--window-size=1280,1800", f"--screenshot={shot}", (out / "index.html").as_uri()],
                    capture_output=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 10_000

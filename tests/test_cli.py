@@ -33,7 +33,7 @@ def test_render_writes_png_with_provenance(cnn, tmp_path):
 
 
 def test_render_default_output_name_and_options(cnn, tmp_path):
-    result = run_cli("render", cnn, "--tensor", "fc.weight", "--cmap", "viridis", "--cols", "5",
+    result = run_cli("render", cnn, "--tensor", "fc.weight", "--image-shape", "8x8x1", "--cmap", "viridis", "--cols", "5",
                      "--normalize", "symmetric", "--scale", "3", "--pad", "1", "--no-title", "--no-colorbar",
                      cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -63,7 +63,7 @@ def test_convert_writes_the_canonical_array(cnn, tmp_path, suffix):
              else load_file(out)["filters"])
     assert array.dtype == np.float32 and array.shape == (16, 5, 5, 3)
     if suffix == ".npz":
-        assert json.loads(str(np.load(out)["provenance"]))["provenance"]["tensor"] == "conv1.weight"
+        assert json.loads(np.load(out)["filtergrid.bank"].tobytes())["provenance"]["tensor"] == "conv1.weight"
 
 
 @pytest.mark.parametrize("args,needles", [

@@ -53,15 +53,32 @@ def test_conv1d_both_conventions():
 
 def test_dense_cs231n_w1_rows_become_32x32x3_images():
     w1 = rng.standard_normal((3072, 100)).astype(np.float32)
-    placed = place(w1, "IO")
+    placed = place(w1, "IO", image_shape=(32, 32, 3), image_why="32x32x3 by evidence")
     assert placed.array.shape == (100, 32, 32, 3) and placed.kind == "filters"
     np.testing.assert_array_equal(placed.array[7], w1[:, 7].reshape(32, 32, 3))
     assert "32x32x3" in placed.notes[0]
 
 
+def test_dense_without_image_evidence_is_a_heatmap_whatever_its_size():
+    """768 inputs are 16x16x3 by arithmetic only: no evidence, no fake RGB tiles."""
+    placed = place(rng.standard_normal((64, 768)), "OI", image_why="not the input layer")
+    assert placed.kind == "matrix" and "not the input layer" in placed.notes[0]
+
+
+def test_one_by_one_kernels_are_a_heatmap_and_a_long_row_is_wrapped():
+    pointwise = place(rng.standard_normal((8, 5, 1, 1)), "OIHW")
+    assert pointwise.kind == "matrix" and pointwise.array.shape == (1, 8, 5, 1)
+    row = rng.standard_normal((1, 1475, 1, 1)).astype(np.float32)
+    wrapped = place(row, "OIHW")
+    assert wrapped.array.shape == (1, 25, 59, 1)
+    np.testing.assert_array_equal(wrapped.array.ravel(), row.ravel())
+    prime = place(rng.standard_normal((1, 1031)), "matrix")
+    assert prime.array.shape[1] * prime.array.shape[2] >= 1031 and np.isnan(prime.array).sum() == prime.array.size - 1031
+
+
 def test_dense_out_in_and_chw_flatten():
     w = rng.standard_normal((10, 3 * 4 * 4))
-    out = place(w, "OI", flatten="CHW").array
+    out = place(w, "OI", flatten="CHW", image_shape=(4, 4, 3)).array
     assert out.shape == (10, 4, 4, 3)
     np.testing.assert_array_equal(out[3], np.transpose(w[3].reshape(3, 4, 4), (1, 2, 0)).astype(np.float32))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import struct
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,14 @@ import pytest
 from conftest import FIXTURES, entry_id, group_entries
 
 import filtergrid
-from filtergrid import converters
-from filtergrid.errors import CorruptFileError, FiltergridError, MissingExtraError
+from filtergrid import converters, limits
+from filtergrid.errors import (
+    CorruptFileError,
+    FiltergridError,
+    LimitError,
+    MissingExtraError,
+    TensorNotFoundError,
+)
 
 tfl = pytest.importorskip("tflite")
 flatbuffers = pytest.importorskip("flatbuffers")
@@ -221,3 +228,111 @@ def test_buffer_offset_past_the_end_is_refused(tmp_path: Path) -> None:
     path.write_bytes(_model_with_outside_buffer(weight, offset=2**40))
     with pytest.raises(CorruptFileError, match="buffer 1 spans"):
         filtergrid.load(path, format="tflite")
+
+
+# -- sparse tensors (DENSIFY), asymmetric uint8, bounded operator vectors (issues 10 and 12) ----
+
+
+def test_sparse_weight_is_densified_like_the_interpreter() -> None:
+    info = next(i for i in filtergrid.tensors(FIXTURES / "tflite" / "dense_sparse.tflite") if i.candidate)
+    assert info.shape == (16, 64) and "sparse" in info.role
+    expected = np.load(FIXTURES / "tflite" / "dense_sparse.expected.npz")["stored"]
+    assert 0.7 < np.mean(expected == 0) < 0.9  # the pruned kernel really is sparse
+
+
+def _sparsity(traversal, block_map, levels):
+    from filtergrid.converters.tflite import Sparsity
+
+    return Sparsity(tuple(traversal), tuple(block_map),
+                    tuple((size, None if seg is None else np.array(seg), None if idx is None else np.array(idx))
+                          for size, seg, idx in levels))
+
+
+def test_densify_csr_levels() -> None:
+    """A (3, 2, 2) tensor, levels SPARSE_CSR, DENSE, SPARSE_CSR (Android NNAPI's densify_4 example)."""
+    from filtergrid.converters.tflite import densify
+
+    sparsity = _sparsity([0, 1, 2], [], [(3, [0, 2], [0, 2]), (2, None, None), (2, [0, 1, 3, 4, 5], [0, 0, 1, 0, 1])])
+    dense = densify(np.array([6.0, 9.0, 8.0, 5.0, 7.0], np.float32), (3, 2, 2), sparsity)
+    np.testing.assert_array_equal(dense.ravel(), [6, 0, 9, 8, 0, 0, 0, 0, 5, 0, 0, 7])
+
+
+def test_densify_blocks() -> None:
+    """A (4, 4) tensor stored as 2x2 blocks of 2x2 (NNAPI's densify_2 example): the block map matters."""
+    from filtergrid.converters.tflite import densify
+
+    sparsity = _sparsity([0, 1, 2, 3], [0, 1], [(2, None, None)] * 4)
+    values = np.array([1, 0, 0, 4, 2, 3, 0, 0, 0, 0, 0, 0, 5, 0, 0, 6], np.float32)
+    dense = densify(values, (4, 4), sparsity)
+    np.testing.assert_array_equal(dense.ravel(), [1, 0, 2, 3, 0, 4, 0, 0, 0, 0, 5, 0, 0, 0, 0, 6])
+
+
+@pytest.mark.parametrize("levels", [
+    [(3, [0, 9], [0, 2]), (2, None, None), (2, [0, 1, 3, 4, 5], [0, 0, 1, 0, 1])],  # segment past the indices
+    [(3, [0, 2], [0, 7]), (2, None, None), (2, [0, 1, 3, 4, 5], [0, 0, 1, 0, 1])],  # index 7 of 3
+    [(3, [0, 2], [0, 2]), (2, None, None), (2, [0, 1], [0])],  # fewer segments than positions
+    [(3, [0, 2], [0, 2]), (2 ** 40, None, None), (2, [0, 1, 3, 4, 5], [0, 0, 1, 0, 1])],  # a dense level of 2^40
+])
+def test_densify_refuses_lying_metadata(levels) -> None:
+    from filtergrid.converters.tflite import densify
+
+    with pytest.raises(CorruptFileError):
+        densify(np.arange(5, dtype=np.float32), (3, 2, 2), _sparsity([0, 1, 2], [], levels))
+
+
+def test_asymmetric_uint8_weights_use_their_zero_points() -> None:
+    path = FIXTURES / "tflite" / "conv_uint8_asymmetric.tflite"
+    expected = np.load(path.with_name("conv_uint8_asymmetric.expected.npz"))
+    assert expected["raw"].dtype == np.uint8
+    with filtergrid.open_model(path) as (_, reader):
+        info = next(i for i in reader.tensors() if i.candidate)
+        values = reader.read(info.name)
+    np.testing.assert_array_equal(values, expected["stored"])
+    assert values.min() < 0 < values.max()  # raw uint8 times a scale would all be >= 0
+
+
+def test_unknown_tensor_name_is_tensor_not_found() -> None:
+    with filtergrid.open_model(CONV_INT8) as (_, reader), pytest.raises(TensorNotFoundError):
+        reader.read("no such tensor")
+
+
+def test_tensor_count_over_the_limit_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(limits, "MAX_TENSORS", 3)
+    with pytest.raises(LimitError, match="MAX_TENSORS"):
+        filtergrid.load(CONV_INT8)
+
+
+def _shared_operator_model(n: int) -> bytes:
+    """A flatbuffer whose subgraph lists one operator table ``n`` times (an amplification attack)."""
+    b = flatbuffers.Builder(0)
+    tfl.OperatorStart(b)
+    op = tfl.OperatorEnd(b)
+    tfl.SubGraphStartOperatorsVector(b, n)
+    for _ in range(n):
+        b.PrependUOffsetTRelative(op)
+    ops = b.EndVector()
+    tfl.SubGraphStart(b)
+    tfl.SubGraphAddOperators(b, ops)
+    graph = tfl.SubGraphEnd(b)
+    tfl.OperatorCodeStart(b)
+    tfl.OperatorCodeAddBuiltinCode(b, tfl.BuiltinOperator.CONV_2D)
+    code = tfl.OperatorCodeEnd(b)
+    vectors = []
+    for start, item in ((tfl.ModelStartOperatorCodesVector, code), (tfl.ModelStartSubgraphsVector, graph)):
+        start(b, 1)
+        b.PrependUOffsetTRelative(item)
+        vectors.append(b.EndVector())
+    tfl.ModelStart(b)
+    tfl.ModelAddOperatorCodes(b, vectors[0])
+    tfl.ModelAddSubgraphs(b, vectors[1])
+    b.Finish(tfl.ModelEnd(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+def test_operator_vector_repeating_one_table_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "shared.tflite"
+    path.write_bytes(_shared_operator_model(200_000))
+    start = time.monotonic()
+    with pytest.raises(CorruptFileError, match="repeat a table"):
+        filtergrid.load(path)
+    assert time.monotonic() - start < 5

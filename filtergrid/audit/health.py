@@ -27,6 +27,8 @@ MAX_DUPLICATE_FILTERS = 4096
 SIMILARITY_BLOCK_ROWS = 256
 #: Pairs listed by index in the report (the count is always complete).
 LISTED_PAIRS = 10
+#: Dead filters listed by index in the report (the count is always complete).
+LISTED_DEAD = 64
 
 _INTEGER_DTYPES = re.compile(r"^u?int\d+$")
 _BLOCK_QUANT = re.compile(r"^(i?q\d|tq\d)", re.IGNORECASE)  # GGUF Q8_0, Q4_K, IQ2_XS, TQ1_0, ...
@@ -46,7 +48,8 @@ def duplicate_pairs(unit: np.ndarray, live: np.ndarray) -> tuple[int, int, list[
         index = np.sort(np.random.default_rng(0).choice(index, MAX_DUPLICATE_FILTERS, replace=False))
     rows = unit if index.size == len(unit) else unit[index]
     twins = np.zeros(index.size, bool)
-    pairs, listed = 0, []
+    pairs = 0
+    listed: list[list[int]] = []
     for start in range(0, index.size, SIMILARITY_BLOCK_ROWS):
         block = rows[start:start + SIMILARITY_BLOCK_ROWS] @ rows.T
         i, j = np.nonzero(np.triu(block > DUPLICATE_COSINE, k=start + 1))
@@ -120,6 +123,7 @@ def assess(bank: FilterBank) -> dict[str, Any]:
     dup_filters, dup_pairs, listed, sampled = duplicate_pairs(clean, ~dead & (norms > 0))
     health.update({
         "dead_filters": int(dead.sum()),
+        "dead_indices": np.flatnonzero(dead)[:LISTED_DEAD].tolist(),
         "duplicate_filters": dup_filters,
         "duplicate_pairs": dup_pairs,
         "duplicate_examples": listed,

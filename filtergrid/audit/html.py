@@ -1,12 +1,14 @@
 """``DIR/index.html``: the report people read, from a jinja2 template with autoescaping on.
 
-Self-contained: CSS and JS are inline, grids are linked by relative path (``grids/...``), so the
-folder can be zipped, mailed and opened from disk offline. File names come from untrusted folders;
-the template never marks anything safe.
+CSS and JS are inline. Cards show each grid's small thumbnail (``grids/*.thumb.png``) and link to
+the full grid, so the folder can be zipped and opened offline; with ``self_contained`` every
+thumbnail is inlined as a ``data:`` URI and the page works copied or mailed alone. File names come
+from untrusted folders; the template never marks anything safe.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from pathlib import Path
@@ -16,6 +18,8 @@ import jinja2
 from markupsafe import Markup, escape
 
 from ..safeio import atomic_write
+from .report import failing
+from .text import html_text
 
 #: Flags and how the page words them.
 FLAG_TITLES = {
@@ -24,6 +28,7 @@ FLAG_TITLES = {
     "duplicates": "near-duplicate filters",
     "saturated": "saturated (quantized)",
 }
+_UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
 
 
 def display_names(paths: list[str]) -> dict[str, str]:
@@ -49,35 +54,64 @@ def number(value: float | None, digits: int = 3) -> str:
     return f"{value:.2e}"
 
 
+def human_size(size: int | None) -> str:
+    """``1.5 MB`` (decimal units, as file managers show them); the exact bytes stay in report.json."""
+    if size is None:
+        return ""
+    value, unit = float(size), 0
+    while value >= 1000 and unit < len(_UNITS) - 1:
+        value, unit = value / 1000, unit + 1
+    return f"{size} B" if unit == 0 else f"{value:.3g} {_UNITS[unit]}"
+
+
 def breakable(text: str | None) -> Markup:
     """Escaped text with line-break chances after ``.``, ``/`` and ``_`` (long tensor and file names)."""
     parts = re.split(r"(?<=[./_])", text or "")
     return Markup("<wbr>").join(escape(part) for part in parts)
 
 
-def render_html(document: dict[str, Any]) -> str:
+def _inline(out: Path, relative: str | None) -> str | None:
+    """A thumbnail as a ``data:`` URI (only files this audit wrote under grids/; else None)."""
+    if not relative or not relative.startswith("grids/") or ".." in relative:
+        return None
+    try:
+        data = (out / relative).read_bytes()
+    except OSError:
+        return None
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def thumbnails(files: list[dict[str, Any]], out: Path, self_contained: bool) -> dict[str, str | None]:
+    """path -> what the card's <img> shows: the thumbnail (inlined when self-contained) or the grid."""
+    if not self_contained:
+        return {r["path"]: r.get("thumbnail") or r["grid"] for r in files}
+    return {r["path"]: _inline(out, r.get("thumbnail")) for r in files}
+
+
+def render_html(document: dict[str, Any], out: Path | None = None, self_contained: bool = False) -> str:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("filtergrid.audit", "templates"),
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
     )
     env.filters.update(shape=shape_text, number=number, basename=os.path.basename, dirname=os.path.dirname,
-                       breakable=breakable)
+                       breakable=breakable, size=human_size)
     files = document["files"]
-    names = display_names([r["path"] for r in files])
     summary = document["summary"]
     return env.get_template("report.html.j2").render(
         schema_version=document["schema_version"],
         summary=summary,
         files=files,
-        names=names,
+        names=display_names([r["path"] for r in files]),
+        images=thumbnails(files, out or Path("."), self_contained),
+        self_contained=self_contained,
         skipped=document.get("skipped", []),
-        errors=[r for r in files if r["status"] != "ok"],
+        problems=failing(files, ("error", "unsupported")),
         formats=sorted(summary["by_format"]),
         flag_titles=FLAG_TITLES,
     )
 
 
-def write_html(document: dict[str, Any], out: Path) -> Path:
+def write_html(document: dict[str, Any], out: Path, self_contained: bool = False) -> Path:
     """Write ``out/index.html`` atomically (names that are not UTF-8 are shown with U+FFFD)."""
-    data = render_html(document).encode("utf-8", "surrogateescape").decode("utf-8", "replace").encode("utf-8")
+    data = html_text(render_html(document, out, self_contained)).encode("utf-8")
     return atomic_write(out / "index.html", lambda f: f.write(data))

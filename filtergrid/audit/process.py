@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ..errors import FiltergridError
 from .worker import empty_record
@@ -30,11 +30,21 @@ STARTUP_SECONDS = 120.0
 _ONE_THREAD = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
-def _worker_env() -> dict[str, str]:
-    """This environment, one BLAS thread, and this very filtergrid first on the import path."""
+#: How a worker starts: ``python -I`` (no PYTHONPATH, no user site-packages, not the current
+#: folder), then this very filtergrid's folder first only when the interpreter would not find it
+#: (a source checkout); an installed filtergrid is found where it is, after the standard library.
+_BOOT = ("import sys; root = sys.argv[1]; root in sys.path or sys.path.insert(0, root); "
+         "from filtergrid.audit.worker import serve; serve(int(sys.argv[2]))")
+
+
+def worker_command(max_memory: int) -> list[str]:
     package_root = str(Path(__file__).resolve().parents[2])
-    path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, **_ONE_THREAD, "PYTHONPATH": path}
+    return [sys.executable, "-I", "-c", _BOOT, package_root, str(max_memory)]
+
+
+def _worker_env() -> dict[str, str]:
+    """This environment without PYTHONPATH, and one BLAS thread."""
+    return {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, **_ONE_THREAD}
 
 
 def _signal_name(code: int) -> str:
@@ -50,10 +60,13 @@ class WorkerProcess:
     def __init__(self, max_memory: int = 0):
         self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "filtergrid.audit.worker", str(max_memory)],
+            worker_command(max_memory),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
             env=_worker_env(), start_new_session=True,  # Ctrl-C is the parent's
         )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.tasks_in: IO[bytes] = self.proc.stdin  # one JSON task per line
+        self.replies: IO[bytes] = self.proc.stdout  # "ready", then one JSON record per line
         self.ready = False
         self._pending = b""
         self.task: dict[str, Any] | None = None
@@ -62,14 +75,14 @@ class WorkerProcess:
         self.timeout: float | None = None
 
     def fileno(self) -> int:
-        return self.proc.stdout.fileno()
+        return self.replies.fileno()
 
     def start(self, task: dict[str, Any], timeout: float | None) -> None:
         """Hand over a task; its clock starts when the worker is ready (import time is not the file's)."""
         self.task, self.timeout = task, timeout
         try:
-            self.proc.stdin.write((json.dumps(task) + "\n").encode())
-            self.proc.stdin.flush()
+            self.tasks_in.write((json.dumps(task) + "\n").encode())
+            self.tasks_in.flush()
         except BrokenPipeError:
             pass  # the worker is gone; its pipe's end-of-file turns into this task's error record
         if self.ready:
@@ -131,6 +144,7 @@ class WorkerProcess:
                             seconds=self.timeout)
 
     def _failed(self, message: str, seconds: float | None = None) -> dict[str, Any]:
+        assert self.task is not None
         record = empty_record(self.task["path"])
         record["error"] = message
         record["seconds"] = round(seconds if seconds is not None else time.monotonic() - self.started, 4)
@@ -148,7 +162,7 @@ class WorkerProcess:
         self.close()
 
     def close(self) -> None:
-        for stream in (self.proc.stdin, self.proc.stdout, self.stderr):
+        for stream in (self.tasks_in, self.replies, self.stderr):
             try:
                 stream.close()
             except OSError:
@@ -177,12 +191,14 @@ def run_isolated(task: dict[str, Any], timeout: float | None, max_memory: int) -
         _local.max_memory = max_memory
     worker.start(task, timeout)
     with selectors.DefaultSelector() as selector:
-        selector.register(worker.proc.stdout, selectors.EVENT_READ)
+        selector.register(worker, selectors.EVENT_READ)
         while True:
             wait = worker.deadline - time.monotonic()
             if wait <= 0:
                 _local.worker = None
-                return worker.overstayed()
+                overstayed = worker.overstayed()
+                assert overstayed is not None  # it was running this task
+                return overstayed
             if not selector.select(min(wait, 3600)):
                 continue
             record, usable = worker.read()

@@ -10,12 +10,15 @@ import io
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from ..errors import FiltergridError
 from ..safeio import atomic_write
+from ..untrusted import csv_cell
+from .text import bounded_record, encodable
 from .worker import RECORD_FIELDS
 
 SCHEMA_VERSION = 1
@@ -28,18 +31,42 @@ HEALTH_COLUMNS = ("nan", "inf", "dead_filters", "duplicate_filters", "l2_min", "
 CSV_COLUMNS = tuple(f for f in RECORD_FIELDS if f != "health") + tuple(f"health.{c}" for c in HEALTH_COLUMNS)
 
 
+#: ``--fail-on`` conditions: which records each one picks out.
+FAIL_CONDITIONS: dict[str, Callable[[dict[str, Any]], bool]] = {
+    "error": lambda r: r["status"] == "error",
+    "unsupported": lambda r: r["status"] == "unsupported",
+    "nonfinite": lambda r: "nonfinite" in _flags(r),
+    "dead": lambda r: "dead" in _flags(r),
+    "duplicate": lambda r: "duplicates" in _flags(r),
+}
+#: Without ``--fail-on``: a file that could not be audited fails the run.
+DEFAULT_FAIL_ON = ("error", "unsupported")
+
+
+def _flags(record: dict[str, Any]) -> list[str]:
+    return (record.get("health") or {}).get("flags") or []
+
+
+def failing(files: list[dict[str, Any]], conditions: tuple[str, ...]) -> list[tuple[dict[str, Any], list[str]]]:
+    """(record, the named conditions it meets) for each record meeting one, in report order."""
+    hits = [(r, [c for c in conditions if FAIL_CONDITIONS[c](r)]) for r in files]
+    return [(r, met) for r, met in hits if met]
+
+
 def _cell(value: Any) -> Any:
+    """Numbers as they are, lists joined, text as a cell no spreadsheet runs as a formula."""
     if value is None:
         return ""
     if isinstance(value, list):
         return "x".join(map(str, value)) if all(isinstance(v, int) for v in value) else " ".join(map(str, value))
-    return value
+    return csv_cell(value) if isinstance(value, str) else value
 
 
 def csv_row(record: dict[str, Any]) -> dict[str, Any]:
     """A flat row: shapes as ``64x3x7x7``, flags space-separated, health fields prefixed."""
     health = record.get("health") or {}
     row = {f: _cell(record.get(f)) for f in RECORD_FIELDS if f != "health"}
+    row["path"] = encodable(record["path"])  # absolute: no formula; undecodable bytes written back as bytes
     row.update({f"health.{c}": _cell(health.get(c)) for c in HEALTH_COLUMNS})
     return row
 
@@ -73,6 +100,12 @@ class Report:
         self._flushed = (self.started, 0)
 
     def add(self, record: dict[str, Any]) -> None:
+        """Keep a worker's record (bounded in size); a file it found to be no model goes to ``skipped``."""
+        record = bounded_record(record)
+        if record["status"] == "skipped":
+            self.order.remove(record["path"])
+            self.skipped.append((record["path"], record["error"]))
+            return
         self.records[record["path"]] = record
 
     def files(self) -> list[dict[str, Any]]:

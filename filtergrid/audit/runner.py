@@ -28,12 +28,12 @@ def run_local(tasks: list[dict[str, Any]], *, workers: int, timeout: float | Non
 
     def spawn() -> WorkerProcess:
         worker = WorkerProcess(max_memory)
-        selector.register(worker.proc.stdout, selectors.EVENT_READ, worker)
+        selector.register(worker, selectors.EVENT_READ, worker)
         pool.append(worker)
         return worker
 
     def retire(worker: WorkerProcess) -> None:
-        selector.unregister(worker.proc.stdout)
+        selector.unregister(worker)
         pool.remove(worker)
         worker.kill()
 
@@ -57,7 +57,7 @@ def run_local(tasks: list[dict[str, Any]], *, workers: int, timeout: float | Non
                         spawn()
             now = time.monotonic()
             for worker in [w for w in pool if w.task is not None and w.expired(now)]:
-                selector.unregister(worker.proc.stdout)
+                selector.unregister(worker)
                 pool.remove(worker)
                 record = worker.overstayed()
                 if record is not None:

@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import UsageError
 from .report import Report, previous_ok
 from .walk import Found, find_models
-from .worker import size_and_sha256
+from .worker import files_of, size_and_sha256
 
 #: Characters kept from a model's path in its grid's file name (the rest become "_").
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -33,13 +33,16 @@ class AuditOptions:
     max_memory: int = 0
     max_memory_text: str = ""
     pattern: str | None = None
+    follow_links: bool = False
+    self_contained: bool = False
     render: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """What the report records about how it was made."""
         return {"paths": list(self.paths), "workers": self.workers, "scheduler": self.scheduler,
                 "resume": self.resume, "timeout": self.timeout, "max_memory": self.max_memory or None,
-                "glob": self.pattern, "render": self.render}
+                "glob": self.pattern, "follow_links": self.follow_links, "self_contained": self.self_contained,
+                "render": self.render}
 
 
 def grid_name(path: str) -> str:
@@ -53,7 +56,7 @@ def grid_name(path: str) -> str:
 def _size(found: Found) -> int:
     if not found.is_folder:
         return found.path.stat().st_size
-    return sum(p.stat().st_size for p in found.path.rglob("*") if p.is_file())
+    return sum(p.stat().st_size for p in files_of(found.path, True))
 
 
 def plan(models: list[Found], options: AuditOptions, report: Report) -> list[dict[str, Any]]:
@@ -72,7 +75,8 @@ def plan(models: list[Found], options: AuditOptions, report: Report) -> list[dic
         if sha in previous:
             report.add({**previous[sha], "path": path, "resumed": True})
             continue
-        tasks.append((size, {"path": path, "is_folder": found.is_folder, "out": os.path.abspath(options.out),
+        tasks.append((size, {"path": path, "is_folder": found.is_folder, "claimed": found.claimed,
+                             "out": os.path.abspath(options.out),
                              "grid": grid_name(path), "render": options.render,
                              "max_memory_text": options.max_memory_text}))
     tasks.sort(key=lambda sized: -sized[0])
@@ -87,6 +91,8 @@ class Progress:
     def advance(self, record: dict[str, Any]) -> None: ...
 
     def refresh(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 def audit(options: AuditOptions, progress: Progress | None = None) -> dict[str, Any]:
@@ -110,8 +116,8 @@ def _run(options: AuditOptions, progress: Progress, client) -> dict[str, Any]:
 
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
-    walk = find_models(options.paths, options.pattern, exclude=[out])
-    models = [Found(Path(os.path.abspath(f.path)), f.is_folder) for f in walk.models]
+    walk = find_models(options.paths, options.pattern, exclude=[out], follow_links=options.follow_links)
+    models = [Found(Path(os.path.abspath(f.path)), f.is_folder, f.claimed) for f in walk.models]
     skipped = [(os.path.abspath(p), why) for p, why in walk.skipped]
     report = Report(out, [str(f.path) for f in models], skipped, options.to_dict())
     tasks = plan(models, options, report)
@@ -126,19 +132,20 @@ def _run(options: AuditOptions, progress: Progress, client) -> dict[str, Any]:
         progress.refresh()
 
     report.write(complete=False)
-    limits = {"timeout": options.timeout, "max_memory": options.max_memory, "on_record": on_record, "tick": tick}
     try:
         if client is not None:
             from .dask import run_dask
 
-            run_dask(client, tasks, **limits)
+            run_dask(client, tasks, timeout=options.timeout, max_memory=options.max_memory, on_record=on_record,
+                     tick=tick)
         elif tasks:
             from .runner import run_local
 
-            run_local(tasks, workers=options.workers, **limits)
+            run_local(tasks, workers=options.workers, timeout=options.timeout, max_memory=options.max_memory,
+                      on_record=on_record, tick=tick)
     except KeyboardInterrupt:
-        write_html(report.write(complete=False, interrupted=True), out)
+        write_html(report.write(complete=False, interrupted=True), out, options.self_contained)
         raise
     document = report.write(complete=True)
-    write_html(document, out)
+    write_html(document, out, options.self_contained)
     return document

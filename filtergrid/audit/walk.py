@@ -1,10 +1,15 @@
-"""Find the models under the paths a user names: each real file once, no symlink loops, bytes decide.
+"""Find the models under the paths a user names, from names, sizes and first bytes only.
 
-A folder full of checkpoints also holds READMEs, logs and configs. A file found in a folder is
-audited when :func:`filtergrid.converters.detect` recognises its bytes, or when its suffix claims a
-model format (an empty or truncated ``model.safetensors`` must show up as an error, not vanish);
-``notes.txt`` is listed as skipped. A folder that ``detect`` recognises (a Hugging Face model folder:
-config.json + weights) is one model and is not descended into.
+The parent process of an audit parses nothing a file says (no zip directory, no JSON, no header):
+that is the workers' job, behind their time and memory limits. Here a file found in a folder is a
+*candidate* when its suffix claims a model format or its first bytes carry a model format's
+signature; a worker then detects it for real and may still set it aside as "not a model" (a
+``.docx`` is a zip too). ``notes.txt`` is skipped here. A folder holding ``config.json`` and a
+known weight file name (a Hugging Face model folder) is one model and is not descended into.
+
+The walk is iterative and depth-limited (``limits.MAX_WALK_DEPTH``), visits each real file and
+folder once (symlink loops end), and does not follow a symlink out of the folders named unless
+``follow_links`` is set: nothing outside them is opened, read or hashed.
 """
 
 from __future__ import annotations
@@ -16,17 +21,33 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import converters
+from .. import converters, limits
 from ..converters.base import natural_key
-from ..errors import UnknownFormatError
+from ..converters.hf import WEIGHT_FILES
+
+#: Bytes read from the start of a file found in a folder (signatures sit in the first 2 KiB).
+HEAD_BYTES = 4096
+
+_HDF5 = b"\x89HDF\r\n\x1a\n"
+#: (offset, bytes) signatures of formats whose table entry has no ``heads``: HDF5 (its superblock
+#: may sit at 0, 512, 1024 or 2048), TFLite's file identifier. A test checks every fixture against them.
+SIGNATURES = ((0, _HDF5), (512, _HDF5), (1024, _HDF5), (2048, _HDF5), (4, b"TFL3"))
+
+NOT_A_MODEL = "not a model file filtergrid knows"
+LINK_OUT = "a symlink that leads out of the audited folders (--follow-links to audit it)"
 
 
 @dataclass(frozen=True)
 class Found:
-    """One model to audit: a file, or a folder a converter reads as one model."""
+    """One model to audit: a file, or a folder read as one model.
+
+    ``claimed``: named on the command line or by a model suffix, so a worker that recognises no
+    format reports an error (a broken ``model.onnx``); otherwise it sets the file aside as skipped.
+    """
 
     path: Path
     is_folder: bool = False
+    claimed: bool = True
 
 
 @dataclass
@@ -37,98 +58,140 @@ class Walk:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def is_model_folder(folder: Path) -> bool:
-    """A folder some registered converter reads as one model (e.g. config.json + weights)."""
-    try:
-        converters.detect(folder)
-    except Exception:  # noqa: BLE001 - any failure means "not a model folder": descend into it
-        return False
-    return True
-
-
-def looks_like_model(path: Path) -> tuple[bool, str]:
-    """(audit it?, reason when not).
-
-    Recognised bytes make a model. Unrecognised bytes under a model suffix (an empty or truncated
-    ``model.onnx``) are audited too, so that a broken checkpoint is reported rather than silently
-    passed over; other unrecognised files (READMEs, logs) are skipped. Any other failure is audited
-    so the worker can say what went wrong (an unreadable file is worth a line in the report).
-    """
-    try:
-        model_file = converters.detect(path).model_file_of(path)
-    except UnknownFormatError:
-        if path.suffix.lower() in _model_suffixes():
-            return True, ""
-        return False, "not a model file filtergrid knows"
-    except Exception:  # noqa: BLE001 - the worker will say what went wrong
-        return True, ""
-    if model_file is not None:  # OpenVINO model.bin: audited once, as its model.xml
-        return False, f"part of the model {model_file.name} beside it"
-    return True, ""
-
-
-def _model_suffixes() -> set[str]:
+def model_suffixes() -> set[str]:
     return {suffix for fmt in converters.FORMATS for suffix in fmt.suffixes}
 
 
+def model_file_beside(path: Path) -> Path | None:
+    """The model file a weights file belongs to, by names (OpenVINO model.bin -> model.xml): one model."""
+    return next((m for fmt in converters.FORMATS if (m := fmt.model_file_of(path)) is not None), None)
+
+
+def has_signature(head: bytes, size: int) -> bool:
+    """First bytes that some format could own (a cheap prefix test; the worker decides)."""
+    heads = tuple(h for fmt in converters.FORMATS for h in fmt.heads)
+    if head.startswith(heads) or any(head[at:at + len(magic)] == magic for at, magic in SIGNATURES):
+        return True
+    if head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= size - 8:
+        return True  # safetensors: an 8-byte header length, then a JSON object
+    return head[:1] == b"\x08"  # ONNX: ModelProto starts with field 1 (ir_version), a varint
+
+
+def read_head(path: Path) -> tuple[bytes, int] | None:
+    """(first bytes, size) of a regular file, or None if it is not one by the time it is opened.
+
+    Opened non-blocking and checked with fstat: a file swapped for a pipe after the walk's stat
+    cannot hang the audit.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        return os.read(fd, HEAD_BYTES), st.st_size
+    finally:
+        os.close(fd)
+
+
+#: Folders that are one model by the names they hold (besides Hugging Face's, below): a TensorFlow
+#: SavedModel, a Core ML ``.mlpackage``. A worker still decides by content.
+FOLDER_MARKERS = (("saved_model.pb", "variables"), ("Manifest.json", "Data"))
+
+
+def is_model_folder(folder: Path, names: list[str]) -> bool:
+    """A model folder by names only: ``config.json`` beside a known weight file (Hugging Face), or
+    every name of one of ``FOLDER_MARKERS``."""
+    if "config.json" in names and any(name in names and (folder / name).is_file() for name in WEIGHT_FILES):
+        return True
+    return any(all(marker in names for marker in markers) for markers in FOLDER_MARKERS)
+
+
+@dataclass(frozen=True)
+class _Visit:
+    path: Path
+    rel: str
+    depth: int
+    named: bool = False
+
+
 class _Walker:
-    def __init__(self, pattern: str | None, exclude: Iterable[Path]):
+    def __init__(self, roots: list[Path], pattern: str | None, exclude: Iterable[Path], follow_links: bool):
+        self.roots = [Path(os.path.realpath(r)) for r in roots]
         self.pattern = pattern
+        self.follow_links = follow_links
         self.seen_files: set[tuple[int, int]] = set()
-        self.seen_dirs: set[tuple[int, int]] = set()
-        self.exclude = {_identity(p) for p in exclude if p.exists()}
+        self.seen_dirs = {_identity(p) for p in exclude if p.exists()}
+        self.suffixes = model_suffixes()
         self.result = Walk()
 
-    def matches(self, path: Path, rel: str, *, named: bool) -> bool:
-        """--glob applies to what a folder walk finds, never to a path the user named."""
-        return named or not self.pattern or fnmatch.fnmatch(path.name, self.pattern) or fnmatch.fnmatch(rel, self.pattern)
+    def skip(self, path: Path, reason: str) -> None:
+        self.result.skipped.append((str(path), reason))
 
-    def add_file(self, path: Path, st: os.stat_result, *, named: bool, rel: str) -> None:
+    def matches(self, visit: _Visit) -> bool:
+        """--glob applies to what a folder walk finds, never to a path the user named."""
+        return (visit.named or not self.pattern or fnmatch.fnmatch(visit.path.name, self.pattern)
+                or fnmatch.fnmatch(visit.rel, self.pattern))
+
+    def leaves_roots(self, path: Path) -> bool:
+        """A link whose target is outside every folder named (checked only for links: parents were)."""
+        if self.follow_links or not path.is_symlink():
+            return False
+        real = Path(os.path.realpath(path))
+        return not any(real == root or root in real.parents for root in self.roots)
+
+    def add_file(self, visit: _Visit, st: os.stat_result) -> None:
         key = (st.st_dev, st.st_ino)
         if key in self.seen_files:
-            self.result.skipped.append((str(path), "same file as one already listed (a link or duplicate path)"))
-            return
-        if not self.matches(path, rel, named=named):
-            return
+            return self.skip(visit.path, "same file as one already listed (a link or duplicate path)")
+        if not self.matches(visit):
+            return None
         self.seen_files.add(key)
-        if named:
-            self.result.models.append(Found(path))
-            return
-        audit, reason = looks_like_model(path)
-        if audit:
-            self.result.models.append(Found(path))
-        else:
-            self.result.skipped.append((str(path), reason))
+        model_file = None if visit.named else model_file_beside(visit.path)
+        if model_file is not None:
+            return self.skip(visit.path, f"part of the model {model_file.name} beside it (audited as that file)")
+        claimed = visit.named or visit.path.suffix.lower() in self.suffixes
+        if not claimed:
+            head = read_head(visit.path)
+            if head is None:
+                return self.skip(visit.path, "not a regular file (a pipe, socket or device)")
+            if not has_signature(*head):
+                return self.skip(visit.path, NOT_A_MODEL)
+        self.result.models.append(Found(visit.path, claimed=claimed))
+        return None
 
-    def visit(self, path: Path, *, named: bool, rel: str) -> None:
+    def visit(self, visit: _Visit) -> list[_Visit]:
+        """Look at one path; the folder entries to visit next (none for a file)."""
+        if not visit.named and self.leaves_roots(visit.path):
+            self.skip(visit.path, LINK_OUT)
+            return []
         try:
-            st = path.stat()  # follows symlinks; a loop of links raises ELOOP
+            st = visit.path.stat()  # follows symlinks; a loop of links raises ELOOP
+            if stat.S_ISREG(st.st_mode):
+                self.add_file(visit, st)
+                return []
+            if stat.S_ISDIR(st.st_mode):
+                return self.enter(visit, st)
         except OSError as e:
-            self.result.skipped.append((str(path), f"cannot stat ({e.strerror or e})"))
-            return
-        if stat.S_ISREG(st.st_mode):
-            self.add_file(path, st, named=named, rel=rel)
-        elif stat.S_ISDIR(st.st_mode):
-            self.walk_dir(path, st, rel)
-        else:
-            self.result.skipped.append((str(path), "not a regular file (a pipe, socket or device)"))
+            self.skip(visit.path, f"cannot read ({e.strerror or type(e).__name__})")
+            return []
+        self.skip(visit.path, "not a regular file (a pipe, socket or device)")
+        return []
 
-    def walk_dir(self, folder: Path, st: os.stat_result, rel: str) -> None:
+    def enter(self, visit: _Visit, st: os.stat_result) -> list[_Visit]:
         key = (st.st_dev, st.st_ino)
-        if key in self.seen_dirs or key in self.exclude:
-            return  # a symlink back to a folder already walked: a loop or a second route in
+        if key in self.seen_dirs:
+            return []  # a symlink back to a folder already walked: a loop or a second route in
         self.seen_dirs.add(key)
-        if is_model_folder(folder):
-            if self.matches(folder, rel, named=not rel):
-                self.result.models.append(Found(folder, is_folder=True))
-            return
-        try:
-            names = sorted(os.listdir(folder), key=natural_key)
-        except OSError as e:
-            self.result.skipped.append((str(folder), f"cannot list folder ({e.strerror or e})"))
-            return
-        for name in names:
-            self.visit(folder / name, named=False, rel=f"{rel}/{name}" if rel else name)
+        if visit.depth > limits.MAX_WALK_DEPTH:
+            self.skip(visit.path, str(limits.exceeded("MAX_WALK_DEPTH", "folder depth", visit.depth)))
+            return []
+        names = sorted(os.listdir(visit.path), key=natural_key)
+        if is_model_folder(visit.path, names):
+            if self.matches(visit):
+                self.result.models.append(Found(visit.path, is_folder=True))
+            return []
+        prefix = f"{visit.rel}/" if visit.rel else ""
+        return [_Visit(visit.path / name, prefix + name, visit.depth + 1) for name in names]
 
 
 def _identity(path: Path) -> tuple[int, int]:
@@ -137,15 +200,17 @@ def _identity(path: Path) -> tuple[int, int]:
 
 
 def find_models(paths: Iterable[str | os.PathLike], pattern: str | None = None,
-                exclude: Iterable[str | os.PathLike] = ()) -> Walk:
+                exclude: Iterable[str | os.PathLike] = (), follow_links: bool = False) -> Walk:
     """Models under ``paths`` in a stable order (the order given, then natural name order).
 
-    Files named directly are always audited; files found in folders only when their bytes (or,
-    failing that, their suffix) say they are a model, and when they match ``pattern`` (a glob on
-    the name or the path relative to the folder named). ``exclude`` folders (the report's own
-    output folder) are not walked.
+    Files named directly are always audited; files found in folders when their suffix or first
+    bytes say they may be a model, and when they match ``pattern`` (a glob on the name or the path
+    relative to the folder named). ``exclude`` folders (the report's own output folder) are not
+    walked. Symlinks out of ``paths`` are listed as skipped unless ``follow_links``.
     """
-    walker = _Walker(pattern, [Path(p) for p in exclude])
-    for p in paths:
-        walker.visit(Path(p), named=True, rel="")
+    named = [Path(p) for p in paths]
+    walker = _Walker(named, pattern, [Path(p) for p in exclude], follow_links)
+    stack = [_Visit(p, "", 0, named=True) for p in reversed(named)]
+    while stack:
+        stack.extend(reversed(walker.visit(stack.pop())))
     return walker.result

@@ -9,20 +9,37 @@ is capped, so a file that crashes the decoder or blows memory costs one record, 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .text import bounded, bounded_record
+from .walk import NOT_A_MODEL
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from ..bank import FilterBank
 
 #: Bytes hashed per read (sha256 is streamed: memory stays bounded for any file size).
 HASH_CHUNK = 1 << 20
 
+#: Thumbnails beside the grids: at most this many pixels a side, and at most this many bytes.
+THUMB_PIXELS = 256
+THUMB_MAX_BYTES = 64 * 1024
+
 RECORD_FIELDS = ("path", "size", "sha256", "format", "status", "error", "tensor", "chosen_by",
                  "original_shape", "original_dtype", "layout", "canonical_shape", "kind", "health",
-                 "grid", "seconds")
+                 "grid", "thumbnail", "seconds")
+
+#: What a record's ``status`` may be. A file a worker finds is no model at all is not a record:
+#: its reply has status "skipped" and the report lists it under ``skipped``.
+STATUSES = ("ok", "error", "unsupported")
 
 
 def empty_record(path: str) -> dict[str, Any]:
@@ -33,20 +50,26 @@ def empty_record(path: str) -> dict[str, Any]:
 
 
 def one_line(error: BaseException) -> str:
-    """The message of an error as one line (FiltergridErrors already are; others get their type)."""
+    """The message of an error as one bounded line (FiltergridErrors already are one line)."""
     from ..errors import FiltergridError
 
     if isinstance(error, FiltergridError):
-        return error.reason  # the record already says which file and format
+        return bounded(error.reason)  # the record already says which file and format
     text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text}"[:500] if text else type(error).__name__
+    return bounded(f"{type(error).__name__}: {text}" if text else type(error).__name__)
 
 
 def files_of(path: Path, is_folder: bool) -> list[Path]:
-    """The bytes that make the model: the file, or a model folder's regular files in name order."""
+    """The bytes that make the model: the file, or a model folder's regular files in name order.
+
+    In a folder only files that stay inside it after resolving links count (the converters refuse
+    the others too), so a link to ``/etc/passwd`` is never hashed.
+    """
     if not is_folder:
         return [path]
-    return sorted((p for p in path.rglob("*") if p.is_file()), key=lambda p: p.relative_to(path).as_posix())
+    root = path.resolve()
+    inside = (p for p in path.rglob("*") if p.is_file() and root in p.resolve().parents)
+    return sorted(inside, key=lambda p: p.relative_to(path).as_posix())
 
 
 def size_and_sha256(path: Path, is_folder: bool) -> tuple[int, str]:
@@ -55,7 +78,7 @@ def size_and_sha256(path: Path, is_folder: bool) -> tuple[int, str]:
     size = 0
     for file in files_of(path, is_folder):
         if is_folder:
-            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+            digest.update(file.relative_to(path).as_posix().encode("utf-8", "surrogateescape") + b"\0")
         with open(file, "rb") as f:
             while chunk := f.read(HASH_CHUNK):
                 digest.update(chunk)
@@ -63,45 +86,95 @@ def size_and_sha256(path: Path, is_folder: bool) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def _describe(record: dict[str, Any], bank) -> None:
+def _describe(record: dict[str, Any], bank: FilterBank) -> None:
     p = bank.provenance
     record.update(tensor=p.tensor, chosen_by=p.chosen_by, original_shape=list(p.original_shape),
                   original_dtype=p.original_dtype, layout=p.layout, canonical_shape=list(bank.shape),
                   kind=bank.kind)
 
 
+def thumbnail_bytes(image: Image) -> bytes:
+    """A PNG of ``image`` at most THUMB_PIXELS a side and THUMB_MAX_BYTES long (halved until it fits)."""
+    from PIL.Image import Resampling
+
+    side = THUMB_PIXELS
+    while True:
+        thumb = image.copy()
+        thumb.thumbnail((side, side), Resampling.BOX)
+        buffer = io.BytesIO()
+        thumb.save(buffer, format="PNG", optimize=True)
+        if buffer.tell() <= THUMB_MAX_BYTES or side <= 16:
+            return buffer.getvalue()
+        side //= 2
+
+
+def _draw(record: dict[str, Any], bank: FilterBank, task: dict[str, Any]) -> None:
+    """The full grid and its thumbnail: ``grids/x.thumb.png``, or the grid itself when it is small."""
+    from ..renderer import RenderOptions, render_result, save
+    from ..safeio import atomic_write
+
+    result = render_result(bank, RenderOptions(**task.get("render", {})))
+    grid = Path(task["out"]) / task["grid"]
+    save(result, bank, grid)
+    record["grid"] = record["thumbnail"] = task["grid"]
+    if max(result.image.size) <= THUMB_PIXELS and grid.stat().st_size <= THUMB_MAX_BYTES:
+        return
+    data = thumbnail_bytes(result.image)
+    record["thumbnail"] = task["grid"].removesuffix(".png") + ".thumb.png"
+    atomic_write(Path(task["out"]) / record["thumbnail"], lambda f: f.write(data))
+
+
+def _is_empty(path: str) -> bool:
+    try:
+        return os.stat(path).st_size == 0
+    except OSError:
+        return False
+
+
+def _failure(record: dict[str, Any], error: Exception, step: str, task: dict[str, Any]) -> None:
+    """Fill in status and error for what went wrong at ``step`` (a skip, unsupported, or an error)."""
+    from ..errors import UnknownFormatError, UnsupportedFormatError
+
+    if isinstance(error, UnknownFormatError) and step == "detecting":
+        # Never the file's first bytes (detect's message has them): it may be anyone's non-model file.
+        record["status"] = "error" if task.get("claimed", True) else "skipped"
+        record["error"] = NOT_A_MODEL + (" (an empty file)" if _is_empty(task["path"]) else "")
+    elif isinstance(error, UnsupportedFormatError):
+        record["status"], record["error"] = "unsupported", one_line(error)
+    elif isinstance(error, MemoryError) or isinstance(error.__context__, MemoryError):
+        limit = task.get("max_memory_text")
+        record["error"] = f"ran out of memory while {step}" + (f" (--max-memory {limit})" if limit else "")
+    else:
+        record["error"] = one_line(error) if step != "drawing" else f"grid: {one_line(error)}"
+
+
 def audit_file(task: dict[str, Any]) -> dict[str, Any]:
     """The record of ``task["path"]``; the grid goes to ``task["out"]/task["grid"]`` (relative)."""
     from .. import api, converters
-    from ..renderer import RenderOptions, render_result, save
     from .health import assess
 
     started = time.perf_counter()
     path = Path(task["path"])
     record = empty_record(task["path"])
-    step = "reading"
+    step = "detecting"
     try:
-        record["size"], record["sha256"] = size_and_sha256(path, task.get("is_folder", False))
-        step = "detecting"
+        if not task.get("is_folder"):
+            record["size"] = path.stat().st_size  # known even when nothing else is
         record["format"] = converters.detect(path).name
+        step = "reading"
+        record["size"], record["sha256"] = size_and_sha256(path, task.get("is_folder", False))
         step = "loading"
         bank = api.load(path, format=record["format"])
         _describe(record, bank)
         step = "assessing"
         record["health"] = assess(bank)
         step = "drawing"
-        result = render_result(bank, RenderOptions(**task.get("render", {})))
-        save(result, bank, Path(task["out"]) / task["grid"])
-        record["grid"] = task["grid"]
+        _draw(record, bank, task)
         record["status"] = "ok"
     except Exception as e:  # noqa: BLE001 - the whole point: one record per file, whatever happens
-        if isinstance(e, MemoryError) or isinstance(e.__context__, MemoryError):
-            limit = task.get("max_memory_text")
-            record["error"] = f"ran out of memory while {step}" + (f" (--max-memory {limit})" if limit else "")
-        else:
-            record["error"] = one_line(e) if step != "drawing" else f"grid: {one_line(e)}"
+        _failure(record, e, step, task)
     record["seconds"] = round(time.perf_counter() - started, 4)
-    return record
+    return bounded_record(record)
 
 
 def data_size() -> int:
@@ -155,7 +228,7 @@ def serve(max_memory: int) -> None:
     import numpy  # noqa: F401 - warm the imports before measuring the baseline
     import PIL.Image  # noqa: F401
 
-    from .. import api, render  # noqa: F401
+    from .. import api, renderer  # noqa: F401
     from . import health  # noqa: F401
 
     cap_memory(max_memory)

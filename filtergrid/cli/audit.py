@@ -1,6 +1,7 @@
 """``filtergrid audit PATH... --out DIR``: every model under PATH -> report.json/.csv, grids, index.html.
 
-Exit 0 when every model is ok, 1 when some are not, 2 on usage errors (and an unreachable scheduler).
+Exit 0 when no file meets a ``--fail-on`` condition (default: ``error,unsupported``), 1 when some
+do (they are named on stdout), 2 on usage errors (and an unreachable scheduler), 130 after Ctrl-C.
 """
 
 from __future__ import annotations
@@ -14,8 +15,16 @@ from typing import Any
 
 import click
 
+from ..audit.report import DEFAULT_FAIL_ON, FAIL_CONDITIONS, failing
+from ..audit.session import Progress
+from ..untrusted import terminal
 from ..errors import UsageError
 from .options import render_kwargs, render_options
+
+#: Failing files named on stdout after the summary (all of them are in the report).
+LISTED_FAILURES = 20
+#: Without a terminal, a progress line at least this often (seconds) while the audit runs.
+PROGRESS_SECONDS = 3.0
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -31,6 +40,19 @@ def parse_size(text: str) -> int:
     return int(float(match[1]) * _UNITS[match[2].upper()])
 
 
+def parse_fail_on(text: str | None) -> tuple[str, ...]:
+    """``nonfinite,dead`` -> the conditions (case-insensitive; ``none``: never fail)."""
+    if text is None:
+        return DEFAULT_FAIL_ON
+    names = tuple(dict.fromkeys(n.strip().lower() for n in text.split(",") if n.strip()))
+    if names == ("none",):
+        return ()
+    unknown = [n for n in names if n not in FAIL_CONDITIONS]
+    if unknown or not names:
+        raise UsageError(f"--fail-on {text!r}: choose from {','.join(FAIL_CONDITIONS)} (or none)")
+    return names
+
+
 def default_memory(workers: int) -> int:
     """Physical memory shared out between the workers (so together they cannot exhaust the machine)."""
     try:
@@ -39,7 +61,7 @@ def default_memory(workers: int) -> int:
         return 0
 
 
-class BarProgress:
+class BarProgress(Progress):
     """A rich progress bar on stderr: files done, errors, files per second."""
 
     def __init__(self) -> None:
@@ -52,11 +74,12 @@ class BarProgress:
         self.errors = 0
         self.done_here = 0
         self.began = time.monotonic()
-        self.task = None
+        self.task = self.bar.add_task("audit", start=False, total=None, errors=0, rate="-")
 
     def start(self, total: int, done: int) -> None:
         self.bar.start()
-        self.task = self.bar.add_task("audit", total=total, completed=done, errors=0, rate="-")
+        self.bar.update(self.task, total=total, completed=done)
+        self.bar.start_task(self.task)
 
     def advance(self, record: dict[str, Any]) -> None:
         self.errors += record["status"] != "ok"
@@ -71,14 +94,51 @@ class BarProgress:
         self.bar.stop()
 
 
+class LineProgress(Progress):
+    """Without a terminal (CI logs): one plain line on stderr at least every PROGRESS_SECONDS."""
+
+    def __init__(self) -> None:
+        self.total = self.done = self.errors = 0
+        self.began = self.printed = time.monotonic()
+
+    def start(self, total: int, done: int) -> None:
+        self.total, self.done = total, done
+        self.line(time.monotonic())
+
+    def advance(self, record: dict[str, Any]) -> None:
+        self.done += 1
+        self.errors += record["status"] != "ok"
+        self.refresh()
+
+    def refresh(self) -> None:
+        now = time.monotonic()
+        if now - self.printed >= PROGRESS_SECONDS:
+            self.line(now)
+
+    def line(self, now: float) -> None:
+        self.printed = now
+        click.echo(f"auditing: {self.done}/{self.total} files, {self.errors} not ok, {now - self.began:.0f} s", err=True)
+
+
 def summary_line(document: dict[str, Any], out: Path) -> str:
     s = document["summary"]
     ok, errors = s["by_status"].get("ok", 0), s["audited"] - s["by_status"].get("ok", 0)
     flags = ", ".join(f"{n} {flag}" for flag, n in s["flags"].items())
     resumed = f", {s['resumed']} resumed" if s["resumed"] else ""
-    return (f"audited {s['audited']} models: {ok} ok, {errors} not ok{resumed}"
-            f"{f' (health flags: {flags})' if flags else ''} in {s['seconds']:.1f} s; "
-            f"{s['skipped']} files skipped; report: {out / 'index.html'}")
+    return terminal(f"audited {s['audited']} models: {ok} ok, {errors} not ok{resumed}"
+                    f"{f' (health flags: {flags})' if flags else ''} in {s['seconds']:.1f} s; "
+                    f"{s['skipped']} files skipped; report: {out / 'index.html'}")
+
+
+def failure_lines(failures: list[tuple[dict[str, Any], list[str]]], conditions: tuple[str, ...]) -> list[str]:
+    """The failing files, one escaped line each (the first LISTED_FAILURES; the rest are counted)."""
+    lines = [f"{len(failures)} file{'' if len(failures) == 1 else 's'} failed --fail-on {','.join(conditions)}:"]
+    for record, met in failures[:LISTED_FAILURES]:
+        why = f": {record['error']}" if record.get("error") else ""
+        lines.append(terminal(f"  {record['path']} [{', '.join(met)}]{why}"[:300]))
+    if len(failures) > LISTED_FAILURES:
+        lines.append(f"  ... and {len(failures) - LISTED_FAILURES} more (see report.json)")
+    return lines
 
 
 @click.command("audit")
@@ -97,27 +157,40 @@ def summary_line(document: dict[str, Any], out: Path) -> str:
               help="Memory a worker may allocate for one model, e.g. 2G (default: RAM / workers; 'none' for no limit).")
 @click.option("--glob", "pattern", metavar="PATTERN", default=None,
               help="Only files in folders whose name or relative path matches, e.g. '*.safetensors'.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
+@click.option("--follow-links", is_flag=True,
+              help="Also audit what symlinks point to outside the PATHs (by default listed as skipped, never read).")
+@click.option("--fail-on", metavar="CONDITIONS", default=None,
+              help="Exit 1 when a file meets any of these (comma-separated): "
+                   f"{','.join(FAIL_CONDITIONS)}; 'none' to never fail. Default: {','.join(DEFAULT_FAIL_ON)}.")
+@click.option("--self-contained", is_flag=True,
+              help="index.html with every thumbnail inline: one file that can be copied or mailed alone.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress and no summary.")
 @render_options
-def command(paths, out, workers, scheduler, resume, timeout, max_memory, pattern, quiet, **params):
+def command(paths, out, workers, scheduler, resume, timeout, max_memory, pattern, follow_links, fail_on,
+            self_contained, quiet, **params):
     """Audit every model under PATH...: format, first layer, health and grid of each, in one report."""
-    from ..audit import AuditOptions, Progress, audit
+    from ..audit import AuditOptions, audit
     from ..renderer import RenderOptions
 
+    conditions = parse_fail_on(fail_on)
     render = render_kwargs(params)
     RenderOptions(**render)  # a bad colour or colormap is a usage error now, not N error records
     workers = workers or os.cpu_count() or 1
     memory = parse_size(max_memory) if max_memory else default_memory(workers)
     options = AuditOptions(paths=tuple(paths), out=out, workers=workers, scheduler=scheduler, resume=resume,
                            timeout=timeout, max_memory=memory, max_memory_text=max_memory or "", pattern=pattern,
-                           render=render)
-    progress = BarProgress() if not quiet and sys.stderr.isatty() else Progress()
+                           follow_links=follow_links, self_contained=self_contained, render=render)
+    progress = Progress()
+    if not quiet:
+        progress = BarProgress() if sys.stderr.isatty() else LineProgress()
     try:
         document = audit(options, progress)
     finally:
-        if isinstance(progress, BarProgress):
-            progress.stop()
+        progress.stop()
+    failures = failing(document["files"], conditions)
     if not quiet:
         click.echo(summary_line(document, out))
-    if document["summary"]["audited"] != document["summary"]["by_status"].get("ok", 0):
+        if failures:
+            click.echo("\n".join(failure_lines(failures, conditions)))
+    if failures:
         sys.exit(1)

@@ -40,22 +40,26 @@ def command(model, tensor, layout, image_shape, flatten, format_name, as_json, s
         click.echo(json.dumps(data, indent=2))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
-    console.print(f"[bold]{model}[/bold]: {data['format']}, {len(data['tensors'])} tensors")
-    console.print(f"first layer: [bold]{data['chosen']}[/bold] ({data['chosen_by']}) as {data['layout']} "
+    console.print(f"[bold]{escape(model)}[/bold]: {data['format']}, {len(data['tensors'])} tensors")
+    console.print(f"first layer: [bold]{escape(data['chosen'])}[/bold] as {escape(data['layout'])} "
                   f"-> {data['kind']} {' x '.join(map(str, data['canonical_shape']))}")
+    for i, part in enumerate(data["chosen_by"].split("; runner-up ")):  # the evidence, then the runner-up
+        console.print(f"  {'chosen by' if i == 0 else 'runner-up'}: {escape(part)}")
     for note in data["notes"]:
-        console.print(f"  {note}")
+        console.print(f"  {escape(note)}")
     table = Table(show_edge=False, header_style="bold")
     for column in ("", "tensor", "shape", "dtype", "layout", "role"):
         table.add_column(column)
     rows = [t for t in data["tensors"] if show_all or t["candidate"] or t["name"] == data["chosen"]]
     for t in rows[:200]:
         mark = "*" if t["name"] == data["chosen"] else ""
-        table.add_row(mark, t["name"], "x".join(map(str, t["shape"])) or "scalar", t["dtype"], t["layout"],
-                      t["role"] if t["candidate"] else f"[dim]{t['role']}[/dim]")
+        role = escape(t["role"])
+        table.add_row(mark, escape(t["name"]), "x".join(map(str, t["shape"])) or "scalar", escape(t["dtype"]),
+                      escape(t["layout"]), role if t["candidate"] else f"[dim]{role}[/dim]")
     console.print(table)
     hidden = len(data["tensors"]) - min(len(rows), 200)
     if hidden:

@@ -41,6 +41,9 @@ class Probe:
     size: int = 0
     is_dir: bool = False
     notes: list[str] = field(default_factory=list)
+    #: Set by a sniffer that recognises this file as a companion of another (a Darknet cfg, an
+    #: ncnn weight blob): the model's main file, which is the one to open.
+    part_of: Path | None = None
 
     @classmethod
     def of(cls, path: Path) -> Probe:
@@ -129,9 +132,16 @@ _NOT_A_WEIGHT = re.compile(
 
 
 def is_weight(name: str, shape: tuple[int, ...]) -> bool:
-    """A first-layer candidate by name and shape: rank >= 2, not a bias, norm or running statistic."""
+    """A first-layer candidate by name and shape: rank >= 2, not a bias, norm or running statistic.
+
+    A rank >= 3 tensor with one axis over 1 (``alpha`` 1x1475x1x1 of a metric) is a per-channel
+    parameter shaped for broadcasting, unless it is named like a layer's weight (LPIPS ``lin.weight``).
+    """
     bare = re.sub(r":\d+$", "", name)  # Keras/TF variable names end in ":0"
-    return len(shape) >= 2 and math.prod(shape) > 1 and not _NOT_A_WEIGHT.search(bare)
+    if len(shape) < 2 or math.prod(shape) <= 1 or _NOT_A_WEIGHT.search(bare):
+        return False
+    broadcast = len(shape) >= 3 and sum(d > 1 for d in shape) <= 1
+    return not broadcast or bool(_LAYER_WEIGHT.search(bare))
 
 
 def is_embedding(name: str, shape: tuple[int, ...]) -> bool:

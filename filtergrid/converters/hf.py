@@ -7,6 +7,7 @@ keeps every shard name inside the folder.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 from .. import limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError
+from ..firstlayer import order_by_evidence
 from ..safeio import resolve_inside
 from .base import Probe, Reader, lookup, natural_key
 
@@ -56,6 +58,20 @@ def shard_files(folder: Path) -> tuple[str, list[Path]]:
         return name, [resolve_inside(folder, shard, "shard") for shard in shards]
     raise CorruptFileError(f"no weight file in the folder (looked for {', '.join(WEIGHT_FILES)})")
 
+def read_config(folder: Path) -> dict:
+    """``config.json`` as a dict (untrusted: bounded size; only a few integer keys are ever used)."""
+    path = resolve_inside(folder, "config.json", "config")
+    if not path.is_file():
+        return {}
+    limits.check("MAX_HEADER_BYTES", path.stat().st_size, "bytes of config.json")
+    try:
+        with path.open("rb") as f:  # a local or a remote folder alike
+            config = json.loads(f.read(limits.MAX_HEADER_BYTES))
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise CorruptFileError(f"config.json is not valid JSON ({type(e).__name__})") from None
+    return config if isinstance(config, dict) else {}
+
+
 class HuggingFaceReader:
     """Tensors of every shard, in shard order; each read goes to the shard's own reader."""
 
@@ -63,6 +79,7 @@ class HuggingFaceReader:
         from . import detect
 
         self.folder = path if path.is_dir() else path.parent
+        self.config = read_config(self.folder)
         self.index, files = shard_files(self.folder)
         self._readers = []
         self._owner: dict[str, Reader] = {}
@@ -76,19 +93,20 @@ class HuggingFaceReader:
                     raise CorruptFileError(f"{file.name} is not a weight file")
                 reader = fmt.load_module().open(file)
                 self._readers.append(reader)
-                for info in reader.tensors():
+                listing = getattr(reader, "listing", reader.tensors)  # unordered stores: before any inference
+                for info in listing():
                     if info.name not in self._owner:
                         self._owner[info.name] = reader
                         self._infos.append(info)
         except BaseException:
             self.close()
             raise
-        if files[0].suffix == ".safetensors":  # no module order is stored: natural order across shards
+        if files[0].suffix == ".safetensors":  # no module order is stored: infer it across every shard
             self._infos.sort(key=lambda i: natural_key(i.name))
+            self._infos = order_by_evidence(self._infos, self.config)
 
     def tensors(self) -> list[TensorInfo]:
-        return [TensorInfo(i.name, i.shape, i.dtype, i.layout, i.flatten, f"{i.role} (from {self.index})", i.candidate)
-                for i in self._infos]
+        return [dataclasses.replace(i, role=f"{i.role} (from {self.index})") for i in self._infos]
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
         return lookup(self._owner, name).read(name, rows=rows)

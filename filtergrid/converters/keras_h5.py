@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from .. import dtypes, limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError, FiltergridError, UnsafeFileError
 from ..layout import CHANNELS_LAST
-from . import hdf5_heaps
+from . import hdf5_heaps, unsupported
 from .base import Probe, lookup, natural_key, tensor_info
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -170,6 +171,16 @@ def keras2_variables(root, classes: dict[str, str]) -> list[Variable]:
     return out
 
 
+#: Keras 1 named weights ``<layer>_W`` / ``<layer>_b``; Keras 2 names them ``kernel:0`` / ``bias:0``.
+_KERAS1_WEIGHT = re.compile(r"_[Wb](:0)?$")
+
+
+def _is_keras1(f, variables: list[Variable]) -> bool:
+    """``keras_version`` 1.x, or (Keras 1.0/1.1 wrote none) Keras 1 weight names."""
+    version = _text(f.attrs["keras_version"]) if "keras_version" in f.attrs else ""
+    return version.startswith("1.") or (not version and any(_KERAS1_WEIGHT.search(v.name) for v in variables))
+
+
 def keras3_variables(f, order: list[str], classes: dict[str, str]) -> list[Variable]:
     """Keras 3 layout: every ``.../vars`` group is a layer; ordered by ``order`` when known.
 
@@ -239,6 +250,8 @@ class KerasH5Reader:
             self.variant, variables = "Keras 3 weights", keras3_variables(f, order, classes)
         else:
             raise CorruptFileError("HDF5 file but no Keras weights (no layer_names attribute, no layers/ or vars/ groups)")
+        if self.variant.startswith("Keras 2") and _is_keras1(f, variables):
+            raise unsupported.refusal(*unsupported.KERAS1)
         self._ordered = bool(order) or self.variant.startswith("Keras 2")
         return {v.name: v for v in variables}
 

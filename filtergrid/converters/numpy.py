@@ -17,8 +17,10 @@ import numpy as np
 from .. import dtypes, limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError, FiltergridError, UnsafeFileError
+from ..export import ARRAY, MARKER, bank_listing, parse_record, sidecar
+from ..firstlayer import order_by_evidence
 from ..layout import ARRAYS
-from ..safeio import check_member_name, zip_errors
+from ..safeio import check_member_name, resolve_inside, zip_errors
 from .base import Probe, listing_by_name, lookup, not_found
 
 MAGIC = b"\x93NUMPY"
@@ -77,12 +79,24 @@ class NpyReader:
         self.path, self.name = path, path.stem
         self._file = io.open(path, "rb")
         self._dtype, self._shape, self._fortran, self._data_start = _header(self._file, path.stat().st_size, path.name)
+        self.bank_record = self._sidecar_record()
+
+    def _sidecar_record(self) -> dict | None:
+        """The record ``convert`` wrote beside a ``.npy`` bank (``bank.npy.filtergrid.json``), if any."""
+        record = resolve_inside(self.path.parent, sidecar(self.path).name, "bank record")
+        if not record.is_file():
+            return None
+        limits.check("MAX_HEADER_BYTES", record.stat().st_size, f"bytes of {record.name}")
+        with record.open("rb") as f:
+            return parse_record(f.read(limits.MAX_HEADER_BYTES))
 
     def tensors(self) -> list[TensorInfo]:
+        if self.bank_record is not None:
+            return bank_listing([(ARRAY, self._shape, self._dtype.name)])
         return listing_by_name([(self.name, self._shape, self._dtype.name)], ARRAYS, "the file's only array")
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
-        if name != self.name:
+        if name != (ARRAY if self.bank_record is not None else self.name):
             raise not_found(name)
         self._file.seek(self._data_start)  # a second read starts at the data again
         return _read(self._file, self._dtype, self._shape, self._fortran, rows)
@@ -99,6 +113,17 @@ class NpzReader:
         with zip_errors(path.name):
             self._zip = zipfile.ZipFile(path)
             self._headers = self._read_headers()
+        self.bank_record = self._record()
+
+    def _record(self) -> dict | None:
+        """The record of a bank ``convert`` wrote (a uint8 JSON member), if this is one."""
+        header = self._headers.get(MARKER)
+        if header is None:
+            return None
+        if header[1] != np.uint8 or len(header[2]) != 1:
+            raise CorruptFileError(f"member {MARKER!r} is no bank record ({header[1]} {list(header[2])})")
+        limits.check("MAX_HEADER_BYTES", header[2][0], f"bytes of member {MARKER!r}")
+        return parse_record(self.read(MARKER).tobytes())
 
     def _read_headers(self) -> dict:
         infos = self._zip.infolist()
@@ -114,8 +139,10 @@ class NpzReader:
         return headers
 
     def tensors(self) -> list[TensorInfo]:
-        return listing_by_name([(k, h[2], h[1].name) for k, h in self._headers.items()], ARRAYS,
-                               "first weight in natural name order")
+        entries = [(k, h[2], h[1].name) for k, h in self._headers.items()]
+        if self.bank_record is not None:
+            return bank_listing(entries)
+        return order_by_evidence(listing_by_name(entries, ARRAYS, "first weight in natural name order"))
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
         member, dtype, shape, fortran, used = lookup(self._headers, name)

@@ -50,7 +50,8 @@ _PIR_SLOTS = {"conv2d": ("Input", "Filter"), "depthwise_conv2d": ("Input", "Filt
 _TRANSPOSE_ATTRS = ("trans_y", "transpose_Y", "transpose_y")
 #: Fixed bytes of one .pdiparams record before its TensorDesc: the smallest record there can be.
 _RECORD_HEAD = 4 + 8 + 4 + 4
-_PIR_MAGIC = re.compile(rb'^\s*\{\s*"base_code"\s*:\s*\{[^}]{0,200}"magic"\s*:\s*"pir"')
+#: How paddle.jit.save starts a PIR program (no whitespace: the table's ``heads`` rely on it).
+_PIR_MAGIC = re.compile(rb'^\{"base_code":\{[^}]{0,200}"magic":"pir"')
 
 
 def sniff(probe: Probe) -> bool:

@@ -16,6 +16,8 @@ import numpy as np
 from .. import dtypes, limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError
+from ..export import MARKER, bank_listing, parse_record
+from ..firstlayer import order_by_evidence
 from ..layout import CHANNELS_FIRST
 from ..safeio import check_extent, map_readonly, window
 from .base import Probe, listing_by_name, lookup
@@ -75,6 +77,11 @@ def read_index(path: Path, size: int, f) -> tuple[int, dict[str, tuple[str, tupl
     return 8 + n, entries, metadata
 
 
+def ordered_listing(entries: list[tuple[str, tuple[int, ...], str]], config: dict | None = None) -> list[TensorInfo]:
+    """The listing of a safetensors store with its first layer inferred (it keeps no model order)."""
+    return order_by_evidence(listing_by_name(entries, CHANNELS_FIRST, "first weight in natural name order"), config)
+
+
 class SafetensorsReader:
     def __init__(self, path: Path):
         self.path = path
@@ -82,10 +89,20 @@ class SafetensorsReader:
         size = path.stat().st_size
         self._start, self._entries, self.metadata = read_index(path, size, self._file)
         self._map = map_readonly(path) if size else None
+        marker = self.metadata.get(MARKER) if isinstance(self.metadata, dict) else None
+        self.bank_record = parse_record(marker) if isinstance(marker, str) else None
+
+    def listing(self) -> list[TensorInfo]:
+        """Tensors in natural name order, before inference (a Hugging Face folder infers across shards)."""
+        return listing_by_name(self._entries_list(), CHANNELS_FIRST, "first weight in natural name order")
+
+    def _entries_list(self) -> list[tuple[str, tuple[int, ...], str]]:
+        return [(k, shape, dt) for k, (dt, shape, _, _) in self._entries.items()]
 
     def tensors(self) -> list[TensorInfo]:
-        return listing_by_name([(k, shape, dt) for k, (dt, shape, _, _) in self._entries.items()],
-                               CHANNELS_FIRST, "first weight in natural name order")
+        if self.bank_record is not None:
+            return bank_listing(self._entries_list())
+        return ordered_listing(self._entries_list())
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
         dtype, shape, begin, _ = lookup(self._entries, name)

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import dtypes, limits
 from ..bank import TensorInfo
-from ..errors import CorruptFileError, LimitError
+from ..errors import CorruptFileError
 from ..safeio import check_extent, map_readonly
 from .base import Probe, lookup, require
 
@@ -32,6 +32,9 @@ WEIGHT_OPS = {"CONV_2D": "OHWI", "DEPTHWISE_CONV_2D": "IHWO", "TRANSPOSE_CONV": 
               "FULLY_CONNECTED": "OI"}
 #: CONV_3D stores DHWIO, which filtergrid cannot lay out yet: listed, not offered.
 UNSHOWN_WEIGHT_OPS = {"CONV_3D": "kernel (kD, kH, kW, in, out) of a CONV_3D operator, a layout not shown yet"}
+
+#: Operators that only decode a constant (float16 -> float32, sparse -> dense) for the next operator.
+PASS_THROUGH_OPS = ("DEQUANTIZE", "DENSIFY")
 
 _MALFORMED = (struct.error, IndexError, ValueError, TypeError, OverflowError, UnicodeDecodeError,
               AttributeError)
@@ -56,6 +59,83 @@ def _flatbuffer_errors() -> Iterator[None]:
 
 
 @dataclass(frozen=True)
+class Sparsity:
+    """A sparse tensor's format (schema ``SparsityParameters``): levels in traversal order.
+
+    Each level is ``(dense size, None, None)`` for a DENSE dimension or ``(dense size, segments,
+    indices)`` for a SPARSE_CSR one; levels past the tensor's rank are the dimensions of a block.
+    """
+
+    traversal: tuple[int, ...]
+    block_map: tuple[int, ...]
+    levels: tuple[tuple[int, np.ndarray | None, np.ndarray | None], ...]
+
+
+def densify(values: np.ndarray, shape: tuple[int, ...], sparsity: Sparsity) -> np.ndarray:
+    """The dense tensor, as the interpreter's DENSIFY (``FormatConverter::SparseToDense``) builds it.
+
+    Values are stored in traversal order; each level expands every path so far, DENSE levels over
+    ``range(dense size)``, SPARSE_CSR levels over ``indices[segments[p]:segments[p + 1]]``. The
+    number of paths is bounded by the values and segments the file stores.
+    """
+    n, k = len(shape), len(sparsity.block_map)
+    _check_sparsity(shape, sparsity)
+    budget = values.size + sum(seg.size for _, seg, _ in sparsity.levels if seg is not None)
+    paths, columns = np.zeros(1, np.int64), []
+    for size, segments, indices in sparsity.levels:
+        if segments is None:
+            if paths.size * size > budget:
+                raise CorruptFileError(f"sparse tensor expands to more than its {budget:,} stored entries")
+            step = np.tile(np.arange(size, dtype=np.int64), paths.size)
+            columns = [np.repeat(c, size) for c in columns] + [step]
+            paths = np.repeat(paths * size, size) + step
+        else:
+            paths, column, counts = _csr_level(paths, segments, indices)
+            columns = [np.repeat(c, counts) for c in columns] + [column]
+    if paths.size != values.size:
+        raise CorruptFileError(f"sparse tensor lists {paths.size:,} positions for {values.size:,} stored values")
+    index = [np.zeros(0, np.int64)] * n
+    for level in range(n):
+        index[sparsity.traversal[level]] = columns[level]
+    for level in range(n, n + k):  # the interpreter's block sizes: block b is level traversal[n + b]'s size
+        block = sparsity.traversal[level] - n
+        dim = sparsity.block_map[block]
+        index[dim] = index[dim] * sparsity.levels[sparsity.traversal[n + block]][0] + columns[level]
+    for dim, positions in enumerate(index):
+        if positions.size and (positions.min() < 0 or positions.max() >= shape[dim]):
+            raise CorruptFileError(f"sparse tensor has an index outside dimension {dim} of {list(shape)}")
+    dense = np.zeros(dtypes.check_shape(shape), values.dtype)
+    dense[tuple(index)] = values
+    return dense
+
+
+def _check_sparsity(shape: tuple[int, ...], sparsity: Sparsity) -> None:
+    n, k = len(shape), len(sparsity.block_map)
+    traversal = sparsity.traversal
+    if (len(traversal) != n + k or len(sparsity.levels) != n + k or sorted(traversal[:n]) != list(range(n))
+            or sorted(traversal[n:]) != list(range(n, n + k)) or any(not 0 <= d < n for d in sparsity.block_map)):
+        raise CorruptFileError(f"sparsity of a {list(shape)} tensor has traversal order {list(traversal)[:16]}, "
+                               f"block map {list(sparsity.block_map)[:16]} and {len(sparsity.levels)} levels")
+    if any(size < 0 for size, _, _ in sparsity.levels):
+        raise CorruptFileError("sparsity declares a negative dimension size")
+
+
+def _csr_level(paths: np.ndarray, segments: np.ndarray, indices: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Expand each path p over ``indices[segments[p]:segments[p + 1]]``: (new paths, indices, counts)."""
+    if paths.size and paths.max() + 1 >= segments.size:
+        raise CorruptFileError(f"sparse level has {segments.size:,} segments for position {int(paths.max()):,}")
+    starts, ends = segments[paths], segments[paths + 1]
+    counts = ends - starts
+    if paths.size and (counts.min() < 0 or starts.min() < 0 or ends.max() > indices.size):
+        raise CorruptFileError("sparse level segments are not increasing inside its indices")
+    total = int(counts.sum())
+    offsets = np.repeat(starts - (np.cumsum(counts) - counts), counts)
+    positions = np.arange(total, dtype=np.int64) + offsets
+    return positions, indices[positions], counts
+
+
+@dataclass(frozen=True)
 class _Constant:
     """A tensor with stored data: where its bytes are and how to decode them."""
 
@@ -65,6 +145,7 @@ class _Constant:
     dtype: str
     data: tuple[int, int]  # (offset, length) in the file
     quantization: tuple[np.ndarray, np.ndarray, int] | None  # scales, zero points, quantized axis
+    sparsity: Sparsity | None = None
 
 
 class TFLiteReader:
@@ -97,9 +178,21 @@ class TFLiteReader:
         """A vector length that the file can hold and the limits allow."""
         if n * item_bytes > self._size:
             raise CorruptFileError(f"{what}: {n:,} entries cannot fit in a file of {self._size:,} bytes")
-        if n > limits.MAX_TENSORS:
-            raise LimitError(f"{what}: {n:,} entries, over MAX_TENSORS={limits.MAX_TENSORS:,}")
+        limits.check("MAX_TENSORS", n, f"{what} entries")
         return n
+
+    def _distinct(self, parent: Any, slot: int, n: int, what: str) -> None:
+        """Refuse a vector of tables whose entries repeat one table: a converter writes each operator and
+        tensor once, and a million references to one table would cost a million walks of it."""
+        field = parent._tab.Offset(slot)
+        if not field or n < 2:
+            return
+        start = parent._tab.Vector(field)
+        check_extent(start, 4 * n, self._size, what)
+        relative = np.frombuffer(bytes(self._map[start:start + 4 * n]), "<u4").astype(np.int64)
+        repeats = n - np.unique(start + 4 * np.arange(n, dtype=np.int64) + relative).size
+        if repeats:
+            raise CorruptFileError(f"{what}: {repeats:,} of {n:,} entries repeat a table listed before")
 
     def _index(self) -> tuple[dict[str, _Constant], list[TensorInfo]]:
         tfl = self._tfl
@@ -110,6 +203,7 @@ class TFLiteReader:
             return {}, []
         graph = self._table(model.Subgraphs(0), "subgraph 0")
         n_tensors = self._count(graph.TensorsLength(), "tensors")
+        self._distinct(graph, 4, n_tensors, "tensors")
         ops = self._operators(model, graph, n_tensors)
         constants = self._constant_tensors(model, graph, n_tensors)
         order, weights, dequantized = _model_order(ops, constants)
@@ -127,7 +221,9 @@ class TFLiteReader:
                        f"weight of {op} operator {k} (weight-bearing operator #{shown + 1})")
                 shown += 1
                 if t in dequantized:
-                    why += f" ({c.dtype} behind a DEQUANTIZE operator)"
+                    why += f" ({c.dtype} behind a DEQUANTIZE operator)" if c.sparsity is None else " (sparse)"
+                elif c.sparsity is not None:
+                    why += " (sparse, densified as the interpreter does)"
                 infos.append(TensorInfo(name, c.shape, c.dtype, WEIGHT_OPS[op], "HWC", why, True))
             else:
                 why = UNSHOWN_WEIGHT_OPS.get(op, "not a conv or dense weight (bias, shape or other constant)")
@@ -144,7 +240,9 @@ class TFLiteReader:
             code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
             codes.append(op_names.get(code, f"builtin {code}"))
         ops = []
-        for j in range(self._count(graph.OperatorsLength(), "operators")):
+        n_ops = self._count(graph.OperatorsLength(), "operators")
+        self._distinct(graph, 10, n_ops, "operators")
+        for j in range(n_ops):
             op = self._table(graph.Operators(j), f"operator {j}")
             code = op.OpcodeIndex()
             if code >= n_codes:
@@ -187,7 +285,8 @@ class TFLiteReader:
             shape = tuple(int(d) for d in tensor.ShapeAsNumpy()) if rank else ()
             if any(d < 0 for d in shape):
                 raise CorruptFileError(f"tensor {t} has shape {list(shape)}")
-            constants[t] = _Constant(t, tensor.Name() or b"", shape, dtype, extent, self._quantization(tensor, t))
+            constants[t] = _Constant(t, tensor.Name() or b"", shape, dtype, extent, self._quantization(tensor, t),
+                                     self._sparsity(tensor, t))
         return constants
 
     def _buffer_extent(self, buffer: Any, b: int) -> tuple[int, int] | None:
@@ -215,6 +314,41 @@ class TFLiteReader:
         zeros = q.ZeroPointAsNumpy() if q.ZeroPointLength() else np.zeros(1, np.int64)
         return np.array(q.ScaleAsNumpy(), np.float32), np.array(zeros, np.int64), q.QuantizedDimension()
 
+    def _sparsity(self, tensor: Any, t: int) -> Sparsity | None:
+        """A sparse tensor's traversal order, block map and per-level metadata (schema ``SparsityParameters``)."""
+        sp = tensor.Sparsity()
+        if sp is None:
+            return None
+        sp = self._table(sp, f"tensor {t} sparsity")
+        traversal = self._ints(sp.TraversalOrderAsNumpy, sp.TraversalOrderLength(), f"tensor {t} traversal order")
+        block_map = self._ints(sp.BlockMapAsNumpy, sp.BlockMapLength(), f"tensor {t} block map")
+        levels = []
+        for j in range(self._count(sp.DimMetadataLength(), f"tensor {t} dimension metadata")):
+            dim = self._table(sp.DimMetadata(j), f"tensor {t} dimension {j}")
+            if dim.Format() == self._tfl.DimensionType.DENSE:
+                levels.append((dim.DenseSize(), None, None))
+            else:
+                segments = self._index_vector(dim.ArraySegmentsType(), dim.ArraySegments(), f"tensor {t} segments {j}")
+                indices = self._index_vector(dim.ArrayIndicesType(), dim.ArrayIndices(), f"tensor {t} indices {j}")
+                levels.append((dim.DenseSize(), segments, indices))
+        return Sparsity(traversal, block_map, tuple(levels))
+
+    def _ints(self, as_numpy: Any, n: int, what: str, item_bytes: int = 4) -> tuple[int, ...]:
+        return tuple(int(v) for v in as_numpy()) if self._count(n, what, item_bytes) else ()
+
+    def _index_vector(self, kind: int, table: Any, what: str) -> np.ndarray:
+        """A SparseIndexVector union member (Int32Vector, Uint16Vector or Uint8Vector) as int64."""
+        classes = {1: ("Int32Vector", 4), 2: ("Uint16Vector", 2), 3: ("Uint8Vector", 1)}
+        if kind not in classes or table is None:
+            raise CorruptFileError(f"{what}: sparse index vector of type {kind}")
+        name, size = classes[kind]
+        vector = getattr(self._tfl, name)()
+        vector.Init(table.Bytes, table.Pos)
+        vector = self._table(vector, what)
+        if not self._count(vector.ValuesLength(), what, size):
+            return np.zeros(0, np.int64)
+        return np.asarray(vector.ValuesAsNumpy(), np.int64)
+
     @staticmethod
     def _name(c: _Constant, taken: dict[str, _Constant]) -> str:
         """The tensor's name, made unique (names are not required to be) and never empty."""
@@ -228,9 +362,8 @@ class TFLiteReader:
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
         c = lookup(self._constants, name)
-        offset, length = c.data
         with _flatbuffer_errors():
-            stored = np.array(dtypes.from_buffer(memoryview(self._map)[offset:offset + length], c.dtype, c.shape))
+            stored = self._stored(c)
         if c.quantization is None or c.dtype not in ("int8", "uint8", "int16", "int32"):
             return stored
         scales, zeros, axis = c.quantization
@@ -239,6 +372,17 @@ class TFLiteReader:
         if not 0 <= axis < stored.ndim:
             raise CorruptFileError(f"tensor {name!r} is quantized along axis {axis} of a rank-{stored.ndim} tensor")
         return dtypes.dequantize(stored, scales, zeros, axis)
+
+    def _stored(self, c: _Constant) -> np.ndarray:
+        """The tensor's elements in its dense shape (a sparse tensor's values densified)."""
+        offset, length = c.data
+        data = memoryview(self._map)[offset:offset + length]
+        if c.sparsity is None:
+            return np.array(dtypes.from_buffer(data, c.dtype, c.shape))
+        size = dtypes.itemsize(c.dtype)
+        if length % size:
+            raise CorruptFileError(f"sparse tensor {c.index} holds {length} bytes of {c.dtype}")
+        return densify(np.array(dtypes.from_buffer(data, c.dtype, (length // size,))), c.shape, c.sparsity)
 
     def close(self) -> None:
         with contextlib.suppress(BufferError):
@@ -250,14 +394,20 @@ def _model_order(ops: list[tuple[str, list[int], list[int]]], constants: dict[in
     """Where each constant is first used, which are weights (and of which operator), which are dequantized.
 
     A weight's position is its weight-bearing operator's, so the first weight listed is the first
-    layer's. A constant behind a DEQUANTIZE operator counts as used where its output is used.
+    layer's. A constant behind DEQUANTIZE (float16) or DENSIFY (sparse) counts as used where its output is.
     """
-    dequantized_from = {outs[0]: ins[0] for op, ins, outs in ops
-                        if op == "DEQUANTIZE" and ins and outs and ins[0] in constants}
+    behind = {outs[0]: ins[0] for op, ins, outs in ops if op in PASS_THROUGH_OPS and ins and outs}
+    dequantized_from = {}
+    for out in behind:
+        source = out
+        for _ in range(len(PASS_THROUGH_OPS)):  # DENSIFY then DEQUANTIZE, at most
+            source = behind.get(source, source)
+        if source in constants:
+            dequantized_from[out] = source
     order: dict[int, int] = {}
     weights: dict[int, tuple[str, int]] = {}
     for k, (op, ins, _) in enumerate(ops):
-        if op == "DEQUANTIZE":
+        if op in PASS_THROUGH_OPS:
             continue
         sources = [dequantized_from.get(t, t) for t in ins]
         for t in sources:
