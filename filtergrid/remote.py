@@ -12,6 +12,7 @@ query strings (presigned signatures).
 from __future__ import annotations
 
 import base64
+import fnmatch
 import io
 import posixpath
 import time
@@ -316,6 +317,31 @@ class RemotePath:
     def _sibling(self, url: str) -> RemotePath:
         return RemotePath(url, self.transport, self.transfer)
 
+    @property
+    def stem(self) -> str:
+        return posixpath.splitext(self.name)[0]
+
+    @property
+    def parents(self) -> list[RemotePath]:
+        out, current = [], self.parent
+        while current.name and len(out) < 256:
+            out.append(current)
+            current = current.parent
+        return out
+
+    def with_name(self, name: str) -> RemotePath:
+        return self.parent / name
+
+    def with_suffix(self, suffix: str) -> RemotePath:
+        return self.with_name(self.stem + suffix)
+
+    def read_bytes(self) -> bytes:
+        """The whole file (its size counts against MAX_REMOTE_BYTES like any range)."""
+        return self.open().pread(0, self.stat().st_size)
+
+    def read_text(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return self.read_bytes().decode(encoding, errors)
+
     def resolve(self) -> RemotePath:
         return self
 
@@ -346,3 +372,7 @@ class RemotePath:
     def iterdir(self) -> Iterator[RemotePath]:
         for name in self.transport.listdir(self.url):
             yield self / name
+
+    def glob(self, pattern: str) -> Iterator[RemotePath]:
+        """Entries of this folder whose name matches ``pattern`` (one level, like ``*.index``)."""
+        return (child for child in self.iterdir() if fnmatch.fnmatchcase(child.name, pattern))

@@ -76,6 +76,19 @@ def map_readonly(path: str | os.PathLike | RemotePath) -> mmap.mmap | RangeFile:
         return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
 
 
+def map_whole(path: Path | RemotePath) -> mmap.mmap:
+    """The whole file as a map, for formats whose index is spread through it (a flatbuffer): a
+    remote file is read once, all of it, into an anonymous map of its size."""
+    if not isinstance(path, RemotePath):
+        return map_readonly(path)  # type: ignore[return-value]
+    data = path.read_bytes()
+    if not data:
+        raise CorruptFileError("the file is empty")
+    copy = mmap.mmap(-1, len(data))
+    copy.write(data)
+    return copy
+
+
 def window(buffer: mmap.mmap | RangeFile, offset: int, length: int) -> memoryview | bytes:
     """``length`` bytes at ``offset``: a view of a mapped file, one ranged read of a remote one."""
     if isinstance(buffer, RangeFile):

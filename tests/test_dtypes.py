@@ -58,3 +58,35 @@ def test_tensor_size_limit(monkeypatch):
     with pytest.raises(LimitError, match="MAX_TENSOR_BYTES"):
         dtypes.check_shape((1000,))
     dtypes.check_shape((250,))
+
+
+def test_refusals_name_the_element_type_and_the_tensor():
+    with pytest.raises(CorruptFileError, match="unsupported element type 'int4'"):
+        dtypes.itemsize("int4")
+    with pytest.raises(CorruptFileError, match=r"^tensor declares \[3\] float32 = 12 bytes"):
+        dtypes.from_buffer(bytes(8), "float32", (3,))
+
+
+def test_from_buffer_offset_leaves_fewer_bytes():
+    buffer = np.array([1.0, 2.0, 3.0], dtype="<f4").tobytes()
+    np.testing.assert_array_equal(dtypes.from_buffer(buffer, "float32", (2,), offset=4), [2.0, 3.0])
+    with pytest.raises(CorruptFileError, match="only 8 bytes"):  # 12 bytes, 4 skipped: 3 floats do not fit
+        dtypes.from_buffer(buffer, "float32", (3,), offset=4)
+
+
+def test_dequantize_defaults_and_scalar_scales():
+    q = np.array([[0, 10], [20, 30]], dtype=np.uint8)
+    np.testing.assert_array_equal(dtypes.dequantize(q, 0.5), [[0, 5], [10, 15]])  # zero point 0 by default
+    # ONNX: with one scale the axis attribute is ignored (per-tensor)
+    for scale in (0.5, [0.5]):
+        np.testing.assert_array_equal(dtypes.dequantize(q, scale, 10, axis=1), [[-5, 0], [5, 10]])
+    with pytest.raises(CorruptFileError, match="per-tensor quantization with 2 scales and 1 zero points"):
+        dtypes.dequantize(q, [0.5, 1.0], 10)  # several scales need an axis
+
+
+def test_per_axis_scales_with_one_zero_point_and_first_rows():
+    q = np.array([[0, 10], [20, 30]], dtype=np.int8)
+    np.testing.assert_array_equal(dtypes.dequantize(q, [1.0, 0.5], 0, axis=0), [[0, 10], [10, 15]])
+    first = dtypes.dequantize(q[:1], [1.0, 0.5], [4, 8], axis=0, length=2)  # row 0 uses scale 1, zero 4
+    assert first.shape == (1, 2)
+    np.testing.assert_array_equal(first, [[-4, 6]])

@@ -133,3 +133,79 @@ def test_parse_image_shape():
     assert parse_image_shape("8,8,1") == (8, 8, 1)
     with pytest.raises(UsageError):
         parse_image_shape("axb")
+
+
+def test_guess_layout_kernel_size_rule_at_its_edges():
+    """Kernels are at most 11x11 (AlexNet's): a square pair of leading dims up to 11 is (kH, kW)."""
+    assert guess_layout((3, 3, 3, 64)) == "HWIO"  # the default hint is auto
+    assert guess_layout((5, 5, 3, 32), "auto") == "HWIO"  # kernel side differs from in-channels
+    assert guess_layout((11, 11, 3, 96), "auto") == "HWIO"  # AlexNet's kernel, Keras-stored
+    assert guess_layout((12, 12, 1, 64), "auto") == "OIHW"  # 12 is no kernel side: 12 filters of 12 channels
+    assert guess_layout((8, 3, 5, 7), "auto") == "OIHW"  # small first dim alone does not mean (kH, kW)
+    assert guess_layout((3, 3, 11, 11), "auto") == "OIHW"  # both pairs could be kernels: channels first wins
+    assert guess_layout((3, 3, 12, 12), "auto") == "HWIO"
+    assert guess_layout((100, 28, 28, 1), "auto") == "NHWC"  # MNIST images as they are
+    assert guess_layout((100, 28, 14, 1), "auto") == "OIHW"  # images are square
+    assert guess_layout((64, 3, 7, 7), "not-a-layout") == "OIHW"  # an unknown hint is ignored
+    assert guess_layout((5,), "not-a-layout") == "matrix"
+
+
+def test_guess_layout_conv1d():
+    """Keras (k, in, out) when a short leading kernel precedes more channels in and out, else PyTorch."""
+    assert guess_layout((5, 16, 32)) == "KIO"
+    assert guess_layout((11, 16, 32)) == "KIO"
+    assert guess_layout((12, 16, 32)) == "OIK"  # 12 taps is no kernel side
+    assert guess_layout((32, 16, 5)) == "OIK"
+    assert guess_layout((3, 64, 32)) == "KIO"
+    assert guess_layout((8, 1, 64)) == "OIK"  # raw audio: 8 filters of one channel, 64 taps
+    assert guess_layout((3, 3, 16)) == guess_layout((5, 16, 5)) == "OIK"  # ties go to channels first
+    assert guess_layout((4, 2, 5, 3, 3)) == "OIDHW" and guess_layout((10, 7)) == "OI"
+
+
+def test_smallest_image_is_two_pixels_square():
+    assert image_shape_for(4) == (2, 2, 1) and image_shape_for(12) == (2, 2, 3)
+
+
+def test_parse_image_shape_refuses_wrong_rank_and_empty_sides():
+    for text in ("2x2x2x2", "0x4", "4x4x0"):
+        with pytest.raises(UsageError, match="positive sizes"):
+            parse_image_shape(text)
+    with pytest.raises(UsageError, match="'axb' is not HxW"):
+        parse_image_shape("axb")
+
+
+def test_place_refusals_say_what_is_allowed():
+    w = rng.standard_normal((4, 3, 3, 3))
+    with pytest.raises(UsageError, match="choose from OIHW, HWIO"):
+        place(w, "XYZ")
+    with pytest.raises(UsageError, match="HWC or CHW, got 'WHC'"):
+        place(w, "OIHW", flatten="WHC")
+    with pytest.raises(UsageError, match="applies to dense layers"):
+        place(w, "OIHW", image_shape=(3, 3, 3))
+
+
+def test_provenance_notes_of_depthwise_conv3d_and_dense_images():
+    assert place(rng.standard_normal((3, 3, 4, 2)), "HWIM").notes == (
+        "depthwise: 4 channels x 2 multiplier = 8 single-channel filters",)
+    assert place(rng.standard_normal((4, 2, 5, 3, 3)), "OIDHW").notes == ("conv3d: depth slice 2 of 5 shown",)
+    given = place(rng.standard_normal((50, 10)), "IO", image_shape=(5, 10, 1), image_why="given by --image-shape")
+    assert given.notes == ("dense: given by --image-shape, flattened HWC",)
+
+
+def test_matrix_layout_of_any_rank_is_one_heatmap_of_rows():
+    scalar = place(np.float64(2.5), "matrix")
+    assert scalar.array.shape == (1, 1, 1, 1) and scalar.array[0, 0, 0, 0] == 2.5
+    vector = np.arange(5.0)
+    np.testing.assert_array_equal(place(vector, "matrix").array[0, :, :, 0], [vector])
+    cube = rng.standard_normal((2, 3, 4))  # rows stay rows, the rest of each row is flattened
+    np.testing.assert_array_equal(place(cube, "matrix").array[0, :, :, 0], cube.reshape(2, 12).astype(np.float32))
+    assert place(cube, "matrix").layout == "matrix" and place(rng.standard_normal((10, 7)), "IO").layout == "IO as matrix"
+
+
+def test_heatmap_exactly_at_the_limits_is_not_cut(monkeypatch):
+    from filtergrid import limits
+
+    monkeypatch.setattr(limits, "MAX_HEATMAP_ROWS", 6)
+    monkeypatch.setattr(limits, "MAX_HEATMAP_COLS", 10)
+    placed = place(rng.standard_normal((6, 10)), "matrix")
+    assert placed.array.shape == (1, 6, 10, 1) and placed.notes == ()

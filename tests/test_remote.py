@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import os
 
+import numpy as np
+
 import pytest
 from rangeserver import serve
 
@@ -172,3 +174,30 @@ def test_remote_sibling_names_with_url_escapes_are_refused():
     for name in ("%2e%2e/secret", "a?x=1", "../a", "/etc/passwd"):
         with pytest.raises(UnsafeFileError):
             resolve_inside(folder, name)
+
+
+def _served_entries() -> list[dict]:
+    """Manifest entries of single files (a folder over plain HTTP cannot be listed) with no options."""
+    from conftest import manifest_entries
+
+    return [e for e in manifest_entries() if (FIXTURES / e["file"]).is_file() and not e.get("options")]
+
+
+def test_every_single_file_fixture_reads_the_same_over_http():
+    """Each reader goes through the one byte-range source: a served file gives the local bank."""
+    import filtergrid
+    from filtergrid.errors import FiltergridError
+
+    failures = []
+    with serve(FIXTURES) as (base, _, _):
+        for entry in _served_entries():
+            local = filtergrid.load(FIXTURES / entry["file"])
+            try:
+                remote = filtergrid.load(base + entry["file"])
+            except FiltergridError as e:
+                failures.append(f"{entry['file']}: {e}")
+                continue
+            if not (np.array_equal(local.array, remote.array, equal_nan=True)
+                    and local.provenance.tensor == remote.provenance.tensor):
+                failures.append(f"{entry['file']}: differs")
+    assert not failures, "\n".join(failures)

@@ -52,3 +52,23 @@ def test_inspect_says_what_was_fetched(bucket):
 
 def test_a_missing_key_is_one_line(bucket, cli):
     assert_one_line_error(cli("render", bucket + "nope.safetensors"), "no such file")
+
+
+def test_model_folders_in_a_bucket_read_like_local_ones(bucket):
+    """Hugging Face, SavedModel, .mlpackage and TF.js folders: listed through s3fs, read by range."""
+    import boto3
+
+    import filtergrid
+    from conftest import manifest_entries
+
+    s3 = boto3.client("s3")
+    folders = [e["file"] for e in manifest_entries() if (FIXTURES / e["file"]).is_dir() and not e.get("options")]
+    assert folders
+    for folder in folders:
+        for path in (FIXTURES / folder).rglob("*"):
+            if path.is_file():
+                s3.put_object(Bucket="models", Key=f"zoo/{path.relative_to(FIXTURES).as_posix()}", Body=path.read_bytes())
+    for folder in folders:
+        local, remote = filtergrid.load(FIXTURES / folder), filtergrid.load(bucket + folder + "/")
+        assert remote.provenance.tensor == local.provenance.tensor, folder
+        np.testing.assert_array_equal(remote.array, local.array, err_msg=folder)

@@ -546,3 +546,30 @@ def test_one_d_kernels_are_separated_by_a_line():
     image = np.asarray(result.image)
     rows_of_red = [y for y in range(image.shape[0]) if (image[y] == [255, 0, 0]).all()]
     assert len(rows_of_red) == 7  # above, between and below 6 strips
+
+
+def test_symmetric_range_is_the_largest_magnitude_of_either_sign():
+    from filtergrid.renderer.normalize import normalize
+
+    weights = np.array([-3.0, 0.0, 1.0], np.float32).reshape(1, 1, 3, 1)
+    assert normalize(weights, "symmetric").value_range == (-3.0, 3.0)
+    np.testing.assert_allclose(normalize(weights, "symmetric").unit.ravel(), [0.0, 0.5, 4 / 6])
+    assert normalize(weights * np.float32(0.1), "symmetric").value_range == pytest.approx((-0.3, 0.3))
+    # all zero: no magnitude to scale by; the drawn range is -1..1 and every pixel mid-gray
+    zeros = normalize(np.zeros((1, 2, 2, 1), np.float32), "symmetric")
+    assert zeros.value_range == (-1.0, 1.0) and np.all(zeros.unit == 0.5)
+
+
+def test_percentile_of_a_bank_without_finite_weights_is_all_nan():
+    from filtergrid.renderer.normalize import normalize
+
+    out = normalize(np.full((2, 2, 2, 1), np.nan, np.float32), "percentile")
+    assert out.value_range == (0.0, 0.0) and np.isnan(out.unit).all()
+    with pytest.raises(ValueError, match="unknown normalization 'loud'"):
+        normalize(np.ones((1, 2, 2, 1), np.float32), "loud")
+
+
+@pytest.mark.parametrize("tile_px,scale,pad", [(32, 1, 1), (66, 22, 2), (64, 2, 2), (128, 2, 4), (256, 4, 8),
+                                               (320, 10, 8)])
+def test_auto_pad_is_one_pixel_unscaled_then_a_32nd_of_the_tile_within_2_to_8(tile_px, scale, pad):
+    assert grid.auto_pad(tile_px, scale) == pad

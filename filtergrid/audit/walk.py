@@ -93,9 +93,11 @@ def read_head(path: Path) -> tuple[bytes, int] | None:
         os.close(fd)
 
 
-#: Folders that are one model by the names they hold (besides Hugging Face's, below): a TensorFlow
-#: SavedModel, a Core ML ``.mlpackage``. A worker still decides by content.
-FOLDER_MARKERS = (("saved_model.pb", "variables"), ("Manifest.json", "Data"))
+#: Folders that are one model by the names they hold (besides Hugging Face's, below), each a set of
+#: glob patterns that all must match a name: a TensorFlow SavedModel, a TF checkpoint folder, a
+#: TF.js model, a Core ML ``.mlpackage``. A worker still decides by content.
+FOLDER_MARKERS = (("saved_model.pb", "variables"), ("*.index", "*.data-?????-of-?????"), ("model.json", "*.bin"),
+                  ("Manifest.json", "Data"))
 
 
 def is_model_folder(folder: Path, names: list[str]) -> bool:
@@ -103,7 +105,7 @@ def is_model_folder(folder: Path, names: list[str]) -> bool:
     every name of one of ``FOLDER_MARKERS``."""
     if "config.json" in names and any(name in names and (folder / name).is_file() for name in WEIGHT_FILES):
         return True
-    return any(all(marker in names for marker in markers) for markers in FOLDER_MARKERS)
+    return any(all(fnmatch.filter(names, marker) for marker in markers) for markers in FOLDER_MARKERS)
 
 
 @dataclass(frozen=True)

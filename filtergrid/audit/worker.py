@@ -133,9 +133,11 @@ def _is_empty(path: str) -> bool:
 
 def _failure(record: dict[str, Any], error: Exception, step: str, task: dict[str, Any]) -> None:
     """Fill in status and error for what went wrong at ``step`` (a skip, unsupported, or an error)."""
-    from ..errors import UnknownFormatError, UnsupportedFormatError
+    from ..errors import CompanionFileError, UnknownFormatError, UnsupportedFormatError
 
-    if isinstance(error, UnknownFormatError) and step == "detecting":
+    if isinstance(error, CompanionFileError):  # a Darknet .cfg, an ncnn .bin: audited with its main file
+        record["status"], record["error"] = "skipped", one_line(error)
+    elif isinstance(error, UnknownFormatError) and step == "detecting":
         # Never the file's first bytes (detect's message has them): it may be anyone's non-model file.
         record["status"] = "error" if task.get("claimed", True) else "skipped"
         record["error"] = NOT_A_MODEL + (" (an empty file)" if _is_empty(task["path"]) else "")

@@ -17,8 +17,8 @@ import click
 
 from ..audit.report import DEFAULT_FAIL_ON, FAIL_CONDITIONS, failing
 from ..audit.session import Progress
-from ..untrusted import terminal
 from ..errors import UsageError
+from ..untrusted import terminal
 from .options import render_kwargs, render_options
 
 #: Failing files named on stdout after the summary (all of them are in the report).
@@ -66,7 +66,13 @@ class BarProgress(Progress):
 
     def __init__(self) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         self.bar = Progress(TextColumn("auditing"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[errors]} errors · {task.fields[rate]} files/s"),

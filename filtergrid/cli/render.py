@@ -7,7 +7,14 @@ from pathlib import Path
 import click
 
 from . import say
-from .options import default_title, load_kwargs, model_options, render_kwargs, render_options, title_option
+from .options import (
+    default_title,
+    load_kwargs,
+    model_options,
+    render_kwargs,
+    render_options,
+    title_option,
+)
 
 
 def default_output(model: str) -> Path:

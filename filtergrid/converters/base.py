@@ -14,11 +14,10 @@ import dataclasses
 import importlib
 import math
 import re
-import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Protocol, TypeVar
 
 import numpy as np

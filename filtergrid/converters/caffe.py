@@ -18,9 +18,17 @@ import numpy as np
 from .. import dtypes, limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError, TensorNotFoundError
-from ..safeio import map_readonly
+from ..safeio import map_whole, model_path
 from .base import Probe
-from .protowire import LEN, VARINT, iter_fields, packed_varints, read_varint, signed, text
+from .protowire import (
+    LEN,
+    VARINT,
+    iter_fields,
+    packed_varints,
+    read_varint,
+    signed,
+    text,
+)
 
 #: V1LayerParameter.LayerType codes of layers with a weight blob.
 _V1_TYPES = {4: "Convolution", 14: "InnerProduct", 39: "Deconvolution"}
@@ -138,7 +146,7 @@ def _stored_shape(layer: Layer, blob: Blob) -> tuple[int, ...]:
 
 class CaffeReader:
     def __init__(self, path: Path):
-        self._buf = map_readonly(path)
+        self._buf = map_whole(path)  # the layer walk spans the file: a remote one is read once
         try:
             self._layers = _layers(self._buf)
         except BaseException:
@@ -181,4 +189,4 @@ class CaffeReader:
 
 
 def open(path: Path) -> CaffeReader:  # noqa: A001 - the registry's verb
-    return CaffeReader(Path(path))
+    return CaffeReader(model_path(path))

@@ -12,7 +12,6 @@ The ``.weights`` file is the model; its cfg is the ``.cfg`` of the same stem in 
 
 from __future__ import annotations
 
-import io
 import re
 import struct
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import numpy as np
 from .. import dtypes, limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError, TensorNotFoundError
-from ..safeio import map_readonly, resolve_inside
+from ..safeio import map_whole, model_path, resolve_inside
 from .base import Probe
 
 _SECTION = re.compile(r"^\[(\w+)\]\s*$")
@@ -63,7 +62,7 @@ def sniff(probe: Probe) -> bool:
         if _is_cfg_text(probe.head):
             probe.part_of = weights
         return False
-    with io.open(cfg, "rb") as f:
+    with cfg.open("rb") as f:
         return _is_cfg_text(f.read(4096))
 
 
@@ -157,7 +156,7 @@ class DarknetReader:
     def __init__(self, cfg: Path, weights: Path):
         limits.check("MAX_HEADER_BYTES", cfg.stat().st_size, "Darknet cfg bytes")
         text = cfg.read_bytes().decode("utf-8", "replace")
-        self._buf = map_readonly(weights)
+        self._buf = map_whole(weights)  # offsets follow the cfg through the file: a remote one is read once
         self._stored, self._stopped, end = _layout(_sections(text), self._header_size())
         if end is not None and end != len(self._buf):
             size = len(self._buf)
@@ -192,7 +191,7 @@ class DarknetReader:
 
 
 def open(path: Path) -> DarknetReader:  # noqa: A001 - the registry's verb
-    path = Path(path)
+    path = model_path(path)
     pair = _pair(path)
     if pair is None:
         raise CorruptFileError("a Darknet model is a .cfg and a .weights file of the same name, side by side")

@@ -22,6 +22,7 @@ from .. import dtypes, limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError, TensorNotFoundError
 from ..layout import CHANNELS_LAST
+from ..safeio import model_path
 from .base import Probe, natural_key, prefer_layer_weights, tensor_info
 
 _NDARRAY, _NPSCALAR = 1, 3
@@ -146,7 +147,7 @@ class FlaxReader:
 def open(path: Path) -> FlaxReader:  # noqa: A001 - the registry's verb
     import msgpack
 
-    path = Path(path)
+    path = model_path(path)
     size = path.stat().st_size
     limits.check("MAX_TENSOR_BYTES", size, "flax checkpoint bytes")
     try:

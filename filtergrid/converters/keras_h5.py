@@ -24,6 +24,7 @@ from .. import dtypes, limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError, FiltergridError, UnsafeFileError
 from ..layout import CHANNELS_LAST
+from ..remote import RemotePath
 from . import hdf5_heaps, unsupported
 from .base import Probe, lookup, natural_key, tensor_info
 
@@ -220,6 +221,8 @@ class KerasH5Reader:
         import h5py
 
         with self._errors():
+            if fileobj is None and isinstance(path, RemotePath):
+                fileobj = path.open("rb")  # h5py reads a remote file through its file object, by ranges
             if fileobj is not None:
                 hdf5_heaps.check_file(fileobj)
             else:

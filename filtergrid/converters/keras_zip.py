@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from .. import limits
 from ..errors import CorruptFileError
-from ..safeio import check_member_name, zip_errors
+from ..safeio import check_member_name, open_zip, zip_errors
 from .base import Probe
 from .keras_h5 import KerasH5Reader
 
@@ -27,7 +26,7 @@ class KerasZipReader(KerasH5Reader):
     def __init__(self, path: Path):
         self.path = path
         with zip_errors(path.name):
-            self._zip = zipfile.ZipFile(path)
+            self._zip = open_zip(path)
             members = {i.filename: i for i in self._zip.infolist()}
             for name in members:
                 check_member_name(name, ".keras member")

@@ -13,7 +13,6 @@ is the model; its weights are the ``.bin`` of the same stem (``model.ncnn.param`
 
 from __future__ import annotations
 
-import io
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 from .. import dtypes, limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError, TensorNotFoundError
-from ..safeio import map_readonly, resolve_inside
+from ..safeio import map_whole, model_path, resolve_inside
 from .base import Probe
 
 MAGIC = b"7767517"
@@ -51,7 +50,7 @@ def sniff(probe: Probe) -> bool:
         return True
     pair = None if probe.is_dir or probe.path.suffix.lower() != ".bin" else _pair(probe.path)
     if pair is not None:
-        with io.open(pair[0], "rb") as f:
+        with pair[0].open("rb") as f:
             if f.read(8).startswith(MAGIC):
                 probe.part_of = pair[0]
     return False
@@ -167,7 +166,7 @@ class NcnnReader:
     def __init__(self, param: Path, weights: Path):
         limits.check("MAX_HEADER_BYTES", param.stat().st_size, "ncnn param bytes")
         layers = _layers(param.read_bytes().decode("utf-8", "replace"))
-        self._buf = map_readonly(weights)
+        self._buf = map_whole(weights)  # tags are walked in order: a remote file is read once
         walk = _Walk(self._buf)
         self._stopped = "every layer listed"
         for layer in layers:
@@ -207,7 +206,7 @@ class NcnnReader:
 
 
 def open(path: Path) -> NcnnReader:  # noqa: A001 - the registry's verb
-    path = Path(path)
+    path = model_path(path)
     pair = _pair(path)
     if pair is None:
         raise CorruptFileError("an ncnn model is a .param and a .bin file of the same name, side by side")

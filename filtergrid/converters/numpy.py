@@ -7,8 +7,6 @@ declared shape is checked against the bytes present before the array is read.
 
 from __future__ import annotations
 
-import io
-import zipfile
 from pathlib import Path
 from typing import IO
 
@@ -20,7 +18,7 @@ from ..errors import CorruptFileError, FiltergridError, UnsafeFileError
 from ..export import ARRAY, MARKER, bank_listing, parse_record, sidecar
 from ..firstlayer import order_by_evidence
 from ..layout import ARRAYS
-from ..safeio import check_member_name, resolve_inside, zip_errors
+from ..safeio import check_member_name, model_path, open_zip, resolve_inside, zip_errors
 from .base import Probe, listing_by_name, lookup, not_found
 
 MAGIC = b"\x93NUMPY"
@@ -77,7 +75,7 @@ class NpyReader:
 
     def __init__(self, path: Path):
         self.path, self.name = path, path.stem
-        self._file = io.open(path, "rb")
+        self._file = path.open("rb")
         self._dtype, self._shape, self._fortran, self._data_start = _header(self._file, path.stat().st_size, path.name)
         self.bank_record = self._sidecar_record()
 
@@ -111,7 +109,7 @@ class NpzReader:
     def __init__(self, path: Path):
         self.path = path
         with zip_errors(path.name):
-            self._zip = zipfile.ZipFile(path)
+            self._zip = open_zip(path)
             self._headers = self._read_headers()
         self.bank_record = self._record()
 
@@ -155,6 +153,7 @@ class NpzReader:
 
 
 def open(path: Path) -> NpyReader | NpzReader:  # noqa: A001 - the registry's verb
-    with io.open(path, "rb") as f:
+    path = model_path(path)
+    with path.open("rb") as f:
         is_npy = f.read(len(MAGIC)) == MAGIC
     return NpyReader(path) if is_npy else NpzReader(path)

@@ -22,7 +22,7 @@ import numpy as np
 from .. import dtypes, limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError, UnsafeFileError
-from ..safeio import check_extent, map_readonly, resolve_inside
+from ..safeio import check_extent, map_readonly, model_path, resolve_inside, window
 from .base import Probe, not_found
 
 #: OpenVINO element types -> filtergrid dtypes (packed 4-bit and 1-bit types are not read yet).
@@ -66,7 +66,7 @@ def _sibling(path, suffix: str):
 
 
 def open(path: Path) -> OpenVINOReader:
-    path = Path(path)
+    path = model_path(path)
     xml_path = _sibling(path, ".xml") if path.suffix.lower() == ".bin" else path
     return OpenVINOReader(xml_path)
 
@@ -253,7 +253,7 @@ class OpenVINOReader:
         need = dtypes.nbytes(shape, dtype)
         if size != need:
             raise CorruptFileError(f"Const {layer.name!r}: {list(shape)} {dtype} needs {need:,} bytes, size says {size:,}")
-        stored = dtypes.from_buffer(memoryview(self._map)[offset:offset + size], dtype, shape)
+        stored = dtypes.from_buffer(window(self._map, offset, size), dtype, shape)
         return dtypes.native(stored, dtype)
 
     def _evaluate(self, layer_id: str, depth: int = 0) -> np.ndarray:

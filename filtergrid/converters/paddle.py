@@ -17,6 +17,7 @@ from .. import dtypes, limits, safepickle
 from ..bank import TensorInfo
 from ..errors import CorruptFileError
 from ..layout import PADDLE
+from ..safeio import model_path
 from .base import Probe, not_found, prefer_layer_weights, tensor_info
 
 _RECONSTRUCT = {"numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct"}
@@ -31,7 +32,7 @@ def sniff(probe: Probe) -> bool:
 
 
 def open(path: Path) -> PaddleParamsReader:
-    return PaddleParamsReader(Path(path))
+    return PaddleParamsReader(model_path(path))
 
 
 def _array(value, name: str) -> np.ndarray | None:

@@ -11,7 +11,6 @@ wrapper's BUILD opcode (after a padding-length byte and that many padding bytes 
 
 from __future__ import annotations
 
-import io
 import pickle
 import re
 from pathlib import Path
@@ -23,6 +22,7 @@ from .. import dtypes, limits, safepickle
 from ..bank import TensorInfo
 from ..errors import CorruptFileError, TensorNotFoundError, UnsafeFileError
 from ..layout import image_shape_for
+from ..safeio import model_path
 from ..safepickle import Allowed, Global, Placeholder
 from .base import Probe
 
@@ -233,9 +233,9 @@ class SklearnReader:
 
 
 def open(path: Path) -> SklearnReader:  # noqa: A001 - the registry's verb
-    path = Path(path)
+    path = model_path(path)
     size = path.stat().st_size
-    with io.open(path, "rb") as f:
+    with path.open("rb") as f:
         root = safepickle.run(_JoblibUnpickler(f, size), "scikit-learn pickle")
     estimators = _estimators(root)
     if not estimators:

@@ -21,7 +21,7 @@ import numpy as np
 from .. import dtypes, limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError
-from ..safeio import check_extent, map_readonly
+from ..safeio import check_extent, map_whole
 from .base import Probe, lookup, require
 
 MAGIC = b"TFL3"
@@ -153,7 +153,7 @@ class TFLiteReader:
 
     def __init__(self, path: Path):
         self._tfl = require("tflite", "tflite")
-        self._map = map_readonly(path)
+        self._map = map_whole(path)
         self._size = len(self._map)
         try:
             with _flatbuffer_errors():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..safeio import model_path
 from .base import Probe
 from .pytorch import TorchReader, archive_prefix, open_archive
 
@@ -21,4 +22,4 @@ def sniff(probe: Probe) -> bool:
 
 
 def open(path: Path) -> TorchReader:
-    return open_archive(Path(path), "TorchScript module")
+    return open_archive(model_path(path), "TorchScript module")

@@ -19,7 +19,7 @@ import numpy as np
 from ... import limits
 from ...bank import TensorInfo
 from ...errors import CorruptFileError, UnknownFormatError
-from ...safeio import map_readonly, resolve_inside
+from ...safeio import map_whole, model_path, resolve_inside
 from ..base import Probe, not_found
 from ..protomessage import Message
 from ..protowire import LEN, MAX_VARINT_BYTES, read_varint
@@ -69,7 +69,7 @@ def _looks_like_spec(probe: Probe) -> bool:
 
 
 def open(path: Path) -> CoreMLReader:
-    path = Path(path)
+    path = model_path(path)
     if path.is_file() and looks_like_blob(_head(path)):
         raise UnknownFormatError(
             "this is a Core ML weight blob (weights/weight.bin): it holds no shapes or layer order; "
@@ -113,7 +113,7 @@ class CoreMLReader:
 
     def __init__(self, path: Path):
         spec = _spec_path(path) if path.is_dir() else path
-        self._map = map_readonly(spec)
+        self._map = map_whole(spec)  # the spec is walked whole; a remote one is read once
         self._blobs: dict[str, BlobFile] = {}
         try:
             model = Message.parse(self._map, 0, len(self._map), "Core ML Model")

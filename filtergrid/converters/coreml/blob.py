@@ -15,7 +15,7 @@ import numpy as np
 
 from ... import dtypes
 from ...errors import CorruptFileError
-from ...safeio import check_extent, map_readonly
+from ...safeio import check_extent, map_readonly, window
 
 HEADER = struct.Struct("<II")  # count, version (then 7 reserved uint64)
 METADATA = struct.Struct("<IIQQ")  # sentinel, data type, size in bytes, data offset (then 5 reserved)
@@ -42,7 +42,7 @@ class BlobFile:
         self._map = map_readonly(path)
         self.size = len(self._map)
         check_extent(0, RECORD_BYTES, self.size, "weight blob storage header")
-        count, version = HEADER.unpack_from(self._map)
+        count, version = HEADER.unpack(window(self._map, 0, HEADER.size))
         if version != STORAGE_VERSION:
             raise CorruptFileError(f"weight blob has storage version {version}, not {STORAGE_VERSION}")
         if count * 2 * RECORD_BYTES > self.size:
@@ -51,7 +51,7 @@ class BlobFile:
     def read(self, offset: int, dtype: str, shape: tuple[int, ...], what: str) -> np.ndarray:
         """The blob whose metadata is at ``offset``, as ``shape`` elements of ``dtype`` (a copy)."""
         check_extent(offset, RECORD_BYTES, self.size, f"{what}: blob metadata")
-        sentinel, blob_type, size, data = METADATA.unpack_from(self._map, offset)
+        sentinel, blob_type, size, data = METADATA.unpack(window(self._map, offset, METADATA.size))
         if sentinel != SENTINEL:
             raise CorruptFileError(f"{what}: no blob metadata at byte {offset:,} (sentinel {sentinel:#x})")
         stored = BLOB_DTYPES.get(blob_type, f"blob data type {blob_type}")
@@ -61,7 +61,7 @@ class BlobFile:
         need = dtypes.nbytes(shape, dtype)
         if size != need:
             raise CorruptFileError(f"{what}: {list(shape)} {dtype} needs {need:,} bytes, the blob holds {size:,}")
-        return np.array(dtypes.from_buffer(memoryview(self._map)[data:data + size], dtype, shape))
+        return np.array(dtypes.from_buffer(window(self._map, data, size), dtype, shape))
 
     def close(self) -> None:
         with contextlib.suppress(BufferError):

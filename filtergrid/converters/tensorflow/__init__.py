@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ...safeio import model_path
 from ..base import Probe
 from . import sstable
 
@@ -33,7 +34,7 @@ def sniff(probe: Probe) -> bool:
 def open(path: Path):
     from .readers import open_path
 
-    return open_path(Path(path))
+    return open_path(model_path(path))
 
 
 def _index_of(path: Path) -> Path:

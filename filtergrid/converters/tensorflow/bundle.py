@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import math
 import mmap
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import numpy as np
 
 from ... import dtypes, limits
 from ...errors import CorruptFileError
-from ...safeio import check_extent, map_readonly, resolve_inside
+from ...safeio import check_extent, map_readonly, resolve_inside, window
 from ..protowire import LEN, VARINT, iter_fields, read_varint
 from . import protos, sstable
 
@@ -82,13 +81,13 @@ class Bundle:
             self._maps[shard] = map_readonly(path)
         return self._maps[shard]
 
-    def raw(self, e: Entry) -> memoryview:
+    def raw(self, e: Entry) -> memoryview | bytes:
         """The entry's bytes in its shard (checked to lie inside it)."""
         if e.size == 0:
             return memoryview(b"")
         data = self._shard(e.shard)
         check_extent(e.offset, e.size, len(data), f"tensor {e.key!r} in shard {e.shard}")
-        return memoryview(data)[e.offset:e.offset + e.size]
+        return window(data, e.offset, e.size)  # a view on disk, one ranged read of a remote shard
 
     def read(self, e: Entry) -> np.ndarray:
         """A numeric tensor as stored (decoded to a NumPy dtype; bfloat16 and float8 to float32)."""
@@ -176,11 +175,10 @@ def find_index(path: Path) -> Path:
 def _listdir(folder: Path) -> list[Path]:
     """The folder's entries, bounded by MAX_TENSORS (a folder of a million files is not a checkpoint)."""
     out = []
-    with os.scandir(folder) as it:
-        for entry in it:
-            out.append(Path(entry.path))
-            if len(out) > limits.MAX_TENSORS:
-                raise limits.exceeded("MAX_TENSORS", f"files in {folder.name}")
+    for entry in folder.iterdir():  # a local folder or a remote prefix
+        out.append(entry)
+        if len(out) > limits.MAX_TENSORS:
+            raise limits.exceeded("MAX_TENSORS", f"files in {folder.name}")
     return out
 
 

@@ -15,7 +15,7 @@ from ... import dtypes, limits
 from ...bank import TensorInfo
 from ...errors import CorruptFileError
 from ...layout import CHANNELS_LAST
-from ...safeio import map_readonly
+from ...safeio import map_whole  # graphs are walked whole: a remote one is read once
 from ..base import lookup, natural_key, tensor_info
 from ..protowire import LEN, VARINT, iter_fields, packed_varints
 from . import SAVED_MODEL, objects, protos
@@ -131,7 +131,7 @@ class CheckpointReader(_Listing):
         meta = self.bundle.index.with_name(self.bundle.prefix + ".meta")
         if not meta.is_file():
             return False
-        buf = map_readonly(meta)
+        buf = map_whole(meta)
         try:
             parser = GraphParser(buf)
             graph = protos.first(buf, (0, len(buf)), 2, "MetaGraphDef")
@@ -174,7 +174,7 @@ class SavedModelReader(_Listing):
 
     def __init__(self, pb: Path):
         super().__init__()
-        self._map = map_readonly(pb)
+        self._map = map_whole(pb)
         self.checkpoint: CheckpointReader | None = None
         try:
             self._open(pb)
@@ -297,7 +297,7 @@ class GraphDefReader(_Listing):
 
     def __init__(self, path: Path):
         super().__init__()
-        self._map = map_readonly(path)
+        self._map = map_whole(path)
         try:
             self._open()
         except BaseException:
