@@ -138,3 +138,10 @@ def test_program_without_its_pdiparams_says_so(tmp_path: Path) -> None:
     (tmp_path / "model.pdmodel").write_bytes(PROGRAM.read_bytes())
     with pytest.raises(FiltergridError, match="model.pdiparams"):
         filtergrid.load(tmp_path / "model.pdmodel")
+
+
+def test_bytes_after_the_last_record_are_refused(tmp_path: Path) -> None:
+    """Records that do not add up to the file mean the program and the values disagree."""
+    data = PROGRAM.with_suffix(".pdiparams").read_bytes()
+    with pytest.raises(CorruptFileError, match="bytes after its 4 parameters"):
+        filtergrid.load(_copy(tmp_path, data + b"\0" * 8))
