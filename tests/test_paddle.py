@@ -12,7 +12,12 @@ from conftest import FIXTURES, assert_one_line_error, entry_id, group_entries
 
 import filtergrid
 from filtergrid import converters
-from filtergrid.errors import CorruptFileError, FiltergridError, LimitError, UnsafeFileError
+from filtergrid.errors import (
+    CorruptFileError,
+    FiltergridError,
+    LimitError,
+    UnsafeFileError,
+)
 
 ENTRIES = [e for e in group_entries("paddle") if e["format"] == "paddle"]
 INFERENCE = [e for e in group_entries("paddle") if e["format"] == "paddle-inference"]
