@@ -28,7 +28,7 @@ from .. import dtypes, limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError, FiltergridError
 from ..layout import PADDLE
-from ..safeio import array_at, check_extent, map_readonly, resolve_inside, window
+from ..safeio import array_at, check_extent, map_readonly, model_path, resolve_inside, window
 from .base import Probe, lookup, tensor_info
 from .protomessage import Message
 from .protowire import read_varint
@@ -74,7 +74,7 @@ def _is_program_desc(head: bytes) -> bool:
 
 
 def open(path: Path) -> PaddleInferenceReader:
-    path = Path(path)
+    path = model_path(path)  # a local Path or a RemotePath: both have parent, name, stat, read_bytes
     stem = path.name[:len(path.name) - len(path.suffix)]
     if path.suffix.lower() != ".pdiparams":
         return PaddleInferenceReader(path, resolve_inside(path.parent, stem + ".pdiparams", "parameters file"))
