@@ -6,9 +6,10 @@ Prints a JSON line: the tensor to read, the file's size and what wrote it. Exit 
 framework this KIND needs is not installed in this Python.
 
 KINDs: onnx-conv-first, onnx-conv-last (conv1's initializer stored after all the dense ones, so a
-reader must skip ~BYTES to reach it), safetensors, torch-zip, torch-legacy; and gguf, an LLM's
-layout instead: a float16 ``token_embd.weight`` of ~BYTES (the input layer, shown as a heatmap of
-its first rows) then one small block.
+reader must skip ~BYTES to reach it), safetensors, torch-zip, torch-legacy, keras-h5-weights (Keras 2
+weights-only layout), keras-h5 (legacy full-model ``.h5``), keras (Keras 3 ``.keras`` archive); and gguf,
+an LLM's layout instead: a float16 ``token_embd.weight`` of ~BYTES (the input layer, shown as a heatmap
+of its first rows) then one small block.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ CONV = "conv1.weight"
 CONV_SHAPE = (64, 3, 7, 7)  # OIHW, as torch and ONNX store it
 DENSE_LAYERS = 16
 NEEDS = {"onnx-conv-first": "onnx", "onnx-conv-last": "onnx", "safetensors": "safetensors",
-         "torch-zip": "torch", "torch-legacy": "torch", "gguf": "gguf"}
+         "torch-zip": "torch", "torch-legacy": "torch", "keras-h5-weights": "keras", "keras-h5": "keras",
+         "keras": "keras", "gguf": "gguf"}
 GGUF_DIM = 4096
 
 
@@ -176,6 +178,38 @@ def write_gguf(path: str, total_bytes: int) -> str:
     return f"gguf {getattr(gguf, '__version__', '')} GGUFWriter".replace("  ", " ")
 
 
+def keras_model(total_bytes: int):
+    """The CNN in Keras (channels-last): conv1's filters are ``make``'s, transposed to HWIO."""
+    import keras
+
+    width = dense_width(total_bytes)
+    x = inputs = keras.Input((224, 224, 3))
+    conv = keras.layers.Conv2D(CONV_SHAPE[0], CONV_SHAPE[2], strides=2, padding="same", name="conv1")
+    x = keras.layers.GlobalAveragePooling2D()(conv(x))
+    for i in range(DENSE_LAYERS):
+        x = keras.layers.Dense(width, activation="relu", name=f"fc{i}",
+                               kernel_initializer=keras.initializers.Constant(1e-3))(x)
+    model = keras.Model(inputs, x)
+    conv.set_weights([make(CONV, CONV_SHAPE).transpose(2, 3, 1, 0), np.zeros(CONV_SHAPE[0], np.float32)])
+    return model
+
+
+def write_keras(path: str, total_bytes: int, kind: str) -> str:
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    model = keras_model(total_bytes)
+    if kind == "keras-h5-weights":
+        with h5py.File(path, "w") as f:
+            legacy_h5_format.save_weights_to_hdf5_group(f, model)
+        how = "legacy_h5_format.save_weights_to_hdf5_group (Keras 2 weights-only)"
+    else:
+        model.save(path)
+        how = "model.save (legacy HDF5)" if kind == "keras-h5" else "model.save (.keras archive)"
+    return f"keras {keras.__version__} {how}"
+
+
 def main(kind: str, total_bytes: int, path: str) -> int:
     try:
         importlib.import_module(NEEDS[kind])
@@ -183,13 +217,16 @@ def main(kind: str, total_bytes: int, path: str) -> int:
         return 3
     if kind.startswith("onnx"):
         made_by = write_onnx(path, total_bytes, conv_last=kind == "onnx-conv-last")
+    elif kind.startswith("keras"):
+        made_by = write_keras(path, total_bytes, kind)
     elif kind == "safetensors":
         made_by = write_safetensors(path, total_bytes)
     elif kind == "gguf":
         made_by = write_gguf(path, total_bytes)
     else:
         made_by = write_torch(path, total_bytes, legacy=kind == "torch-legacy")
-    print(json.dumps({"tensor": "token_embd.weight" if kind == "gguf" else CONV, "bytes": os.path.getsize(path), "made_by": made_by}))
+    tensor = "conv1" if kind.startswith("keras") else "token_embd.weight" if kind == "gguf" else CONV
+    print(json.dumps({"tensor": tensor, "bytes": os.path.getsize(path), "made_by": made_by}))
     return 0
 
 

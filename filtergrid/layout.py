@@ -141,10 +141,8 @@ def place(
     notes: list[str] = []
     if layout in _TO_OHWI:
         out = np.transpose(stored, _TO_OHWI[layout])
-    elif layout == "IHWO":
+    elif layout == "IHWO":  # TFLite stores 1 in front; anything there is kept as the filters' channels
         out = np.transpose(stored, (3, 1, 2, 0))
-        if shape[0] != 1:  # (M, kH, kW, O) with a multiplier M: every slice is its own filter
-            out = out.reshape(shape[3], shape[1], shape[2], shape[0])
     elif layout == "HWIM":
         kh, kw, i, m = shape
         out = np.transpose(stored.reshape(kh, kw, i * m), (2, 0, 1))[..., None]

@@ -27,6 +27,9 @@ MAX_TENSOR_BYTES = _env("MAX_TENSOR_BYTES", 2 * 1024**3)
 #: Largest index/header a format may declare (safetensors JSON header, GGUF metadata, HF/Keras JSON,
 #: the structure of an ONNX graph: every byte of it but tensor values).
 MAX_HEADER_BYTES = _env("MAX_HEADER_BYTES", 256 * 1024**2)
+#: Largest model config parsed as JSON (a ``.keras`` ``config.json``, a Keras 2 ``model_config``);
+#: real ones are a few hundred KB, and JSON parsing costs several times the text's size in memory.
+MAX_CONFIG_BYTES = _env("MAX_CONFIG_BYTES", 32 * 1024**2)
 #: Largest pickle (data.pkl, constants.pkl, a legacy torch file's object) the safe unpickler reads.
 MAX_PICKLE_BYTES = _env("MAX_PICKLE_BYTES", 256 * 1024**2)
 #: Largest number of tensors listed in one model (bounds index walks).

@@ -22,7 +22,8 @@ from pathlib import Path
 HARNESS = Path(__file__).resolve().parent / "atheris_harness.py"
 ROOT = HARNESS.parent.parent
 #: Formats a single mutated file can exercise (a Hugging Face model is a folder).
-FORMATS = ("safetensors", "numpy", "keras", "keras-h5", "onnx", "pytorch", "torchscript", "tflite", "gguf")
+FORMATS = ("safetensors", "numpy", "keras", "keras-h5", "onnx", "pytorch", "torchscript", "tflite", "gguf",
+           "coreml", "caffe", "flax", "sklearn", "paddle", "tensorflow")
 #: What libFuzzer saves an input as when it stops on it.
 ARTIFACT_KINDS = ("crash", "timeout", "oom", "leak", "slow")
 

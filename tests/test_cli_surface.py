@@ -109,3 +109,23 @@ def test_render_titles_labels_and_caps_from_the_command_line(cli, tmp_path):
     assert plain.returncode == dressed.returncode == 0, dressed.stderr
     assert "showing the first 4 of 8 (--max-filters)" in dressed.stdout
     assert Image.open(out).size != size
+
+
+def test_inspect_shows_markup_and_escapes_in_names_as_text(cli, tmp_path):
+    model = _conv("[/bold][blink]x\x1b[2J.weight", tmp_path / "m.safetensors")
+    result = cli("inspect", model)
+    assert result.returncode == 0, result.stderr
+    assert "[/bold][blink]x\\x1b[2J.weight" in result.stdout and "\x1b" not in result.stdout
+
+
+def test_inspect_reports_size_parameters_and_the_values_of_the_chosen_tensor(cli):
+    import json
+
+    data = json.loads(cli("inspect", CNN, "--json").stdout)
+    weights = np.load(FIXTURES / "safetensors" / "cnn.expected.npz")["stored"]
+    assert data["file_bytes"] == CNN.stat().st_size
+    assert data["parameters"] == sum(int(np.prod(t["shape"])) for t in data["tensors"])
+    assert data["stats"]["min"] == pytest.approx(float(weights.min()))
+    assert data["stats"]["std"] == pytest.approx(float(weights.std()), rel=1e-5)
+    table = cli("inspect", CNN).stdout
+    assert f"{data['parameters']:,} parameters" in table and "shown as 8 filters of 5x5x3" in table

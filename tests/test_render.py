@@ -573,3 +573,32 @@ def test_percentile_of_a_bank_without_finite_weights_is_all_nan():
                                                (320, 10, 8)])
 def test_auto_pad_is_one_pixel_unscaled_then_a_32nd_of_the_tile_within_2_to_8(tile_px, scale, pad):
     assert grid.auto_pad(tile_px, scale) == pad
+
+
+# --- gaps the mutation run found ----------------------------------------------------------------
+
+def test_bgr_swaps_only_the_first_three_channels():
+    from filtergrid.renderer.channels import select
+
+    a = np.arange(5, dtype=np.float32).reshape(1, 1, 1, 5)
+    np.testing.assert_array_equal(select(a, "split", bgr=True)[0, 0, 0], [2, 1, 0, 3, 4])
+
+
+def test_mean_of_two_channels_is_their_average():
+    from filtergrid.renderer.channels import select
+
+    a = np.array([[[[1.0, 3.0]]]], dtype=np.float32)
+    np.testing.assert_array_equal(select(a, "mean", bgr=False), [[[[2.0]]]])
+
+
+def test_values_outside_a_given_range_are_clipped_to_its_ends():
+    out = gray(pixels(bank_of(rows_of([[-5, 0, 1, 2, 9]])), value_range=(0, 2)))[0]
+    np.testing.assert_array_equal(out, [0, 0, 128, 255, 255])
+
+
+def test_a_colormap_on_rgb_tiles_is_reported_not_recorded(tmp_path):
+    bank = bank_of(np.random.default_rng(0).normal(size=(2, 3, 3, 3)))
+    result = render_result(bank, RenderOptions(cmap="viridis", scale=1, pad=0))
+    assert result.options.cmap is None and "not applied: the tiles are RGB" in result.notes[0]
+    text = Image.open(save(result, bank, tmp_path / "g.png")).text
+    assert text["cmap"] == "none (RGB tiles)" and "viridis" in text["notes"]
