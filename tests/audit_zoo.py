@@ -65,9 +65,9 @@ def add_fixtures(zoo: Zoo) -> None:
             companions = [source.with_suffix(s) for s in (".cfg", ".bin") if source.suffix in (".weights", ".param")]
             for part in [*source.parent.glob(f"{source.name}*"), *filter(Path.exists, companions)]:
                 shutil.copy(part, target.parent / part.name)
-        if source.suffix == ".xml":  # OpenVINO weights: model.bin opens its model.xml too
-            shutil.copy(source.with_suffix(".bin"), target.with_suffix(".bin"))
-            zoo.good[f"fixtures/{entry['file'][:-4]}.bin"] = entry["canonical_shape"]
+        weights = {".xml": ".bin", ".pdmodel": ".pdiparams", ".json": ".pdiparams"}.get(source.suffix)
+        if weights:  # OpenVINO and Paddle weights beside their program: one model, audited once
+            shutil.copy(source.with_suffix(weights), target.with_suffix(weights))
         zoo.good[f"fixtures/{entry['file']}"] = entry["canonical_shape"]
 
 

@@ -66,6 +66,11 @@ def model_suffixes() -> set[str]:
     return {suffix for fmt in converters.FORMATS for suffix in fmt.suffixes}
 
 
+def model_file_beside(path: Path) -> Path | None:
+    """The model file a weights file belongs to, by names (OpenVINO model.bin -> model.xml): one model."""
+    return next((m for fmt in converters.FORMATS if (m := fmt.model_file_of(path)) is not None), None)
+
+
 def has_signature(head: bytes, size: int) -> bool:
     """First bytes that some format could own (a cheap prefix test; the worker decides)."""
     heads = tuple(h for fmt in converters.FORMATS for h in fmt.heads)
@@ -151,6 +156,9 @@ class _Walker:
         if not self.matches(visit):
             return None
         self.seen_files.add(key)
+        model_file = None if visit.named else model_file_beside(visit.path)
+        if model_file is not None:
+            return self.skip(visit.path, f"part of the model {model_file.name} beside it (audited as that file)")
         claimed = visit.named or visit.path.suffix.lower() in self.suffixes
         if not claimed:
             head = read_head(visit.path)

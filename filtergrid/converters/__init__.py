@@ -28,6 +28,9 @@ class Format:
     #: such rule), so detection skips importing modules that would say no (the torch unpickler for
     #: an ONNX file): start-up. A test checks every fixture against each module's own ``sniff``.
     heads: tuple[bytes, ...] = ()
+    #: Files that are only part of a model: (their suffix, suffixes of the model file beside them with
+    #: the same stem). The audit counts the pair once, as the model file (OpenVINO model.bin -> model.xml).
+    parts: tuple[tuple[str, tuple[str, ...]], ...] = ()
     #: Whether the suffix may choose this format when no ``sniff`` claimed the file: only where the
     #: content check is a heuristic that can miss (ONNX, Caffe: protobuf) or the suffix is the
     #: format's alone and its reader explains a damaged header best (safetensors). A shared suffix
@@ -44,6 +47,14 @@ class Format:
     def could_be(self, probe: Probe) -> bool:
         return not self.heads or probe.head.startswith(self.heads)
 
+    def model_file_of(self, path: Path) -> Path | None:
+        """The model file ``path`` is a part of (its weights beside it), or None when ``path`` is the model."""
+        stem = path.name[:len(path.name) - len(path.suffix)]
+        for part, models in self.parts:
+            if path.suffix.lower() == part:
+                return next((path.parent / (stem + m) for m in models if (path.parent / (stem + m)).is_file()), None)
+        return None
+
 
 #: Every format, in sniffing order: specific magic first, the ONNX protobuf heuristic last.
 FORMATS: tuple[Format, ...] = (
@@ -59,9 +70,14 @@ FORMATS: tuple[Format, ...] = (
     Format("gguf", "filtergrid.converters.gguf", (".gguf",), "GGUF (llama.cpp)", heads=(b"GGUF",)),
     Format("coreml", "filtergrid.converters.coreml", (".mlmodel", ".mlpackage"),
            "Core ML (.mlmodel NeuralNetwork / ML Program, .mlpackage)"),
-    Format("openvino", "filtergrid.converters.openvino", (".xml",), "OpenVINO IR (.xml + .bin)"),
+    Format("openvino", "filtergrid.converters.openvino", (".xml",), "OpenVINO IR (.xml + .bin)",
+           parts=((".bin", (".xml",)),)),
     Format("paddle", "filtergrid.converters.paddle", (".pdparams",), "PaddlePaddle .pdparams (paddle.save state dict)",
            heads=(b"\x80",)),
+    Format("paddle-inference", "filtergrid.converters.paddle_inference", (".pdmodel", ".pdiparams"),
+           "PaddlePaddle inference model (.pdmodel or PIR .json, with .pdiparams)",
+           heads=(b"\x0a", b'{"base_code"', b"\0\0\0\0"),
+           parts=((".pdiparams", (".pdmodel", ".json")),)),
     Format("torchscript", "filtergrid.converters.torchscript", (), "TorchScript (torch.jit.save)", heads=(b"PK",)),
     Format("pytorch", "filtergrid.converters.pytorch", (".pt", ".pth", ".bin", ".ckpt"),
            "PyTorch (torch.save zip or legacy pickle, Lightning .ckpt)", heads=(b"PK", b"\x80")),

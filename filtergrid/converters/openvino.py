@@ -55,6 +55,8 @@ def _is_ir(head: bytes) -> bool:
     start = head.lstrip()[:512]
     if start.startswith(b"<?xml"):
         start = start[start.find(b"?>") + 2:].lstrip()
+    if start.startswith(b"<!DOCTYPE net"):  # an IR root with a DTD: claimed, so the reader refuses it by name
+        return True
     return start.startswith(b"<net ") and b"version=" in start[:200]
 
 
