@@ -31,7 +31,12 @@ _PROVENANCE_TEXT = ("source", "format", "tensor", "original_dtype", "layout", "c
 
 def sidecar(npy: Path) -> Path:
     """Where the record of a ``.npy`` bank lives."""
-    return npy.parent / f"{npy.name}.{MARKER.split('.')[0]}.json"
+    return npy.parent / sidecar_name(npy.name)
+
+
+def sidecar_name(npy_name: str) -> str:
+    """The file name of a ``.npy`` bank's record (beside it, local or remote)."""
+    return f"{npy_name}.{MARKER.split('.')[0]}.json"
 
 
 def write_bank(bank: FilterBank, out: str | Path) -> Path:

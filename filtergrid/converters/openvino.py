@@ -15,14 +15,20 @@ import heapq
 import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from .. import dtypes, limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError, UnsafeFileError
-from ..safeio import check_extent, map_readonly, model_path, resolve_inside, window
+from ..safeio import (
+    ModelPath,
+    check_extent,
+    map_readonly,
+    model_path,
+    resolve_inside,
+    window,
+)
 from .base import Probe, not_found
 
 #: OpenVINO element types -> filtergrid dtypes (packed 4-bit and 1-bit types are not read yet).
@@ -63,13 +69,13 @@ def _sibling(path, suffix: str):
     return path.parent / (path.name[:len(path.name) - len(path.suffix)] + suffix)
 
 
-def open(path: Path) -> OpenVINOReader:
+def open(path: ModelPath) -> OpenVINOReader:
     path = model_path(path)
     xml_path = _sibling(path, ".xml") if path.suffix.lower() == ".bin" else path
     return OpenVINOReader(xml_path)
 
 
-def _parse_xml(path: Path) -> ET.Element:
+def _parse_xml(path: ModelPath) -> ET.Element:
     size = path.stat().st_size
     limits.check("MAX_HEADER_BYTES", size, "OpenVINO XML")
     data = path.read_bytes()
@@ -154,7 +160,7 @@ class _Weight:
 class OpenVINOReader:
     """The weights of an IR's weight-bearing layers, first layer first."""
 
-    def __init__(self, xml_path: Path):
+    def __init__(self, xml_path: ModelPath):
         root = _parse_xml(xml_path)
         if root.tag != "net":
             raise CorruptFileError(f"the XML's root is <{root.tag[:40]}>, not <net>")

@@ -13,7 +13,6 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -21,7 +20,7 @@ from .. import dtypes, limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError
 from ..layout import CHANNELS_LAST
-from ..safeio import check_extent, read_exact, resolve_inside
+from ..safeio import ModelPath, check_extent, read_exact, resolve_inside
 from .base import Probe, lookup, tensor_info
 from .tensorflow.graph import FED, Node, Walk, layout
 
@@ -45,7 +44,7 @@ def _is_tfjs(head: bytes) -> bool:
     return head.lstrip().startswith(b"{") and (b'"weightsManifest"' in head or b'"modelTopology"' in head)
 
 
-def open(path: Path) -> TFJSReader:
+def open(path: ModelPath) -> TFJSReader:
     return TFJSReader(path / "model.json" if path.is_dir() else path)
 
 
@@ -62,7 +61,7 @@ class _Weight:
 
 
 class TFJSReader:
-    def __init__(self, path: Path):
+    def __init__(self, path: ModelPath):
         self.folder = path.parent
         limits.check("MAX_HEADER_BYTES", path.stat().st_size, "model.json")
         try:
@@ -71,7 +70,7 @@ class TFJSReader:
             raise CorruptFileError(f"model.json is not JSON ({type(e).__name__})") from None
         if not isinstance(model, dict) or not isinstance(model.get("weightsManifest"), list):
             raise CorruptFileError("model.json has no weightsManifest list")
-        self._groups: list[list[Path]] = []
+        self._groups: list[list[ModelPath]] = []
         self._weights = self._manifest(model["weightsManifest"])
         self._infos = _listing(model.get("modelTopology"), self._weights, model.get("format", ""))
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from ... import dtypes, limits
 from ...errors import CorruptFileError
-from ...safeio import resolve_inside
+from ...safeio import ModelPath, resolve_inside
 from ..protomessage import Message
 from .blob import BlobFile
 from .entries import Entry
@@ -152,7 +151,7 @@ def main_block(program: Message) -> Message:
 class ProgramWalk:
     """Entries of one ML Program: weights of its weight-bearing ops in op order, then their biases."""
 
-    def __init__(self, program: Message, folder: Path, prefix: str, blobs: dict[str, BlobFile]):
+    def __init__(self, program: Message, folder: ModelPath, prefix: str, blobs: dict[str, BlobFile]):
         self._folder, self._blobs = folder, blobs
         self._ops = _ops(main_block(program))
         self._producer = {name: op for op in self._ops for name in op.outputs}

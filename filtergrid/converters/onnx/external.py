@@ -5,16 +5,15 @@ from __future__ import annotations
 import io
 import os
 import stat
-from pathlib import Path
 from typing import BinaryIO
 
 from ...errors import CorruptFileError, UnsafeFileError
 from ...remote import RemotePath
-from ...safeio import check_extent, resolve_inside
+from ...safeio import ModelPath, check_extent, resolve_inside
 from .model import StoredTensor
 
 
-def read_external(folder: Path, t: StoredTensor, need: int, wanted: int) -> bytearray:
+def read_external(folder: ModelPath, t: StoredTensor, need: int, wanted: int) -> bytearray:
     """The first ``wanted`` of the ``need`` bytes the tensor's external data must hold, extent checked."""
     info = t.external or {}
     location = info.get("location", "")
@@ -44,7 +43,7 @@ def _extent(t: StoredTensor, info: dict[str, str]) -> tuple[int, int | None]:
     return offset, length
 
 
-def _open_regular(path: Path | RemotePath, location: str, tensor: str) -> BinaryIO:
+def _open_regular(path: ModelPath, location: str, tensor: str) -> BinaryIO:
     """Open without following a link swapped in after resolve_inside and without blocking on a FIFO
     (a file beside a remote model is read by ranges like the model)."""
     if isinstance(path, RemotePath):

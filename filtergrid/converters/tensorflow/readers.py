@@ -7,7 +7,6 @@ import dataclasses
 import math
 import re
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
@@ -15,7 +14,10 @@ from ... import dtypes, limits
 from ...bank import TensorInfo
 from ...errors import CorruptFileError
 from ...layout import CHANNELS_LAST
-from ...safeio import map_whole  # graphs are walked whole: a remote one is read once
+from ...safeio import (  # graphs are walked whole: a remote one is read once
+    ModelPath,
+    map_whole,
+)
 from ..base import lookup, natural_key, tensor_info
 from ..protowire import LEN, VARINT, iter_fields, packed_varints
 from . import SAVED_MODEL, objects, protos
@@ -27,7 +29,7 @@ _TRAINING_STATE = re.compile(r"(/|^)(Adam\w*|Momentum|RMSProp\w*|Adagrad\w*|Ftrl
                              r"global_step|beta[12]_power|\.OPTIMIZER_SLOT|save_counter)(/|$)")
 
 
-def open_path(path: Path):
+def open_path(path: ModelPath):
     if path.is_dir() and (path / SAVED_MODEL).is_file():
         return SavedModelReader(path / SAVED_MODEL)
     if path.name == SAVED_MODEL or (path.is_file() and _is_saved_model(path)):
@@ -37,7 +39,7 @@ def open_path(path: Path):
     return GraphDefReader(path)
 
 
-def _is_saved_model(path: Path) -> bool:
+def _is_saved_model(path: ModelPath) -> bool:
     from . import looks_like_saved_model
 
     with path.open("rb") as f:
@@ -87,7 +89,7 @@ def _hit_info(name: str, shape: tuple[int, ...], dtype: str, hit: Hit) -> Tensor
 class CheckpointReader(_Listing):
     """A tensor bundle: TF2 object-based (object graph order) or TF1 name-based (inferred order)."""
 
-    def __init__(self, index: Path, bundle: Bundle | None = None):
+    def __init__(self, index: ModelPath, bundle: Bundle | None = None):
         super().__init__()
         self.bundle = bundle or Bundle(index)
         try:
@@ -172,7 +174,7 @@ class CheckpointReader(_Listing):
 class SavedModelReader(_Listing):
     """``saved_model.pb`` + ``variables/``: the graph picks the first layer, the bundle holds its values."""
 
-    def __init__(self, pb: Path):
+    def __init__(self, pb: ModelPath):
         super().__init__()
         self._map = map_whole(pb)
         self.checkpoint: CheckpointReader | None = None
@@ -182,7 +184,7 @@ class SavedModelReader(_Listing):
             self.close()
             raise
 
-    def _open(self, pb: Path) -> None:
+    def _open(self, pb: ModelPath) -> None:
         buf = self._map
         meta = protos.first(buf, (0, len(buf)), 2, "SavedModel")
         if meta is None:
@@ -295,7 +297,7 @@ def _bound_inputs(buf, object_graph: tuple[int, int] | None) -> dict[str, list[i
 class GraphDefReader(_Listing):
     """A frozen GraphDef: weights are Const nodes; the walk from the Placeholders picks the first."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: ModelPath):
         super().__init__()
         self._map = map_whole(path)
         try:
