@@ -323,7 +323,8 @@ class RemotePath:
 
     @property
     def parents(self) -> list[RemotePath]:
-        out, current = [], self.parent
+        out: list[RemotePath] = []
+        current = self.parent
         while current.name and len(out) < 256:
             out.append(current)
             current = current.parent

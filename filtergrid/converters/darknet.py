@@ -170,7 +170,7 @@ class DarknetReader:
         return 20 if major * 10 + minor >= 2 and major < 1000 and minor < 1000 else 16
 
     def tensors(self) -> list[TensorInfo]:
-        infos = []
+        infos: list[TensorInfo] = []
         for name, s in self._stored.items():
             weight = s.layout != "auto"
             first = weight and not any(i.candidate for i in infos)

@@ -147,6 +147,7 @@ class _Walk:
         out = layer.int(0)
         size_key, bias_key = (6, 5) if layer.type != "InnerProduct" else (2, 1)
         count = layer.int(size_key)
+        shape: tuple[int, ...]
         if layer.type == "InnerProduct":
             shape, layout = (out, count // max(out, 1)), "OI"
         else:
@@ -181,7 +182,7 @@ class NcnnReader:
         self._stored: dict[str, Stored] = walk.found
 
     def tensors(self) -> list[TensorInfo]:
-        infos = []
+        infos: list[TensorInfo] = []
         for name, s in self._stored.items():
             weight = s.layout != "auto"
             first = weight and not any(i.candidate for i in infos)

@@ -214,7 +214,7 @@ class SklearnReader:
         self._arrays = arrays
 
     def tensors(self) -> list[TensorInfo]:
-        infos = []
+        infos: list[TensorInfo] = []
         for name, (array, layout, role) in self._arrays.items():
             weight = array.ndim == 2 and "intercept" not in name
             first = weight and not any(i.candidate for i in infos)

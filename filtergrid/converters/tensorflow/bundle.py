@@ -17,6 +17,7 @@ import numpy as np
 
 from ... import dtypes, limits
 from ...errors import CorruptFileError
+from ...remote import RangeFile
 from ...safeio import ModelPath, check_extent, map_readonly, resolve_inside, window
 from ..protowire import LEN, VARINT, iter_fields, read_varint
 from . import protos, sstable
@@ -58,7 +59,7 @@ class Bundle:
         for e in self.entries.values():
             if not 0 <= e.shard < self.shards:
                 raise CorruptFileError(f"tensor {e.key!r} is in shard {e.shard} of {self.shards}")
-        self._maps: dict[int, mmap.mmap] = {}
+        self._maps: dict[int, mmap.mmap | RangeFile] = {}
 
     def _header(self, value: bytes) -> None:
         span = (0, len(value))
@@ -72,7 +73,7 @@ class Bundle:
         name = f"{self.prefix}.data-{shard:05d}-of-{self.shards:05d}"
         return resolve_inside(self.index.parent, name, "checkpoint shard")
 
-    def _shard(self, shard: int) -> mmap.mmap:
+    def _shard(self, shard: int) -> mmap.mmap | RangeFile:
         if shard not in self._maps:
             path = self.shard_path(shard)
             if not path.is_file():
