@@ -222,13 +222,13 @@ class OpenVINOReader:
             layer = self._layers[current]
             if layer.type == "Const":
                 return current, chain
-            if layer.type not in ("Convert", "Reshape", *_ARITHMETIC) or not self._sources[current] \
-                    or self._sources[current][0] is None:
+            source = self._sources[current][0] if self._sources[current] else None
+            if layer.type not in ("Convert", "Reshape", *_ARITHMETIC) or source is None:
                 raise CorruptFileError(f"the weight {self._layers[layer_id].name!r} is computed by a "
                                        f"{layer.type[:40]} layer, which filtergrid does not evaluate")
             if layer.type not in chain:
                 chain.insert(0, layer.type)
-            current = self._sources[current][0]
+            current = source
         raise limits.exceeded("MAX_NESTING", "weight decompression chain longer than")
 
     def _const_shape(self, layer: _Layer) -> tuple[tuple[int, ...], str]:
@@ -267,8 +267,9 @@ class OpenVINOReader:
         layer = self._layers[layer_id]
         if layer.type == "Const":
             return self._const(layer)
-        args = [self._evaluate(s, depth + 1) if s is not None else None for s in self._sources[layer_id]]
-        if any(a is None for a in args):
+        inputs = [self._evaluate(s, depth + 1) if s is not None else None for s in self._sources[layer_id]]
+        args = [a for a in inputs if a is not None]
+        if len(args) != len(inputs):
             raise CorruptFileError(f"{layer.type} layer {layer.name!r} has an unconnected input")
         if layer.type == "Convert":
             target = ELEMENT_TYPES.get(layer.data.get("destination_type", ""))

@@ -66,8 +66,9 @@ class Tensor:
 
 def _immediate(tensor: Message, dtype: str, shape: tuple[int, ...], what: str) -> np.ndarray:
     count = int(np.prod(dtypes.check_shape(shape)))
-    if tensor.has(_BYTES):  # float16, int8, uint8 ...: the elements' bytes
-        a, b = tensor.message(_BYTES, what).span(1) or (0, 0)
+    elements = tensor.message(_BYTES, what)  # None exactly when the field is absent
+    if elements is not None:  # float16, int8, uint8 ...: the elements' bytes
+        a, b = elements.span(1) or (0, 0)
         if b - a != dtypes.nbytes(shape, dtype):
             _short(what, b - a, dtypes.nbytes(shape, dtype))
         return np.array(dtypes.from_buffer(tensor.buf[a:b], dtype, shape))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import re
 from collections.abc import Callable
@@ -143,7 +144,7 @@ class CheckpointReader(_Listing):
             with contextlib.suppress(BufferError):
                 buf.close()
         e = self.bundle.entries.get(hit.weight[1]) if hit and hit.weight and hit.weight[0] == "var" else None
-        if e is None:
+        if e is None or hit is None:  # e is found only through a hit
             return False
         info = _hit_info(e.key, e.shape, e.dtype, hit)
         self.add(dataclasses.replace(info, role=f"{info.role}, in the graph saved beside it ({meta.name})"),
@@ -199,28 +200,33 @@ class SavedModelReader(_Listing):
         walk.captures = _bound_inputs(buf, protos.first(buf, meta, 7, "MetaGraphDef"))
         hit = walk.first(nodes, {n: FED for n in _signature_inputs(buf, meta, nodes)})
         found = self._add_hit(hit, buf) if hit is not None else False
-        if self.checkpoint is not None:
-            for info in self.checkpoint.tensors():
+        checkpoint = self.checkpoint
+        if checkpoint is not None:
+            for info in checkpoint.tensors():
                 if info.candidate:
                     info = dataclasses.replace(info, role=_after_hit(hit, found, info.role))
-                self.add(info, lambda name=info.name: self.checkpoint.read(name))
+                self.add(info, functools.partial(checkpoint.read, info.name))
 
     def _add_hit(self, hit: Hit, buf) -> bool:
         """List the hit's weight first; False when it is computed in the graph rather than stored."""
-        kind = hit.weight[0] if hit.weight else None
-        if kind == "const":
-            name, shape, dtype, read = _const(buf, hit.weight[1])
+        weight, checkpoint = hit.weight, self.checkpoint
+        if not weight:
+            return False
+        if weight[0] == "const":
+            name, shape, dtype, read = _const(buf, weight[1])
             self.add(_hit_info(name, shape, dtype, hit), read)
             return True
-        key = self._checkpoint_key(hit.weight) if kind in ("var", "object") else None
-        if key is None or self.checkpoint is None or key not in self.checkpoint.bundle.entries:
+        key = self._checkpoint_key(weight) if weight[0] in ("var", "object") else None
+        if key is None or checkpoint is None or key not in checkpoint.bundle.entries:
             return False
-        e = self.checkpoint.bundle.entries[key]
-        self.add(_hit_info(key, e.shape, e.dtype, hit), lambda: self.checkpoint.read(key))
+        e = checkpoint.bundle.entries[key]
+        self.add(_hit_info(key, e.shape, e.dtype, hit), lambda: checkpoint.read(key))
         return True
 
     def _checkpoint_key(self, weight: tuple) -> str | None:
-        entries = self.checkpoint.bundle.entries if self.checkpoint else {}
+        if self.checkpoint is None:
+            return None
+        entries = self.checkpoint.bundle.entries
         if weight[0] == "object" and OBJECT_GRAPH_KEY in entries:
             nodes = objects.parse(self.checkpoint.bundle.read_string(entries[OBJECT_GRAPH_KEY]))
             if 0 <= weight[1] < len(nodes):
