@@ -5,10 +5,8 @@ from __future__ import annotations
 import io
 import os
 import stat
-from typing import BinaryIO
-
 from ...errors import CorruptFileError, UnsafeFileError
-from ...remote import RemotePath
+from ...remote import RangeFile, RemotePath
 from ...safeio import ModelPath, check_extent, resolve_inside
 from .model import StoredTensor
 
@@ -43,13 +41,13 @@ def _extent(t: StoredTensor, info: dict[str, str]) -> tuple[int, int | None]:
     return offset, length
 
 
-def _open_regular(path: ModelPath, location: str, tensor: str) -> BinaryIO:
+def _open_regular(path: ModelPath, location: str, tensor: str) -> io.BufferedReader | RangeFile:
     """Open without following a link swapped in after resolve_inside and without blocking on a FIFO
     (a file beside a remote model is read by ranges like the model)."""
     if isinstance(path, RemotePath):
         if not path.exists():
             raise CorruptFileError(f"external data file {location!r} of tensor {tensor!r} is missing")
-        return path.open("rb")  # type: ignore[return-value]
+        return path.open("rb")
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
