@@ -84,7 +84,7 @@ def densify(values: np.ndarray, shape: tuple[int, ...], sparsity: Sparsity) -> n
     paths = np.zeros(1, np.int64)
     columns: list[np.ndarray] = []
     for size, segments, indices in sparsity.levels:
-        if segments is None:
+        if segments is None or indices is None:  # a DENSE level has neither
             if paths.size * size > budget:
                 raise CorruptFileError(f"sparse tensor expands to more than its {budget:,} stored entries")
             step = np.tile(np.arange(size, dtype=np.int64), paths.size)

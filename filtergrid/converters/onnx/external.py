@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+
 from ...errors import CorruptFileError, UnsafeFileError
 from ...remote import RangeFile, RemotePath
 from ...safeio import ModelPath, check_extent, resolve_inside
