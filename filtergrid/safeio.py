@@ -21,6 +21,10 @@ from .remote import RangeFile, RemotePath, is_url
 ModelPath: TypeAlias = "Path | RemotePath"  # what a reader is given: a local file/folder or one in a remote store
 
 
+#: Longest file name component file systems allow (ext4, APFS, NTFS: 255).
+MAX_NAME_BYTES = 255
+
+
 def resolve_inside(folder: str | os.PathLike | RemotePath, name: str, what: str = "file") -> Path | RemotePath:
     """``folder/name`` when it stays inside ``folder`` after resolving ``..`` and symlinks.
 
@@ -30,6 +34,9 @@ def resolve_inside(folder: str | os.PathLike | RemotePath, name: str, what: str 
     if not name or "\x00" in name or os.path.isabs(name) or name.startswith(("\\", "/")) or ":" in name:
         raise UnsafeFileError(f"{what} name {name!r} is not a relative path inside the model's folder")
     parts = Path(name.replace("\\", "/")).parts
+    if any(len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES for part in parts):
+        raise CorruptFileError(f"{what} name {name[:80]!r}... has a part longer than {MAX_NAME_BYTES} bytes, "
+                               "more than any file system allows")
     if ".." in parts:
         raise UnsafeFileError(f"{what} name {name!r} climbs out of the model's folder")
     if isinstance(folder, RemotePath):  # no links to resolve; escapes a server would decode are refused

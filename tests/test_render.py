@@ -594,3 +594,11 @@ def test_mean_of_two_channels_is_their_average():
 def test_values_outside_a_given_range_are_clipped_to_its_ends():
     out = gray(pixels(bank_of(rows_of([[-5, 0, 1, 2, 9]])), value_range=(0, 2)))[0]
     np.testing.assert_array_equal(out, [0, 0, 128, 255, 255])
+
+
+def test_a_colormap_on_rgb_tiles_is_reported_not_recorded(tmp_path):
+    bank = bank_of(np.random.default_rng(0).normal(size=(2, 3, 3, 3)))
+    result = render_result(bank, RenderOptions(cmap="viridis", scale=1, pad=0))
+    assert result.options.cmap is None and "not applied: the tiles are RGB" in result.notes[0]
+    text = Image.open(save(result, bank, tmp_path / "g.png")).text
+    assert text["cmap"] == "none (RGB tiles)" and "viridis" in text["notes"]

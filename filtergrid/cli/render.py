@@ -27,6 +27,8 @@ def describe(bank, result, out: Path) -> str:
     n, h, w, c = bank.shape
     what = "a heatmap" if bank.kind == "matrix" else f"{n} filters of {h}x{w}x{c}"
     extra = f", {result.nan_pixels} NaN/Inf pixels" if result.nan_pixels else ""
+    for note in result.notes:
+        extra += f"; {note}"
     if result.filters < result.total_filters:
         extra += f"; showing the first {result.filters} of {result.total_filters} (--max-filters)"
     return (f"wrote {out} ({result.image.width}x{result.image.height}): {what} from {p.format} tensor "

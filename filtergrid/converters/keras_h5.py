@@ -24,6 +24,7 @@ import numpy as np
 from .. import dtypes, limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError, FiltergridError, UnsafeFileError
+from ..firstlayer import order_by_evidence
 from ..layout import CHANNELS_LAST
 from ..remote import RemotePath
 from . import hdf5_heaps, unsupported
@@ -251,7 +252,8 @@ def keras3_variables(tree: H5Tree, order: list[str], classes: dict[str, str]) ->
     """Keras 3 layout: every ``.../vars`` group is a layer; ordered by ``order`` when known.
 
     Functional and sequential models keep their layers under ``layers/``; a subclassed model keeps
-    them under its attribute names at the root (``block1/layers/conv2d/vars/0``). Each group is
+    them under its attribute names at the root (``block1/layers/conv2d/vars/0``), some beside a
+    ``layers/`` group of its own, so the whole file is walked. Each group is
     visited once, however many links reach it (hard links can make a DAG with 2^63 paths).
     """
     found: list[tuple[str, str]] = []  # (layer name, vars group path)
@@ -273,8 +275,7 @@ def keras3_variables(tree: H5Tree, order: list[str], classes: dict[str, str]) ->
             else:
                 visit(node, depth + 1)
 
-    layers = tree.child(tree.file, "layers")
-    visit(layers if hasattr(layers, "keys") else tree.file, 0)
+    visit(tree.file, 0)  # layers/ and, in a subclassed model, the attribute groups beside it
     rank = {name: i for i, name in enumerate(order)}
     found.sort(key=lambda item: rank.get(item[0], len(rank)))  # stable: natural order for the rest
     out = []
@@ -353,7 +354,9 @@ class KerasH5Reader:
                 layout = CHANNELS_LAST.layout_for(shape)
             role = f"{why}: layer {var.layer!r}" + (f" ({var.layer_class})" if var.layer_class else "")
             infos.append(tensor_info(var.name, shape, str(ds.dtype), layout, CHANNELS_LAST.flatten, role))
-        return infos
+        if self._ordered:
+            return infos
+        return order_by_evidence(infos, stored_as="natural layer-name order (a bare .weights.h5 stores no layer order)")
 
     def _dataset(self, var: Variable):
         import h5py

@@ -7,6 +7,7 @@ declared shape is checked against the bytes present before the array is read.
 
 from __future__ import annotations
 
+import warnings
 from typing import IO
 
 import numpy as np
@@ -45,7 +46,9 @@ def _header(f: IO[bytes], available: int, what: str) -> tuple[np.dtype, tuple[in
         read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
         if version not in read:
             raise CorruptFileError(f"{what}: unsupported .npy version {version}")
-        shape, fortran, dtype = read[version](f)
+        with warnings.catch_warnings():  # NumPy warns on Python 2 headers; the file reads fine
+            warnings.simplefilter("ignore")
+            shape, fortran, dtype = read[version](f)
     except FiltergridError:
         raise
     except Exception as e:  # noqa: BLE001 - NumPy's literal parser raises ValueError, SyntaxError, TokenError, ...

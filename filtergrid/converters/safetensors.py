@@ -46,8 +46,9 @@ def read_index(path: Path, size: int, f) -> tuple[int, dict[str, tuple[str, tupl
     limits.check("MAX_HEADER_BYTES", n, "bytes of the safetensors header")
     try:
         header = json.loads(f.read(n))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise CorruptFileError(f"header is not valid JSON ({' '.join(str(e).split())[:200]})") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # ValueError: JSON, or a 5000-digit number
+        detail = "a number of thousands of digits" if "integer string conversion" in str(e) else " ".join(str(e).split())
+        raise CorruptFileError(f"header is not valid JSON ({detail[:200]})") from None
     if not isinstance(header, dict):
         raise CorruptFileError("header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}

@@ -46,6 +46,7 @@ class RenderResult:
     value_range: tuple[float, float] | None
     arrangement: str
     one_channel: bool
+    notes: tuple[str, ...] = ()
 
     @property
     def scale(self) -> int:
@@ -122,6 +123,10 @@ def render_result(bank: FilterBank, options: RenderOptions) -> RenderResult:
         unit = np.repeat(unit, plan.row_height, axis=1)
     table = colormaps.lut(opts.cmap)
     one_channel = unit.shape[-1] == 1
+    notes: tuple[str, ...] = ()
+    if opts.cmap and not one_channel:  # said, and not recorded as if it had been applied
+        notes = (f"colormap {opts.cmap!r} not applied: the tiles are RGB (channels mean draws one channel)",)
+        opts = dataclasses.replace(opts, cmap=None)
     background = opts.background or _hex(colormaps.gutter(table, not one_channel))
     opts = dataclasses.replace(opts, pad=geometry.pad, background=background)
     pixels, nan_pixels = colormaps.colorize(unit, table, colormaps.rgb(opts.nan_color, "nan colour"))
@@ -130,7 +135,7 @@ def render_result(bank: FilterBank, options: RenderOptions) -> RenderResult:
         image=Image.fromarray(image, mode="RGB"), nan_pixels=nan_pixels,
         constant_tiles=normalized.constant_filters, tiles=plan.tiles, geometry=geometry, options=opts,
         filters=shown_filters, total_filters=total, value_range=normalized.value_range,
-        arrangement=plan.arrangement, one_channel=one_channel,
+        arrangement=plan.arrangement, one_channel=one_channel, notes=notes,
     )
     return annotate(result, table) if opts.labels or opts.title or opts.colorbar is not False else result
 

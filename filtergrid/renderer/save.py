@@ -48,12 +48,14 @@ def png_text(result: RenderResult, bank: FilterBank) -> PngImagePlugin.PngInfo:
         "layout": p.layout,
         "chosen_by": p.chosen_by,
         "normalization": options.normalize,
-        "cmap": options.cmap or "gray",
+        "cmap": options.cmap or ("gray" if result.one_channel else "none (RGB tiles)"),
         "channels": options.channels,
         "scale": str(result.scale),
         "filtergrid_version": __version__,
         "Software": f"filtergrid {__version__}",
     }
+    if result.notes:
+        fields["notes"] = "; ".join(result.notes)
     for key, value in fields.items():
         info.add_text(key, terminal(value))  # untrusted names: escaped; UTF-8 iTXt for non-Latin-1
     return info
