@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 
@@ -16,11 +15,11 @@ from .errors import CorruptFileError, FiltergridError, LimitError, TensorNotFoun
 from .firstlayer import dense_image, guessed_image
 from .layout import guess_layout, parse_image_shape, place
 from .remote import RemotePath
-from .safeio import model_path
+from .safeio import ModelPath, model_path
 
 
 @contextlib.contextmanager
-def _guarded(path: Path, format: str | None) -> Iterator[None]:
+def _guarded(path: ModelPath, format: str | None) -> Iterator[None]:
     """Every failure inside a converter leaves as a FiltergridError naming the file and format."""
     try:
         yield
@@ -37,7 +36,7 @@ def _guarded(path: Path, format: str | None) -> Iterator[None]:
                                path=str(path), format=format) from None
 
 
-def _existing(path: str | os.PathLike) -> Path | RemotePath:
+def _existing(path: str | os.PathLike | RemotePath) -> ModelPath:
     p = model_path(path)
     if isinstance(p, RemotePath):
         if not p.is_dir():
@@ -53,7 +52,7 @@ def _existing(path: str | os.PathLike) -> Path | RemotePath:
 
 
 @contextlib.contextmanager
-def open_model(path: str | os.PathLike, format: str | None = None):
+def open_model(path: str | os.PathLike | RemotePath, format: str | None = None):
     """Yield ``(format_name, reader)`` for a model file or folder; closes the reader afterwards."""
     p = _existing(path)
     with _guarded(p, format):

@@ -31,7 +31,12 @@ _PROVENANCE_TEXT = ("source", "format", "tensor", "original_dtype", "layout", "c
 
 def sidecar(npy: Path) -> Path:
     """Where the record of a ``.npy`` bank lives."""
-    return npy.parent / f"{npy.name}.{MARKER.split('.')[0]}.json"
+    return npy.parent / sidecar_name(npy.name)
+
+
+def sidecar_name(npy_name: str) -> str:
+    """The file name of a ``.npy`` bank's record (beside it, local or remote)."""
+    return f"{npy_name}.{MARKER.split('.')[0]}.json"
 
 
 def write_bank(bank: FilterBank, out: str | Path) -> Path:
@@ -44,7 +49,7 @@ def write_bank(bank: FilterBank, out: str | Path) -> Path:
         return atomic_write(out, lambda f: np.save(f, bank.array, allow_pickle=False))
     if suffix == ".npz":
         blob = np.frombuffer(record.encode(), dtype=np.uint8)
-        return atomic_write(out, lambda f: np.savez(f, **{ARRAY: bank.array, MARKER: blob}))
+        return atomic_write(out, lambda f: np.savez(f, **{ARRAY: bank.array, MARKER: blob}))  # type: ignore[arg-type]  # numpy's stub reads a **dict as maybe allow_pickle
     if suffix == ".safetensors":
         from safetensors.numpy import save
 
@@ -83,7 +88,7 @@ def saved_bank(record: dict | None, name: str, stored: np.ndarray, layout: str |
     if record["shape"] != list(stored.shape) or stored.ndim != 4:
         raise CorruptFileError(f"{MARKER} record says {record['shape']}, the array is {list(stored.shape)}")
     prov = record["provenance"]
-    provenance = Provenance(*(prov[k] for k in ("source", "format", "tensor")), tuple(prov["original_shape"]),
+    provenance = Provenance(prov["source"], prov["format"], prov["tensor"], tuple(prov["original_shape"]),
                             prov["original_dtype"], prov["layout"], prov["chosen_by"], tuple(prov["notes"]))
     return FilterBank(np.ascontiguousarray(to_float32(stored)), provenance, record["kind"])
 

@@ -22,7 +22,7 @@ import urllib.request
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from . import limits
 from .errors import CorruptFileError, FiltergridError, MissingExtraError
@@ -192,7 +192,13 @@ class FsspecTransport:
             raise FiltergridError(f"{redact(key)}: {type(e).__name__}: {detail}") from None
 
 
-class RangeFile(io.RawIOBase):
+if TYPE_CHECKING:  # typeshed declares io.FileIO the same way: a raw binary file is a BinaryIO
+    class _RawBinary(io.RawIOBase, BinaryIO): ...
+else:
+    _RawBinary = io.RawIOBase
+
+
+class RangeFile(_RawBinary):
     """A read-only, seekable view of one remote file, fetched by ranges through a small LRU block cache.
 
     It also slices like the ``mmap`` local readers use (``f[a:b]``, ``len(f)``).
@@ -332,7 +338,8 @@ class RemotePath:
 
     @property
     def parents(self) -> list[RemotePath]:
-        out, current = [], self.parent
+        out: list[RemotePath] = []
+        current = self.parent
         while current.name and len(out) < 256:
             out.append(current)
             current = current.parent

@@ -11,12 +11,14 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO, BinaryIO, TypeAlias
 
 import numpy as np
 
 from .errors import CorruptFileError, UnsafeFileError, UsageError
 from .remote import RangeFile, RemotePath, is_url
+
+ModelPath: TypeAlias = "Path | RemotePath"  # what a reader is given: a local file/folder or one in a remote store
 
 
 #: Longest file name component file systems allow (ext4, APFS, NTFS: 255).

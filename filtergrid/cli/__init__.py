@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(e.ctx.get_help() if e.ctx else str(e))
         sys.exit(EXIT_USAGE)
     except click.ClickException as e:
-        hint = f" (see: filtergrid {e.ctx.command.name} --help)" if getattr(e, "ctx", None) and e.ctx.command.name != "cli" else ""
+        ctx = getattr(e, "ctx", None)  # click's UsageError family has one, ClickException not
+        hint = f" (see: filtergrid {ctx.command.name} --help)" if ctx and ctx.command.name != "cli" else ""
         fail(e.format_message() + hint)
     except click.exceptions.Abort:
         click.echo("filtergrid: interrupted", err=True)

@@ -7,11 +7,12 @@ format is probed or used, and a format whose reader needs an optional package na
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 
 from ..errors import CompanionFileError, FiltergridError, UnknownFormatError
+from ..remote import RemotePath
 from ..safeio import model_path
 from . import unsupported
 from .base import Probe
@@ -97,22 +98,22 @@ FORMATS: tuple[Format, ...] = (
 BY_NAME = {f.name: f for f in FORMATS}
 
 
-def detect(path: str | Path) -> Format:
+def detect(path: str | os.PathLike | RemotePath) -> Format:
     """The format of ``path``; a wrong suffix still works because the bytes decide first."""
-    path = model_path(path)
-    probe = Probe.of(path)
+    source = model_path(path)
+    probe = Probe.of(source)
     if not probe.is_dir and probe.size == 0:
-        raise UnknownFormatError("empty file: not a model", path=str(path))
+        raise UnknownFormatError("empty file: not a model", path=str(source))
     known = unsupported.identify(probe)
     if known is not None:
-        raise unsupported.refusal(*known, path=str(path))
+        raise unsupported.refusal(*known, path=str(source))
     for fmt in FORMATS:
         if fmt.could_be(probe) and fmt.load_module().sniff(probe):
             return fmt
     if probe.part_of is not None:
         raise CompanionFileError(f"this file is part of the model {probe.part_of.name[:200]!r}: open that file",
-                                 path=str(path))
-    suffix = path.suffix.lower() if not probe.is_dir else ""  # a folder named x.npz is no .npz file
+                                 path=str(source))
+    suffix = source.suffix.lower() if not probe.is_dir else ""  # a folder named x.npz is no .npz file
     for fmt in FORMATS:
         if suffix and suffix in fmt.suffixes and fmt.suffix_decides:
             return fmt
@@ -123,11 +124,11 @@ def detect(path: str | Path) -> Format:
     raise UnknownFormatError(
         f"not a model file filtergrid knows (probed {', '.join(f.name for f in FORMATS)}; "
         f"starts with {head}){extra}",
-        path=str(path),
+        path=str(source),
     )
 
 
-def resolve(path: str | Path, format: str | None = None) -> Format:
+def resolve(path: str | os.PathLike | RemotePath, format: str | None = None) -> Format:
     """``format`` by name when given (``--format``), else :func:`detect`."""
     if format is None:
         return detect(path)

@@ -17,7 +17,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Protocol, TypeVar
 
 import numpy as np
@@ -25,7 +24,7 @@ import numpy as np
 from ..bank import TensorInfo
 from ..errors import MissingExtraError, TensorNotFoundError
 from ..layout import Convention
-from ..safeio import ZIP_ERRORS, open_zip
+from ..safeio import ZIP_ERRORS, ModelPath, open_zip
 
 #: Bytes read from the start of a file for sniffing.
 PROBE_BYTES = 4096
@@ -35,17 +34,17 @@ PROBE_BYTES = 4096
 class Probe:
     """What sniffers may look at: the first bytes, the size, and for zips the member names."""
 
-    path: Path
+    path: ModelPath
     head: bytes = b""
     size: int = 0
     is_dir: bool = False
     notes: list[str] = field(default_factory=list)
     #: Set by a sniffer that recognises this file as a companion of another (a Darknet cfg, an
     #: ncnn weight blob): the model's main file, which is the one to open.
-    part_of: Path | None = None
+    part_of: ModelPath | None = None
 
     @classmethod
-    def of(cls, path: Path) -> Probe:
+    def of(cls, path: ModelPath) -> Probe:
         """``path`` may be a :class:`~filtergrid.remote.RemotePath`: one ranged read of its first bytes."""
         if path.is_dir():
             return cls(path, is_dir=True)

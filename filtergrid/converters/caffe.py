@@ -11,14 +11,13 @@ is walked on the wire (:mod:`.protowire`) over an mmap; only the chosen blob's v
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from .. import dtypes, limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError, TensorNotFoundError
-from ..safeio import map_whole, model_path
+from ..safeio import ModelPath, map_whole, model_path
 from .base import Probe
 from .protowire import (
     LEN,
@@ -145,7 +144,7 @@ def _stored_shape(layer: Layer, blob: Blob) -> tuple[int, ...]:
 
 
 class CaffeReader:
-    def __init__(self, path: Path):
+    def __init__(self, path: ModelPath):
         self._buf = map_whole(path)  # the layer walk spans the file: a remote one is read once
         try:
             self._layers = _layers(self._buf)
@@ -188,5 +187,5 @@ class CaffeReader:
         self._buf.close()
 
 
-def open(path: Path) -> CaffeReader:  # noqa: A001 - the registry's verb
+def open(path: ModelPath) -> CaffeReader:  # noqa: A001 - the registry's verb
     return CaffeReader(model_path(path))

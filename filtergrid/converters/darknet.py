@@ -15,14 +15,13 @@ from __future__ import annotations
 import re
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from .. import dtypes, limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError, TensorNotFoundError
-from ..safeio import map_whole, model_path, resolve_inside
+from ..safeio import ModelPath, map_whole, model_path, resolve_inside
 from .base import Probe
 
 _SECTION = re.compile(r"^\[(\w+)\]\s*$")
@@ -39,7 +38,7 @@ def _is_cfg_text(head: bytes) -> bool:
     return False
 
 
-def _pair(path: Path) -> tuple[Path, Path] | None:
+def _pair(path: ModelPath) -> tuple[ModelPath, ModelPath] | None:
     """(cfg, weights) of the same stem next to each other, or None."""
     suffix = path.suffix.lower()
     other = {".cfg": ".weights", ".weights": ".cfg"}.get(suffix)
@@ -153,7 +152,7 @@ def _layout(sections: list[tuple[str, dict[str, str]]], offset: int) -> tuple[di
 
 
 class DarknetReader:
-    def __init__(self, cfg: Path, weights: Path):
+    def __init__(self, cfg: ModelPath, weights: ModelPath):
         limits.check("MAX_HEADER_BYTES", cfg.stat().st_size, "Darknet cfg bytes")
         text = cfg.read_bytes().decode("utf-8", "replace")
         self._buf = map_whole(weights)  # offsets follow the cfg through the file: a remote one is read once
@@ -171,7 +170,7 @@ class DarknetReader:
         return 20 if major * 10 + minor >= 2 and major < 1000 and minor < 1000 else 16
 
     def tensors(self) -> list[TensorInfo]:
-        infos = []
+        infos: list[TensorInfo] = []
         for name, s in self._stored.items():
             weight = s.layout != "auto"
             first = weight and not any(i.candidate for i in infos)
@@ -190,7 +189,7 @@ class DarknetReader:
         self._buf.close()
 
 
-def open(path: Path) -> DarknetReader:  # noqa: A001 - the registry's verb
+def open(path: ModelPath) -> DarknetReader:  # noqa: A001 - the registry's verb
     path = model_path(path)
     pair = _pair(path)
     if pair is None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -22,7 +21,7 @@ from .. import dtypes, limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError, TensorNotFoundError
 from ..layout import CHANNELS_LAST
-from ..safeio import model_path
+from ..safeio import ModelPath, model_path
 from .base import Probe, natural_key, prefer_layer_weights, tensor_info
 
 _NDARRAY, _NPSCALAR = 1, 3
@@ -144,7 +143,7 @@ class FlaxReader:
         pass
 
 
-def open(path: Path) -> FlaxReader:  # noqa: A001 - the registry's verb
+def open(path: ModelPath) -> FlaxReader:  # noqa: A001 - the registry's verb
     import msgpack
 
     path = model_path(path)

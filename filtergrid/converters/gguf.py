@@ -10,6 +10,7 @@ more, so a 7 GB model costs kilobytes.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import math
 import struct
@@ -88,12 +89,12 @@ class _Header:
     def u64(self, what: str) -> int:
         return struct.unpack("<Q", self.bytes(8, what))[0]
 
-    def bytes(self, n: int, what: str) -> bytes:
+    def bytes(self, n: int, what: str) -> builtins.bytes:
         """``n`` bytes by slicing, which a mapped file and a remote RangeFile both support."""
         start = self.take(n, what)
         return bytes(self.buf[start:self.pos])
 
-    def string(self, what: str) -> bytes:
+    def string(self, what: str) -> builtins.bytes:
         return self.bytes(self.u64(what), what)
 
     def count(self, n: int, min_bytes: int, what: str) -> int:

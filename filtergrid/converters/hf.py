@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import numpy as np
 
@@ -17,7 +16,7 @@ from .. import limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError
 from ..firstlayer import order_by_evidence
-from ..safeio import resolve_inside
+from ..safeio import ModelPath, resolve_inside
 from .base import Probe, Reader, lookup, natural_key
 
 #: Weight files by preference: a sharded index wins over a single file of the same kind.
@@ -39,7 +38,7 @@ def sniff(probe: Probe) -> bool:
         return False
     return (folder / "config.json").is_file() and any((folder / name).is_file() for name in WEIGHT_FILES)
 
-def shard_files(folder: Path) -> tuple[str, list[Path]]:
+def shard_files(folder: ModelPath) -> tuple[str, list[ModelPath]]:
     """(the file that named the weights, the weight files in the model's own order)."""
     for name in WEIGHT_FILES:
         path = folder / name
@@ -58,7 +57,7 @@ def shard_files(folder: Path) -> tuple[str, list[Path]]:
         return name, [resolve_inside(folder, shard, "shard") for shard in shards]
     raise CorruptFileError(f"no weight file in the folder (looked for {', '.join(WEIGHT_FILES)})")
 
-def read_config(folder: Path) -> dict:
+def read_config(folder: ModelPath) -> dict:
     """``config.json`` as a dict (untrusted: bounded size; only a few integer keys are ever used)."""
     path = resolve_inside(folder, "config.json", "config")
     if not path.is_file():
@@ -75,7 +74,7 @@ def read_config(folder: Path) -> dict:
 class HuggingFaceReader:
     """Tensors of every shard, in shard order; each read goes to the shard's own reader."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: ModelPath):
         from . import detect
 
         self.folder = path if path.is_dir() else path.parent
@@ -115,5 +114,5 @@ class HuggingFaceReader:
         for reader in self._readers:
             reader.close()
 
-def open(path: Path) -> HuggingFaceReader:  # noqa: A001 - the registry's verb
+def open(path: ModelPath) -> HuggingFaceReader:  # noqa: A001 - the registry's verb
     return HuggingFaceReader(path)

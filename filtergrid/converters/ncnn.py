@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from .. import dtypes, limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError, TensorNotFoundError
-from ..safeio import map_whole, model_path, resolve_inside
+from ..safeio import ModelPath, map_whole, model_path, resolve_inside
 from .base import Probe
 
 MAGIC = b"7767517"
@@ -36,7 +35,7 @@ _NO_WEIGHTS = {"Input", "ReLU", "ReLU6", "Sigmoid", "TanH", "Split", "Pooling", 
 _CONVOLUTIONS = {"Convolution", "ConvolutionDepthWise"}
 
 
-def _pair(path: Path) -> tuple[Path, Path] | None:
+def _pair(path: ModelPath) -> tuple[ModelPath, ModelPath] | None:
     other = {".param": ".bin", ".bin": ".param"}.get(path.suffix.lower())
     if other is None or not path.with_suffix(other).is_file():
         return None
@@ -148,6 +147,7 @@ class _Walk:
         out = layer.int(0)
         size_key, bias_key = (6, 5) if layer.type != "InnerProduct" else (2, 1)
         count = layer.int(size_key)
+        shape: tuple[int, ...]
         if layer.type == "InnerProduct":
             shape, layout = (out, count // max(out, 1)), "OI"
         else:
@@ -163,7 +163,7 @@ class _Walk:
 
 
 class NcnnReader:
-    def __init__(self, param: Path, weights: Path):
+    def __init__(self, param: ModelPath, weights: ModelPath):
         limits.check("MAX_HEADER_BYTES", param.stat().st_size, "ncnn param bytes")
         layers = _layers(param.read_bytes().decode("utf-8", "replace"))
         self._buf = map_whole(weights)  # tags are walked in order: a remote file is read once
@@ -182,7 +182,7 @@ class NcnnReader:
         self._stored: dict[str, Stored] = walk.found
 
     def tensors(self) -> list[TensorInfo]:
-        infos = []
+        infos: list[TensorInfo] = []
         for name, s in self._stored.items():
             weight = s.layout != "auto"
             first = weight and not any(i.candidate for i in infos)
@@ -205,7 +205,7 @@ class NcnnReader:
         self._buf.close()
 
 
-def open(path: Path) -> NcnnReader:  # noqa: A001 - the registry's verb
+def open(path: ModelPath) -> NcnnReader:  # noqa: A001 - the registry's verb
     path = model_path(path)
     pair = _pair(path)
     if pair is None:

@@ -8,8 +8,6 @@ declared shape is checked against the bytes present before the array is read.
 from __future__ import annotations
 
 import warnings
-
-from pathlib import Path
 from typing import IO
 
 import numpy as np
@@ -17,10 +15,17 @@ import numpy as np
 from .. import dtypes, limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError, FiltergridError, UnsafeFileError
-from ..export import ARRAY, MARKER, bank_listing, parse_record, sidecar
+from ..export import ARRAY, MARKER, bank_listing, parse_record, sidecar_name
 from ..firstlayer import order_by_evidence
 from ..layout import ARRAYS
-from ..safeio import check_member_name, model_path, open_zip, resolve_inside, zip_errors
+from ..safeio import (
+    ModelPath,
+    check_member_name,
+    model_path,
+    open_zip,
+    resolve_inside,
+    zip_errors,
+)
 from .base import Probe, listing_by_name, lookup, not_found
 
 MAGIC = b"\x93NUMPY"
@@ -77,7 +82,7 @@ def _read(f: IO[bytes], dtype: np.dtype, shape: tuple[int, ...], fortran: bool, 
 class NpyReader:
     """One array: its name is the file's stem."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: ModelPath):
         self.path, self.name = path, path.stem
         self._file = path.open("rb")
         self._dtype, self._shape, self._fortran, self._data_start = _header(self._file, path.stat().st_size, path.name)
@@ -85,7 +90,7 @@ class NpyReader:
 
     def _sidecar_record(self) -> dict | None:
         """The record ``convert`` wrote beside a ``.npy`` bank (``bank.npy.filtergrid.json``), if any."""
-        record = resolve_inside(self.path.parent, sidecar(self.path).name, "bank record")
+        record = resolve_inside(self.path.parent, sidecar_name(self.path.name), "bank record")
         if not record.is_file():
             return None
         limits.check("MAX_HEADER_BYTES", record.stat().st_size, f"bytes of {record.name}")
@@ -110,7 +115,7 @@ class NpyReader:
 class NpzReader:
     """A zip of ``.npy`` members; the listing reads each member's header only."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: ModelPath):
         self.path = path
         with zip_errors(path.name):
             self._zip = open_zip(path)
@@ -156,7 +161,7 @@ class NpzReader:
         self._zip.close()
 
 
-def open(path: Path) -> NpyReader | NpzReader:  # noqa: A001 - the registry's verb
+def open(path: ModelPath) -> NpyReader | NpzReader:  # noqa: A001 - the registry's verb
     path = model_path(path)
     with path.open("rb") as f:
         is_npy = f.read(len(MAGIC)) == MAGIC

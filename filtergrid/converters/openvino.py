@@ -15,14 +15,20 @@ import heapq
 import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from .. import dtypes, limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError, UnsafeFileError
-from ..safeio import check_extent, map_readonly, model_path, resolve_inside, window
+from ..safeio import (
+    ModelPath,
+    check_extent,
+    map_readonly,
+    model_path,
+    resolve_inside,
+    window,
+)
 from .base import Probe, not_found
 
 #: OpenVINO element types -> filtergrid dtypes (packed 4-bit and 1-bit types are not read yet).
@@ -65,13 +71,13 @@ def _sibling(path, suffix: str):
     return path.parent / (path.name[:len(path.name) - len(path.suffix)] + suffix)
 
 
-def open(path: Path) -> OpenVINOReader:
+def open(path: ModelPath) -> OpenVINOReader:
     path = model_path(path)
     xml_path = _sibling(path, ".xml") if path.suffix.lower() == ".bin" else path
     return OpenVINOReader(xml_path)
 
 
-def _parse_xml(path: Path) -> ET.Element:
+def _parse_xml(path: ModelPath) -> ET.Element:
     size = path.stat().st_size
     limits.check("MAX_HEADER_BYTES", size, "OpenVINO XML")
     data = path.read_bytes()
@@ -156,7 +162,7 @@ class _Weight:
 class OpenVINOReader:
     """The weights of an IR's weight-bearing layers, first layer first."""
 
-    def __init__(self, xml_path: Path):
+    def __init__(self, xml_path: ModelPath):
         root = _parse_xml(xml_path)
         if root.tag != "net":
             raise CorruptFileError(f"the XML's root is <{root.tag[:40]}>, not <net>")
@@ -218,13 +224,13 @@ class OpenVINOReader:
             layer = self._layers[current]
             if layer.type == "Const":
                 return current, chain
-            if layer.type not in ("Convert", "Reshape", *_ARITHMETIC) or not self._sources[current] \
-                    or self._sources[current][0] is None:
+            source = self._sources[current][0] if self._sources[current] else None
+            if layer.type not in ("Convert", "Reshape", *_ARITHMETIC) or source is None:
                 raise CorruptFileError(f"the weight {self._layers[layer_id].name!r} is computed by a "
                                        f"{layer.type[:40]} layer, which filtergrid does not evaluate")
             if layer.type not in chain:
                 chain.insert(0, layer.type)
-            current = self._sources[current][0]
+            current = source
         raise limits.exceeded("MAX_NESTING", "weight decompression chain longer than")
 
     def _const_shape(self, layer: _Layer) -> tuple[tuple[int, ...], str]:
@@ -263,8 +269,9 @@ class OpenVINOReader:
         layer = self._layers[layer_id]
         if layer.type == "Const":
             return self._const(layer)
-        args = [self._evaluate(s, depth + 1) if s is not None else None for s in self._sources[layer_id]]
-        if any(a is None for a in args):
+        inputs = [self._evaluate(s, depth + 1) if s is not None else None for s in self._sources[layer_id]]
+        args = [a for a in inputs if a is not None]
+        if len(args) != len(inputs):
             raise CorruptFileError(f"{layer.type} layer {layer.name!r} has an unconnected input")
         if layer.type == "Convert":
             target = ELEMENT_TYPES.get(layer.data.get("destination_type", ""))

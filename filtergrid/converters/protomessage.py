@@ -7,11 +7,14 @@ one; every span was checked by the walker against the message's bounds.
 
 from __future__ import annotations
 
+import builtins
+import mmap
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import CorruptFileError
+from ..remote import RangeFile
 from .protowire import I32, LEN, VARINT, iter_fields, packed_varints, signed, text
 
 
@@ -19,7 +22,7 @@ from .protowire import I32, LEN, VARINT, iter_fields, packed_varints, signed, te
 class Message:
     """The fields of one message in ``buf[start:end]``: number -> [(wire type, a, b)] in file order."""
 
-    buf: object
+    buf: mmap.mmap | RangeFile | bytes
     what: str
     fields: dict[int, list[tuple[int, int, int]]]
 
@@ -56,9 +59,9 @@ class Message:
         spans = self._spans(number, VARINT)
         return signed(spans[-1][0]) if spans else default
 
-    def ints(self, number: int) -> list[int]:
+    def ints(self, number: builtins.int) -> list[builtins.int]:
         """A repeated integer field, packed or not."""
-        values: list[int] = []
+        values: list[builtins.int] = []
         for wire, a, b in self.fields.get(number, ()):
             if wire == VARINT:
                 values.append(signed(a))
@@ -68,19 +71,19 @@ class Message:
                 raise CorruptFileError(f"{self.what} field {number} has wire type {wire}, expected integers")
         return values
 
-    def string(self, number: int, default: str = "") -> str:
+    def string(self, number: builtins.int, default: str = "") -> str:
         spans = self._spans(number, LEN)
         return text(self.buf, *spans[-1], f"{self.what} field {number}") if spans else default
 
-    def strings(self, number: int) -> list[str]:
+    def strings(self, number: builtins.int) -> list[str]:
         return [text(self.buf, a, b, f"{self.what} field {number}") for a, b in self._spans(number, LEN)]
 
-    def span(self, number: int) -> tuple[int, int] | None:
+    def span(self, number: builtins.int) -> tuple[builtins.int, builtins.int] | None:
         """Where a singular bytes field's payload lies in the file, or None."""
         spans = self._spans(number, LEN)
         return spans[-1] if spans else None
 
-    def floats(self, number: int) -> np.ndarray:
+    def floats(self, number: builtins.int) -> np.ndarray:
         """A repeated float field (packed, or one fixed32 per element) as float32."""
         parts = []
         for wire, a, b in self.fields.get(number, ()):

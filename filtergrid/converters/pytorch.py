@@ -17,7 +17,6 @@ import math
 import struct
 import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import BinaryIO, Protocol
 
 import numpy as np
@@ -27,6 +26,7 @@ from ..bank import TensorInfo
 from ..errors import CorruptFileError
 from ..layout import CHANNELS_FIRST
 from ..safeio import (
+    ModelPath,
     check_extent,
     check_member_name,
     model_path,
@@ -59,7 +59,7 @@ def sniff(probe: Probe) -> bool:
     return probe.head.startswith(b"\x80") and _LEGACY_MAGIC_BYTES in probe.head[:32]
 
 
-def open(path: Path) -> TorchReader:
+def open(path: ModelPath) -> TorchReader:
     path = model_path(path)
     with path.open("rb") as f:
         zipped = f.read(4) == b"PK\x03\x04"
@@ -165,7 +165,7 @@ def layout_of(item: NamedTensor) -> str:
 class _ArchiveStorages:
     """Storages of a torch zip: ``<prefix>/data/<key>`` members, read by seeking when stored."""
 
-    def __init__(self, path: Path, archive: zipfile.ZipFile, prefix: str):
+    def __init__(self, path: ModelPath, archive: zipfile.ZipFile, prefix: str):
         self._archive, self._prefix = archive, prefix
         self._file: BinaryIO = path.open("rb")
         self._size = path.stat().st_size
@@ -206,7 +206,7 @@ class _ArchiveStorages:
         self._archive.close()
 
 
-def open_archive(path: Path, module_kind: str = "pickled module") -> TorchReader:
+def open_archive(path: ModelPath, module_kind: str = "pickled module") -> TorchReader:
     """A torch zip (``torch.save`` or ``torch.jit.save``): unpickle ``data.pkl``, storages stay on disk."""
     with zip_errors("torch archive"):
         archive = open_zip(path)
@@ -265,7 +265,7 @@ class _LegacyStorages:
         self.file.close()
 
 
-def open_legacy(path: Path) -> TorchReader:
+def open_legacy(path: ModelPath) -> TorchReader:
     f = path.open("rb")
     try:
         size = path.stat().st_size

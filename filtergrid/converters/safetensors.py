@@ -89,7 +89,7 @@ class SafetensorsReader:
         self._file = path.open("rb")
         size = path.stat().st_size
         self._start, self._entries, self.metadata = read_index(path, size, self._file)
-        self._map = map_readonly(path) if size else None
+        self._map = map_readonly(path)  # not empty: read_index refused a file without a header
         marker = self.metadata.get(MARKER) if isinstance(self.metadata, dict) else None
         self.bank_record = parse_record(marker) if isinstance(marker, str) else None
 
@@ -114,8 +114,7 @@ class SafetensorsReader:
         return dtypes.native(stored, dtype)
 
     def close(self) -> None:
-        if self._map is not None:
-            self._map.close()
+        self._map.close()
         self._file.close()
 
 

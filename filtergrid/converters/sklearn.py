@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import pickle
 import re
-from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -22,7 +21,7 @@ from .. import dtypes, limits, safepickle
 from ..bank import TensorInfo
 from ..errors import CorruptFileError, TensorNotFoundError, UnsafeFileError
 from ..layout import image_shape_for
-from ..safeio import model_path
+from ..safeio import ModelPath, model_path
 from ..safepickle import Allowed, Global, Placeholder
 from .base import Probe
 
@@ -215,7 +214,7 @@ class SklearnReader:
         self._arrays = arrays
 
     def tensors(self) -> list[TensorInfo]:
-        infos = []
+        infos: list[TensorInfo] = []
         for name, (array, layout, role) in self._arrays.items():
             weight = array.ndim == 2 and "intercept" not in name
             first = weight and not any(i.candidate for i in infos)
@@ -232,7 +231,7 @@ class SklearnReader:
         pass
 
 
-def open(path: Path) -> SklearnReader:  # noqa: A001 - the registry's verb
+def open(path: ModelPath) -> SklearnReader:  # noqa: A001 - the registry's verb
     path = model_path(path)
     size = path.stat().st_size
     with path.open("rb") as f:

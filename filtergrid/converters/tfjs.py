@@ -13,7 +13,6 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -21,7 +20,7 @@ from .. import dtypes, limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError
 from ..layout import CHANNELS_LAST
-from ..safeio import check_extent, read_exact, resolve_inside
+from ..safeio import ModelPath, check_extent, read_exact, resolve_inside
 from .base import Probe, lookup, tensor_info
 from .tensorflow.graph import FED, Node, Walk, layout
 
@@ -45,7 +44,7 @@ def _is_tfjs(head: bytes) -> bool:
     return head.lstrip().startswith(b"{") and (b'"weightsManifest"' in head or b'"modelTopology"' in head)
 
 
-def open(path: Path) -> TFJSReader:
+def open(path: ModelPath) -> TFJSReader:
     return TFJSReader(path / "model.json" if path.is_dir() else path)
 
 
@@ -62,7 +61,7 @@ class _Weight:
 
 
 class TFJSReader:
-    def __init__(self, path: Path):
+    def __init__(self, path: ModelPath):
         self.folder = path.parent
         limits.check("MAX_HEADER_BYTES", path.stat().st_size, "model.json")
         try:
@@ -71,7 +70,7 @@ class TFJSReader:
             raise CorruptFileError(f"model.json is not JSON ({type(e).__name__})") from None
         if not isinstance(model, dict) or not isinstance(model.get("weightsManifest"), list):
             raise CorruptFileError("model.json has no weightsManifest list")
-        self._groups: list[list[Path]] = []
+        self._groups: list[list[ModelPath]] = []
         self._weights = self._manifest(model["weightsManifest"])
         self._infos = _listing(model.get("modelTopology"), self._weights, model.get("format", ""))
 
@@ -100,7 +99,7 @@ class TFJSReader:
         count = math.prod(dtypes.check_shape(w.shape))
         data = self._bytes(w.group, w.offset, count * dtypes.itemsize(w.stored))
         stored = np.frombuffer(data, dtypes.STORAGE[w.stored]).reshape(w.shape)
-        if w.scale is not None:  # tfjs: q * scale + min, as an affine zero point of -min / scale
+        if w.scale is not None and w.minimum is not None:  # set together; tfjs: q * scale + min, as an affine zero point of -min / scale
             return dtypes.dequantize(stored, w.scale, -w.minimum / w.scale if w.scale else 0.0)
         return dtypes.to_float32(stored) if w.stored != w.dtype else np.array(stored)
 
@@ -132,7 +131,9 @@ def _weight(w, group: int, offset: int) -> _Weight:
     if not isinstance(w, dict) or not isinstance(w.get("name"), str):
         raise CorruptFileError("a weightsManifest entry has no name")
     name, dtype = w["name"], w.get("dtype", "float32")
-    quant = w.get("quantization") if isinstance(w.get("quantization"), dict) else {}
+    quant = w.get("quantization")
+    if not isinstance(quant, dict):
+        quant = {}
     stored = quant.get("dtype", dtype)
     if dtype not in _STORED or stored not in _STORED:
         raise CorruptFileError(f"weight {name[:200]!r} is stored as {str(stored)[:40]}, which filtergrid does not read")
@@ -203,12 +204,14 @@ def _graph_first(nodes_json: list, weights: dict[str, _Weight]) -> list[TensorIn
     for n in nodes_json:
         if isinstance(n, dict) and isinstance(n.get("name"), str) and isinstance(n.get("op"), str):
             inputs = [i for i in n.get("input", []) if isinstance(i, str)]
-            attrs = n.get("attr") if isinstance(n.get("attr"), dict) else {}
+            attrs = n.get("attr")
+            if not isinstance(attrs, dict):
+                attrs = {}
             nodes.append(Node(n["name"], n["op"], inputs, attrs))
     seeds = {n.name: FED for n in nodes if n.op == "Placeholder"}
     hit = _JSONWalk(None, {}).first(nodes, seeds)
     w = weights.get(hit.weight[1].name) if hit and hit.weight and hit.weight[0] == "const" else None
-    if w is None:
+    if w is None or hit is None:  # w is found only through a hit
         return []
     stored = layout(hit, len(w.shape)) or "auto"
     role = f"weight of the first {hit.op} node the input reaches in graph order ({hit.node!r})"

@@ -81,9 +81,10 @@ def densify(values: np.ndarray, shape: tuple[int, ...], sparsity: Sparsity) -> n
     n, k = len(shape), len(sparsity.block_map)
     _check_sparsity(shape, sparsity)
     budget = values.size + sum(seg.size for _, seg, _ in sparsity.levels if seg is not None)
-    paths, columns = np.zeros(1, np.int64), []
+    paths = np.zeros(1, np.int64)
+    columns: list[np.ndarray] = []
     for size, segments, indices in sparsity.levels:
-        if segments is None:
+        if segments is None or indices is None:  # a DENSE level has neither
             if paths.size * size > budget:
                 raise CorruptFileError(f"sparse tensor expands to more than its {budget:,} stored entries")
             step = np.tile(np.arange(size, dtype=np.int64), paths.size)
@@ -322,7 +323,7 @@ class TFLiteReader:
         sp = self._table(sp, f"tensor {t} sparsity")
         traversal = self._ints(sp.TraversalOrderAsNumpy, sp.TraversalOrderLength(), f"tensor {t} traversal order")
         block_map = self._ints(sp.BlockMapAsNumpy, sp.BlockMapLength(), f"tensor {t} block map")
-        levels = []
+        levels: list[tuple[int, np.ndarray | None, np.ndarray | None]] = []
         for j in range(self._count(sp.DimMetadataLength(), f"tensor {t} dimension metadata")):
             dim = self._table(sp.DimMetadata(j), f"tensor {t} dimension {j}")
             if dim.Format() == self._tfl.DimensionType.DENSE:

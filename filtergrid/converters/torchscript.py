@@ -8,9 +8,7 @@ The Python-like code under ``code/`` is what ``torch.jit.load`` would compile; i
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from ..safeio import model_path
+from ..safeio import ModelPath, model_path
 from .base import Probe
 from .pytorch import TorchReader, archive_prefix, open_archive
 
@@ -21,5 +19,5 @@ def sniff(probe: Probe) -> bool:
         name.startswith(f"{prefix}/code/") for name in probe.zip_names)
 
 
-def open(path: Path) -> TorchReader:
+def open(path: ModelPath) -> TorchReader:
     return open_archive(model_path(path), "TorchScript module")

@@ -12,14 +12,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from pathlib import Path
 
 import numpy as np
 
 from ... import limits
 from ...bank import TensorInfo
 from ...errors import CorruptFileError, UnknownFormatError
-from ...safeio import map_whole, model_path, resolve_inside
+from ...safeio import ModelPath, map_whole, model_path, resolve_inside
 from ..base import Probe, not_found
 from ..protomessage import Message
 from ..protowire import LEN, MAX_VARINT_BYTES, read_varint
@@ -68,7 +67,7 @@ def _looks_like_spec(probe: Probe) -> bool:
     return FIRST_MODEL_TYPE <= key >> 3 <= LAST_MODEL_TYPE and key & 7 == LEN
 
 
-def open(path: Path) -> CoreMLReader:
+def open(path: ModelPath) -> CoreMLReader:
     path = model_path(path)
     if path.is_file() and looks_like_blob(_head(path)):
         raise UnknownFormatError(
@@ -77,17 +76,17 @@ def open(path: Path) -> CoreMLReader:
     return CoreMLReader(path)
 
 
-def _head(path: Path) -> bytes:
+def _head(path: ModelPath) -> bytes:
     with path.open("rb") as f:
         return f.read(128)
 
 
-def _package_hint(path: Path) -> str:
+def _package_hint(path: ModelPath) -> str:
     package = next((p for p in path.resolve().parents if p.suffix.lower() == ".mlpackage"), None)
     return f" ({package.name})" if package else ""
 
 
-def _spec_path(package: Path) -> Path:
+def _spec_path(package: ModelPath) -> ModelPath:
     """The root model of an ``.mlpackage``: named by ``Manifest.json``, inside the package's Data/."""
     manifest = package / "Manifest.json"
     if not manifest.is_file():
@@ -111,7 +110,7 @@ def _spec_path(package: Path) -> Path:
 class CoreMLReader:
     """A Core ML model's conv/dense weights in execution order (pipelines: sub-model by sub-model)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: ModelPath):
         spec = _spec_path(path) if path.is_dir() else path
         self._map = map_whole(spec)  # the spec is walked whole; a remote one is read once
         self._blobs: dict[str, BlobFile] = {}
@@ -125,7 +124,7 @@ class CoreMLReader:
         rank = {name: i for i, name in enumerate(n for n, e in self._by_name.items() if e.candidate)}
         self._infos = [e.info(rank.get(n, -1)) for n, e in self._by_name.items()]
 
-    def _entries(self, model: Message, folder: Path, prefix: str, depth: int) -> list[Entry]:
+    def _entries(self, model: Message, folder: ModelPath, prefix: str, depth: int) -> list[Entry]:
         if depth > limits.MAX_NESTING:
             raise limits.exceeded("MAX_NESTING", "Core ML pipelines nested", depth)
         for number, kind in NEURAL_NETWORKS.items():

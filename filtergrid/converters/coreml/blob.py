@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import struct
-from pathlib import Path
 
 import numpy as np
 
 from ... import dtypes
 from ...errors import CorruptFileError
-from ...safeio import check_extent, map_readonly, window
+from ...safeio import ModelPath, check_extent, map_readonly, window
 
 HEADER = struct.Struct("<II")  # count, version (then 7 reserved uint64)
 METADATA = struct.Struct("<IIQQ")  # sentinel, data type, size in bytes, data offset (then 5 reserved)
@@ -38,7 +37,7 @@ def looks_like_blob(head: bytes) -> bool:
 class BlobFile:
     """One mapped weight blob; :meth:`read` checks every declared extent before slicing."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: ModelPath):
         self._map = map_readonly(path)
         self.size = len(self._map)
         check_extent(0, RECORD_BYTES, self.size, "weight blob storage header")

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from ... import dtypes, limits
 from ...errors import CorruptFileError
-from ...safeio import resolve_inside
+from ...safeio import ModelPath, resolve_inside
 from ..protomessage import Message
 from .blob import BlobFile
 from .entries import Entry
@@ -67,8 +66,9 @@ class Tensor:
 
 def _immediate(tensor: Message, dtype: str, shape: tuple[int, ...], what: str) -> np.ndarray:
     count = int(np.prod(dtypes.check_shape(shape)))
-    if tensor.has(_BYTES):  # float16, int8, uint8 ...: the elements' bytes
-        a, b = tensor.message(_BYTES, what).span(1) or (0, 0)
+    elements = tensor.message(_BYTES, what)  # None exactly when the field is absent
+    if elements is not None:  # float16, int8, uint8 ...: the elements' bytes
+        a, b = elements.span(1) or (0, 0)
         if b - a != dtypes.nbytes(shape, dtype):
             _short(what, b - a, dtypes.nbytes(shape, dtype))
         return np.array(dtypes.from_buffer(tensor.buf[a:b], dtype, shape))
@@ -152,7 +152,7 @@ def main_block(program: Message) -> Message:
 class ProgramWalk:
     """Entries of one ML Program: weights of its weight-bearing ops in op order, then their biases."""
 
-    def __init__(self, program: Message, folder: Path, prefix: str, blobs: dict[str, BlobFile]):
+    def __init__(self, program: Message, folder: ModelPath, prefix: str, blobs: dict[str, BlobFile]):
         self._folder, self._blobs = folder, blobs
         self._ops = _ops(main_block(program))
         self._producer = {name: op for op in self._ops for name in op.outputs}

@@ -32,10 +32,10 @@ def layer_entries(network: Message, prefix: str) -> list[Entry]:
     limits.check("MAX_TENSORS", len(layers), "Core ML layers")
     for k, layer in enumerate(layers):
         name = prefix + (layer.string(NAME) or f"layer_{k}")
-        if layer.has(CONVOLUTION):
-            entries += _convolution(layer.message(CONVOLUTION, f"layer {name!r} convolution"), name, k)
-        elif layer.has(INNER_PRODUCT):
-            entries += _inner_product(layer.message(INNER_PRODUCT, f"layer {name!r} innerProduct"), name, k)
+        if (convolution := layer.message(CONVOLUTION, f"layer {name!r} convolution")) is not None:
+            entries += _convolution(convolution, name, k)
+        elif (dense := layer.message(INNER_PRODUCT, f"layer {name!r} innerProduct")) is not None:
+            entries += _inner_product(dense, name, k)
     return entries
 
 
@@ -119,7 +119,7 @@ def _decoder(params: Message, shape: tuple[int, ...], axis: int, name: str) -> C
 
 
 def _exact(params: Message, number: int, dtype: str, shape: tuple[int, ...], name: str) -> np.ndarray:
-    a, b = params.span(number)
+    a, b = params.span(number) or (0, 0)  # callers checked _nonempty
     need = dtypes.nbytes(shape, dtype)
     if b - a != need:
         raise CorruptFileError(f"{name}: {list(shape)} {dtype} needs {need:,} bytes, {b - a:,} are stored")

@@ -12,12 +12,12 @@ only from files inside the model's folder (:mod:`.external`). Detection is in :m
 
 from __future__ import annotations
 
-from ...safeio import model_path
+from ...safeio import ModelPath, model_path
 from .reader import OnnxReader
 from .sniff import sniff
 
 __all__ = ["OnnxReader", "open", "sniff"]
 
 
-def open(path) -> OnnxReader:  # noqa: A001 - the converter protocol's name
+def open(path: ModelPath) -> OnnxReader:  # noqa: A001 - the converter protocol's name
     return OnnxReader(model_path(path))

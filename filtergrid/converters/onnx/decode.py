@@ -9,13 +9,12 @@ and dequantization go through :mod:`filtergrid.dtypes`.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 
 from ... import dtypes, limits
 from ...errors import CorruptFileError
-from ...safeio import array_at
+from ...safeio import ModelPath, array_at
 from ..protowire import I32, I64, LEN, VARINT, packed_varints, signed
 from .external import read_external
 from .model import ONNX_DTYPES, StoredTensor, type_name
@@ -34,7 +33,7 @@ _VARINT_BYTES = 10
 class Decoder:
     """Decodes tensors of one mapped model file (external data from its folder)."""
 
-    def __init__(self, buf, folder: Path) -> None:
+    def __init__(self, buf, folder: ModelPath) -> None:
         self.buf = buf
         self.folder = folder
 

@@ -5,16 +5,14 @@ from __future__ import annotations
 import io
 import os
 import stat
-from pathlib import Path
-from typing import BinaryIO
 
 from ...errors import CorruptFileError, UnsafeFileError
-from ...remote import RemotePath
-from ...safeio import check_extent, resolve_inside
+from ...remote import RangeFile, RemotePath
+from ...safeio import ModelPath, check_extent, resolve_inside
 from .model import StoredTensor
 
 
-def read_external(folder: Path, t: StoredTensor, need: int, wanted: int) -> bytearray:
+def read_external(folder: ModelPath, t: StoredTensor, need: int, wanted: int) -> bytearray:
     """The first ``wanted`` of the ``need`` bytes the tensor's external data must hold, extent checked."""
     info = t.external or {}
     location = info.get("location", "")
@@ -44,13 +42,13 @@ def _extent(t: StoredTensor, info: dict[str, str]) -> tuple[int, int | None]:
     return offset, length
 
 
-def _open_regular(path: Path | RemotePath, location: str, tensor: str) -> BinaryIO:
+def _open_regular(path: ModelPath, location: str, tensor: str) -> io.BufferedReader | RangeFile:
     """Open without following a link swapped in after resolve_inside and without blocking on a FIFO
     (a file beside a remote model is read by ranges like the model)."""
     if isinstance(path, RemotePath):
         if not path.exists():
             raise CorruptFileError(f"external data file {location!r} of tensor {tensor!r} is missing")
-        return path.open("rb")  # type: ignore[return-value]
+        return path.open("rb")
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:

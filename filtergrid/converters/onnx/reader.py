@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from ...bank import TensorInfo
 from ...errors import CorruptFileError
-from ...safeio import map_readonly
+from ...safeio import ModelPath, map_readonly
 from ..base import lookup
 from .decode import Decoder
 from .listing import list_tensors
@@ -17,7 +15,7 @@ from .wire import ModelParser
 
 
 class OnnxReader:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: ModelPath) -> None:
         try:
             self.mm = map_readonly(path)  # a remote model: its RangeFile, read by ranges
         except IsADirectoryError:

@@ -13,9 +13,9 @@ Everything is read on the protobuf wire (:mod:`..protowire`) and LevelDB table f
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterator
 
-from ...safeio import model_path
+from ...safeio import ModelPath, model_path
 from ..base import Probe
 from . import sstable
 
@@ -31,18 +31,18 @@ def sniff(probe: Probe) -> bool:
     return looks_like_saved_model(probe.head) or looks_like_graphdef(probe.head)
 
 
-def open(path: Path):
+def open(path: ModelPath):
     from .readers import open_path
 
     return open_path(model_path(path))
 
 
-def _index_of(path: Path) -> Path:
+def _index_of(path: ModelPath) -> ModelPath:
     prefix, sep, _ = path.name.partition(".data-")
     return path.with_name(prefix + ".index") if sep else path
 
 
-def _index_has_magic(index: Path) -> bool:
+def _index_has_magic(index: ModelPath) -> bool:
     try:
         with index.open("rb") as f:
             size = f.seek(0, 2)
@@ -54,7 +54,7 @@ def _index_has_magic(index: Path) -> bool:
         return False
 
 
-def _checkpoint_folder(folder: Path) -> bool:
+def _checkpoint_folder(folder: ModelPath) -> bool:
     """A folder with a TF ``checkpoint`` state file, or with a tensor bundle index in it."""
     state = folder / "checkpoint"
     try:
@@ -63,7 +63,8 @@ def _checkpoint_folder(folder: Path) -> bool:
     except OSError:
         return False
     try:
-        indexes = [p for _, p in zip(range(64), folder.glob("*.index"))]
+        matches: Iterator[ModelPath] = folder.glob("*.index")
+        indexes = [p for _, p in zip(range(64), matches)]
     except OSError:
         return False
     return any(_index_has_magic(p) for p in indexes)

@@ -12,13 +12,13 @@ import contextlib
 import math
 import mmap
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from ... import dtypes, limits
 from ...errors import CorruptFileError
-from ...safeio import check_extent, map_readonly, resolve_inside, window
+from ...remote import RangeFile
+from ...safeio import ModelPath, check_extent, map_readonly, resolve_inside, window
 from ..protowire import LEN, VARINT, iter_fields, read_varint
 from . import protos, sstable
 
@@ -42,7 +42,7 @@ class Entry:
 class Bundle:
     """An open tensor bundle; shards are mapped on first use and closed with the bundle."""
 
-    def __init__(self, index: Path):
+    def __init__(self, index: ModelPath):
         self.index = index
         self.prefix = index.name.removesuffix(".index")
         size = index.stat().st_size
@@ -59,7 +59,7 @@ class Bundle:
         for e in self.entries.values():
             if not 0 <= e.shard < self.shards:
                 raise CorruptFileError(f"tensor {e.key!r} is in shard {e.shard} of {self.shards}")
-        self._maps: dict[int, mmap.mmap] = {}
+        self._maps: dict[int, mmap.mmap | RangeFile] = {}
 
     def _header(self, value: bytes) -> None:
         span = (0, len(value))
@@ -69,11 +69,11 @@ class Bundle:
         if not 1 <= self.shards <= limits.MAX_TENSORS:
             raise CorruptFileError(f"the bundle header declares {self.shards:,} shards")
 
-    def shard_path(self, shard: int) -> Path:
+    def shard_path(self, shard: int) -> ModelPath:
         name = f"{self.prefix}.data-{shard:05d}-of-{self.shards:05d}"
         return resolve_inside(self.index.parent, name, "checkpoint shard")
 
-    def _shard(self, shard: int) -> mmap.mmap:
+    def _shard(self, shard: int) -> mmap.mmap | RangeFile:
         if shard not in self._maps:
             path = self.shard_path(shard)
             if not path.is_file():
@@ -149,7 +149,7 @@ def _entry(key: str, value: bytes) -> Entry:
     return Entry(key, protos.dtype_name(dtype), shape, shard, offset, size, sliced)
 
 
-def find_index(path: Path) -> Path:
+def find_index(path: ModelPath) -> ModelPath:
     """The ``.index`` file of a checkpoint given as the index, a data shard, or a folder.
 
     A folder names its checkpoint in a ``checkpoint`` text file (``model_checkpoint_path: "..."``)
@@ -165,14 +165,14 @@ def find_index(path: Path) -> Path:
     named = _named_in_state(path)
     if named:
         return named
-    indexes = sorted(p for p in _listdir(path) if p.name.endswith(".index"))
+    indexes = sorted((p for p in _listdir(path) if p.name.endswith(".index")), key=str)
     if len(indexes) != 1:
         raise CorruptFileError(f"the folder holds {len(indexes)} .index files and no 'checkpoint' file "
                                f"naming one; give the checkpoint's .index file")
     return indexes[0]
 
 
-def _listdir(folder: Path) -> list[Path]:
+def _listdir(folder: ModelPath) -> list[ModelPath]:
     """The folder's entries, bounded by MAX_TENSORS (a folder of a million files is not a checkpoint)."""
     out = []
     for entry in folder.iterdir():  # a local folder or a remote prefix
@@ -182,7 +182,7 @@ def _listdir(folder: Path) -> list[Path]:
     return out
 
 
-def _named_in_state(folder: Path) -> Path | None:
+def _named_in_state(folder: ModelPath) -> ModelPath | None:
     """The index that a TF ``checkpoint`` state file names as the latest, when it exists."""
     state = folder / "checkpoint"
     if not state.is_file() or state.stat().st_size > 1024 * 1024:

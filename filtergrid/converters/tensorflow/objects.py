@@ -28,7 +28,7 @@ class TrackedObject:
 
 def parse(buf: bytes) -> list[TrackedObject]:
     """The nodes of a serialized TrackableObjectGraph (also the layout of a SavedObjectGraph's nodes)."""
-    nodes = []
+    nodes: list[TrackedObject] = []
     for n, w, a, b in iter_fields(buf, 0, len(buf), "object graph"):
         if n == 1 and w == LEN:
             nodes.append(_node(buf, a, b, len(nodes)))

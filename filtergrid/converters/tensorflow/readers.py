@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import re
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
@@ -15,7 +15,10 @@ from ... import dtypes, limits
 from ...bank import TensorInfo
 from ...errors import CorruptFileError
 from ...layout import CHANNELS_LAST
-from ...safeio import map_whole  # graphs are walked whole: a remote one is read once
+from ...safeio import (  # graphs are walked whole: a remote one is read once
+    ModelPath,
+    map_whole,
+)
 from ..base import lookup, natural_key, tensor_info
 from ..protowire import LEN, VARINT, iter_fields, packed_varints
 from . import SAVED_MODEL, objects, protos
@@ -27,7 +30,7 @@ _TRAINING_STATE = re.compile(r"(/|^)(Adam\w*|Momentum|RMSProp\w*|Adagrad\w*|Ftrl
                              r"global_step|beta[12]_power|\.OPTIMIZER_SLOT|save_counter)(/|$)")
 
 
-def open_path(path: Path):
+def open_path(path: ModelPath):
     if path.is_dir() and (path / SAVED_MODEL).is_file():
         return SavedModelReader(path / SAVED_MODEL)
     if path.name == SAVED_MODEL or (path.is_file() and _is_saved_model(path)):
@@ -37,7 +40,7 @@ def open_path(path: Path):
     return GraphDefReader(path)
 
 
-def _is_saved_model(path: Path) -> bool:
+def _is_saved_model(path: ModelPath) -> bool:
     from . import looks_like_saved_model
 
     with path.open("rb") as f:
@@ -87,7 +90,7 @@ def _hit_info(name: str, shape: tuple[int, ...], dtype: str, hit: Hit) -> Tensor
 class CheckpointReader(_Listing):
     """A tensor bundle: TF2 object-based (object graph order) or TF1 name-based (inferred order)."""
 
-    def __init__(self, index: Path, bundle: Bundle | None = None):
+    def __init__(self, index: ModelPath, bundle: Bundle | None = None):
         super().__init__()
         self.bundle = bundle or Bundle(index)
         try:
@@ -141,7 +144,7 @@ class CheckpointReader(_Listing):
             with contextlib.suppress(BufferError):
                 buf.close()
         e = self.bundle.entries.get(hit.weight[1]) if hit and hit.weight and hit.weight[0] == "var" else None
-        if e is None:
+        if e is None or hit is None:  # e is found only through a hit
             return False
         info = _hit_info(e.key, e.shape, e.dtype, hit)
         self.add(dataclasses.replace(info, role=f"{info.role}, in the graph saved beside it ({meta.name})"),
@@ -172,7 +175,7 @@ class CheckpointReader(_Listing):
 class SavedModelReader(_Listing):
     """``saved_model.pb`` + ``variables/``: the graph picks the first layer, the bundle holds its values."""
 
-    def __init__(self, pb: Path):
+    def __init__(self, pb: ModelPath):
         super().__init__()
         self._map = map_whole(pb)
         self.checkpoint: CheckpointReader | None = None
@@ -182,7 +185,7 @@ class SavedModelReader(_Listing):
             self.close()
             raise
 
-    def _open(self, pb: Path) -> None:
+    def _open(self, pb: ModelPath) -> None:
         buf = self._map
         meta = protos.first(buf, (0, len(buf)), 2, "SavedModel")
         if meta is None:
@@ -197,28 +200,33 @@ class SavedModelReader(_Listing):
         walk.captures = _bound_inputs(buf, protos.first(buf, meta, 7, "MetaGraphDef"))
         hit = walk.first(nodes, {n: FED for n in _signature_inputs(buf, meta, nodes)})
         found = self._add_hit(hit, buf) if hit is not None else False
-        if self.checkpoint is not None:
-            for info in self.checkpoint.tensors():
+        checkpoint = self.checkpoint
+        if checkpoint is not None:
+            for info in checkpoint.tensors():
                 if info.candidate:
                     info = dataclasses.replace(info, role=_after_hit(hit, found, info.role))
-                self.add(info, lambda name=info.name: self.checkpoint.read(name))
+                self.add(info, functools.partial(checkpoint.read, info.name))
 
     def _add_hit(self, hit: Hit, buf) -> bool:
         """List the hit's weight first; False when it is computed in the graph rather than stored."""
-        kind = hit.weight[0] if hit.weight else None
-        if kind == "const":
-            name, shape, dtype, read = _const(buf, hit.weight[1])
+        weight, checkpoint = hit.weight, self.checkpoint
+        if not weight:
+            return False
+        if weight[0] == "const":
+            name, shape, dtype, read = _const(buf, weight[1])
             self.add(_hit_info(name, shape, dtype, hit), read)
             return True
-        key = self._checkpoint_key(hit.weight) if kind in ("var", "object") else None
-        if key is None or self.checkpoint is None or key not in self.checkpoint.bundle.entries:
+        key = self._checkpoint_key(weight) if weight[0] in ("var", "object") else None
+        if key is None or checkpoint is None or key not in checkpoint.bundle.entries:
             return False
-        e = self.checkpoint.bundle.entries[key]
-        self.add(_hit_info(key, e.shape, e.dtype, hit), lambda: self.checkpoint.read(key))
+        e = checkpoint.bundle.entries[key]
+        self.add(_hit_info(key, e.shape, e.dtype, hit), lambda: checkpoint.read(key))
         return True
 
     def _checkpoint_key(self, weight: tuple) -> str | None:
-        entries = self.checkpoint.bundle.entries if self.checkpoint else {}
+        if self.checkpoint is None:
+            return None
+        entries = self.checkpoint.bundle.entries
         if weight[0] == "object" and OBJECT_GRAPH_KEY in entries:
             nodes = objects.parse(self.checkpoint.bundle.read_string(entries[OBJECT_GRAPH_KEY]))
             if 0 <= weight[1] < len(nodes):
@@ -295,7 +303,7 @@ def _bound_inputs(buf, object_graph: tuple[int, int] | None) -> dict[str, list[i
 class GraphDefReader(_Listing):
     """A frozen GraphDef: weights are Const nodes; the walk from the Placeholders picks the first."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: ModelPath):
         super().__init__()
         self._map = map_whole(path)
         try:
