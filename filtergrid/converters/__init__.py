@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 
 from ..errors import CompanionFileError, FiltergridError, UnknownFormatError

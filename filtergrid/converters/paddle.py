@@ -17,7 +17,7 @@ from .. import dtypes, limits, safepickle
 from ..bank import TensorInfo
 from ..errors import CorruptFileError
 from ..layout import PADDLE
-from ..safeio import model_path
+from ..safeio import ModelPath, model_path
 from .base import Probe, not_found, prefer_layer_weights, tensor_info
 
 _RECONSTRUCT = {"numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct"}
@@ -71,7 +71,7 @@ def _dtype(value, name: str) -> np.dtype:
 class PaddleParamsReader:
     """A ``.pdparams`` state dict, in its own (layer creation) order."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: ModelPath):
         limits.check("MAX_PICKLE_BYTES", path.stat().st_size, "Paddle .pdparams pickle")
         with path.open("rb") as f:
             state = safepickle.load(f, what="Paddle .pdparams pickle")

@@ -28,7 +28,7 @@ from .. import dtypes, limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError, FiltergridError
 from ..layout import PADDLE
-from ..safeio import array_at, check_extent, map_readonly, model_path, resolve_inside, window
+from ..safeio import ModelPath, array_at, check_extent, map_readonly, model_path, resolve_inside, window
 from .base import Probe, lookup, tensor_info
 from .protomessage import Message
 from .protowire import read_varint
@@ -155,7 +155,7 @@ def _proto_op(op: Message) -> _Op:
 def _read_pir(data: bytes) -> _Program:
     try:
         ops = json.loads(data)["program"]["regions"][0]["blocks"][0]["ops"]
-        params, program_ops, feeds = {}, [], set()
+        params, program_ops, feeds = {}, [], set[str]()
         for op in ops:
             kind = str(op["#"]).split(".", 1)[-1]
             outputs = op["O"] if isinstance(op["O"], list) else [op["O"]]
@@ -228,7 +228,7 @@ class _Record:
 class PaddleInferenceReader:
     """Parameters in the order the program uses them, the first layer's weight first."""
 
-    def __init__(self, program_path: Path, params_path: Path):
+    def __init__(self, program_path: ModelPath, params_path: ModelPath):
         limits.check("MAX_HEADER_BYTES", program_path.stat().st_size, "Paddle program file")
         data = program_path.read_bytes()
         program = _read_pir(data) if _PIR_MAGIC.match(data[:4096]) else _read_program_desc(data)
