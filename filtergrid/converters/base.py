@@ -65,6 +65,18 @@ class Probe:
             return ()
 
 
+def sibling_pair(path, first: str, second: str):
+    """``(the first-suffix file, the second-suffix file)`` of one stem when ``path`` is one of them and
+    the other lies beside it (a Darknet .cfg and .weights, an ncnn .param and .bin), else None."""
+    suffix = path.suffix.lower()
+    if suffix not in (first, second):
+        return None
+    other = path.with_suffix(second if suffix == first else first)
+    if not other.is_file():
+        return None
+    return (path, other) if suffix == first else (other, path)
+
+
 class Reader(Protocol):
     """An open model: its tensors in model order, and one tensor's stored values on demand."""
 

@@ -22,7 +22,7 @@ from .. import dtypes, limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError, TensorNotFoundError
 from ..safeio import ModelPath, map_whole, model_path, resolve_inside
-from .base import Probe
+from .base import Probe, sibling_pair
 
 _SECTION = re.compile(r"^\[(\w+)\]\s*$")
 #: Layers that keep the channel count and hold no weights (their spatial size is not needed).
@@ -38,22 +38,10 @@ def _is_cfg_text(head: bytes) -> bool:
     return False
 
 
-def _pair(path: ModelPath) -> tuple[ModelPath, ModelPath] | None:
-    """(cfg, weights) of the same stem next to each other, or None."""
-    suffix = path.suffix.lower()
-    other = {".cfg": ".weights", ".weights": ".cfg"}.get(suffix)
-    if other is None:
-        return None
-    sibling = path.with_suffix(other)
-    if not sibling.is_file():
-        return None
-    return (path, sibling) if suffix == ".cfg" else (sibling, path)
-
-
 def sniff(probe: Probe) -> bool:
     """A ``.weights`` file beside a ``[net]`` cfg of the same stem. The cfg itself is not claimed
     (one model, one file in an audit); detection names the file to open instead."""
-    pair = None if probe.is_dir else _pair(probe.path)
+    pair = None if probe.is_dir else sibling_pair(probe.path, ".cfg", ".weights")
     if pair is None:
         return False
     cfg, weights = pair
@@ -191,7 +179,7 @@ class DarknetReader:
 
 def open(path: ModelPath) -> DarknetReader:  # noqa: A001 - the registry's verb
     path = model_path(path)
-    pair = _pair(path)
+    pair = sibling_pair(path, ".cfg", ".weights")
     if pair is None:
         raise CorruptFileError("a Darknet model is a .cfg and a .weights file of the same name, side by side")
     cfg, weights = (resolve_inside(path.parent, p.name, "Darknet file") for p in pair)

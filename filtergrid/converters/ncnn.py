@@ -22,7 +22,7 @@ from .. import dtypes, limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError, TensorNotFoundError
 from ..safeio import ModelPath, map_whole, model_path, resolve_inside
-from .base import Probe
+from .base import Probe, sibling_pair
 
 MAGIC = b"7767517"
 _FLOAT16_TAG, _INT8_TAG = 0x01306B47, 0x000D4B38
@@ -35,19 +35,12 @@ _NO_WEIGHTS = {"Input", "ReLU", "ReLU6", "Sigmoid", "TanH", "Split", "Pooling", 
 _CONVOLUTIONS = {"Convolution", "ConvolutionDepthWise"}
 
 
-def _pair(path: ModelPath) -> tuple[ModelPath, ModelPath] | None:
-    other = {".param": ".bin", ".bin": ".param"}.get(path.suffix.lower())
-    if other is None or not path.with_suffix(other).is_file():
-        return None
-    return (path, path.with_suffix(other)) if other == ".bin" else (path.with_suffix(other), path)
-
-
 def sniff(probe: Probe) -> bool:
     """A text param file starting with the magic. The ``.bin`` beside one is not claimed (one
     model, one file in an audit); detection names the file to open instead."""
     if probe.head.startswith(MAGIC) and probe.head[7:8] in (b"\n", b"\r"):
         return True
-    pair = None if probe.is_dir or probe.path.suffix.lower() != ".bin" else _pair(probe.path)
+    pair = None if probe.is_dir or probe.path.suffix.lower() != ".bin" else sibling_pair(probe.path, ".param", ".bin")
     if pair is not None:
         with pair[0].open("rb") as f:
             if f.read(8).startswith(MAGIC):
@@ -207,7 +200,7 @@ class NcnnReader:
 
 def open(path: ModelPath) -> NcnnReader:  # noqa: A001 - the registry's verb
     path = model_path(path)
-    pair = _pair(path)
+    pair = sibling_pair(path, ".param", ".bin")
     if pair is None:
         raise CorruptFileError("an ncnn model is a .param and a .bin file of the same name, side by side")
     param, weights = (resolve_inside(path.parent, p.name, "ncnn file") for p in pair)
