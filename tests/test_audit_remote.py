@@ -8,11 +8,11 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import FIXTURES, assert_one_line_error, run_cli
+from conftest import FIXTURES, assert_one_line_error, moto_bucket, run_cli
 from rangeserver import Behaviour, serve
 from safetensors.numpy import save_file
 
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")
 pytest.importorskip("s3fs")
 
 #: Committed fixtures of different formats (a Hugging Face folder among them).
@@ -51,22 +51,10 @@ def models(tmp_path_factory):
 def bucket(models):
     """moto's S3 server on loopback holding ``models`` under ``zoo/``; the usual AWS_* variables (the
     CLI, its workers and Dask workers started later inherit them)."""
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
-        import boto3
-
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket="models")
-        for path in sorted(p for p in models.rglob("*") if p.is_file()):
-            s3.put_object(Bucket="models", Key=f"zoo/{path.relative_to(models).as_posix()}", Body=path.read_bytes())
-        yield "s3://models/zoo/"
-    server.stop()
+    objects = {path.relative_to(models).as_posix(): path.read_bytes()
+               for path in sorted(p for p in models.rglob("*") if p.is_file())}
+    with moto_bucket(objects) as url:
+        yield url
 
 
 def _audit(out, *args):

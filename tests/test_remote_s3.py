@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, assert_one_line_error
+from conftest import FIXTURES, assert_one_line_error, moto_bucket
 
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")
 pytest.importorskip("s3fs")
 
 MODELS = ["safetensors/cnn.safetensors", "pytorch/state_dict.pt", "gguf/tiny_llm_q8_0.gguf"]
@@ -15,23 +15,9 @@ MODELS = ["safetensors/cnn.safetensors", "pytorch/state_dict.pt", "gguf/tiny_llm
 
 @pytest.fixture(scope="module")
 def bucket():
-    """A real S3 endpoint (moto's server mode) holding a few fixtures; the usual AWS_* variables."""
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
-        import boto3
-
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket="models")
-        for name in MODELS:
-            s3.put_object(Bucket="models", Key=f"zoo/{name}", Body=(FIXTURES / name).read_bytes())
-        yield "s3://models/zoo/"
-    server.stop()
+    """A real S3 endpoint (moto's server mode) holding a few fixtures."""
+    with moto_bucket({name: (FIXTURES / name).read_bytes() for name in MODELS}) as url:
+        yield url
 
 
 @pytest.mark.parametrize("name", MODELS)
