@@ -64,6 +64,14 @@ MAX_WORK_PER_BYTE = _env("MAX_WORK_PER_BYTE", 64)
 #: data.pkl). A torch.save state dict takes about 40 per tensor, so this is ~50,000 tensors.
 MAX_PICKLE_OPS = _env("MAX_PICKLE_OPS", 2_000_000)
 
+#: Largest ratio of a compressed chunk's decoded bytes to its stored bytes (zarr arrays of Orbax
+#: checkpoints, decoded by tensorstore): trained weights compress about 1.1x, so a 1 KB chunk may
+#: not declare 1 GB. A layer of all zeros compresses beyond it and is refused naming this limit.
+MAX_COMPRESSION_RATIO = _env("MAX_COMPRESSION_RATIO", 1024)
+#: Seconds one call into a native reader (tensorstore, for Orbax checkpoints) may take before it is
+#: abandoned: its parsing of a hostile folder cannot be stopped between Python steps.
+NATIVE_READ_SECONDS = _env("NATIVE_READ_SECONDS", 60)
+
 
 def exceeded(name: str, what: str, value: int | None = None) -> LimitError:
     """The one error for a named limit: what went over, the limit's value, and how to raise it.

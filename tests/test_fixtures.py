@@ -8,7 +8,6 @@ tensor (``stored``) and its (filters, H, W, C) arrangement computed with the fra
 
 from __future__ import annotations
 
-import importlib.util
 
 import numpy as np
 import pytest
@@ -23,10 +22,8 @@ ENTRIES = manifest_entries()
 def _needs_extra(entry: dict) -> None:
     fmt = converters.BY_NAME.get(entry["format"])
     assert fmt is not None, f"format {entry['format']!r} of {entry['file']} is not registered"
-    if fmt.extra:
-        package = {"tflite": "tflite", "gguf": "gguf"}.get(fmt.extra, fmt.extra)
-        if importlib.util.find_spec(package) is None:
-            pytest.skip(f"needs pip install 'filtergrid[{fmt.extra}]'")
+    if not fmt.installed():
+        pytest.skip(f"needs pip install 'filtergrid[{fmt.extra}]'")
 
 
 def _id(entry: dict) -> str:

@@ -7,6 +7,7 @@ format is probed or used, and a format whose reader needs an optional package na
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ class Format:
     suffixes: tuple[str, ...]
     title: str
     extra: str | None = None
+    #: The package the extra installs, which the reader imports (``tensorstore`` for ``orbax``).
+    package: str | None = None
     #: Bytes one of which a file must start with for the module's ``sniff`` to accept it (empty: no
     #: such rule), so detection skips importing modules that would say no (the torch unpickler for
     #: an ONNX file): start-up. A test checks every fixture against each module's own ``sniff``.
@@ -45,6 +48,10 @@ class Format:
     def cannot_read(self, reason: str) -> str:
         """The message for a file of this format filtergrid recognises but will not read."""
         return f"this is a {self.title} file; filtergrid cannot read it because {reason}"
+
+    def installed(self) -> bool:
+        """Whether the package the reader needs is importable (checked without importing it)."""
+        return self.package is None or importlib.util.find_spec(self.package) is not None
 
     def could_be(self, probe: Probe) -> bool:
         return not self.heads or probe.head.startswith(self.heads)
@@ -87,6 +94,7 @@ FORMATS: tuple[Format, ...] = (
            "scikit-learn estimator (pickle / joblib: MLP coefs_, linear coef_)", heads=(b"\x80",)),
     Format("flax", "filtergrid.converters.flax", (".msgpack",), "Flax/JAX msgpack checkpoint",
            heads=(*(bytes([b]) for b in range(0x80, 0x90)), b"\xde", b"\xdf")),
+    Format("orbax", "filtergrid.converters.orbax", (), "Orbax checkpoint folder", extra="orbax", package="tensorstore"),
     Format("ncnn", "filtergrid.converters.ncnn", (".param",), "ncnn .param + .bin (ncnn, pnnx)"),
     Format("darknet", "filtergrid.converters.darknet", (".weights",), "Darknet .weights (+ its .cfg)"),
     Format("tensorflow", "filtergrid.converters.tensorflow", (".pb", ".index"),
@@ -110,6 +118,9 @@ def detect(path: str | os.PathLike | RemotePath) -> Format:
         raise unsupported.refusal(*known, path=str(source))
     for fmt in FORMATS:
         if fmt.could_be(probe) and fmt.load_module().sniff(probe):
+            if not fmt.installed():
+                raise unsupported.refusal(fmt.title, f"it needs the optional package {fmt.package}: "
+                                          f"pip install 'filtergrid[{fmt.extra}]'", path=str(source))
             return fmt
     if probe.part_of is not None:
         raise CompanionFileError(f"this file is part of the model {probe.part_of.name[:200]!r}: open that file",

@@ -90,6 +90,10 @@ def _ports(shape: tuple[int, ...]) -> tuple[int, int]:
     return shape[-2], shape[-1]
 
 
+#: How the first layer is chosen when a tree's keys were sorted (:func:`_unfed_first`).
+INFERRED = "first of the kernels no other kernel feeds, convolutions first"
+
+
 def _unfed_first(infos: list[TensorInfo]) -> list[TensorInfo]:
     """Candidates in forward order when the keys were sorted: first the kernels whose input size no
     other kernel outputs (nothing in the file feeds them), convolutions before dense layers, then
@@ -104,6 +108,27 @@ def _unfed_first(infos: list[TensorInfo]) -> list[TensorInfo]:
     return [info for _, info in sorted(enumerate(infos), key=key)]
 
 
+def params_listing(entries: list[tuple[str, tuple[int, ...], str]], has_params: bool, keys_sorted: bool,
+                   why: str) -> list[TensorInfo]:
+    """Channels-last kernels of a JAX pytree (flax msgpack, Orbax) in forward order.
+
+    ``entries`` are (path, shape, dtype) in stored order. With a ``params`` subtree only its kernels
+    are candidates (optimizer moments repeat the names). ``keys_sorted``: the stored order is JAX's
+    sorted-key order, not creation order, so the forward order is inferred (:func:`_unfed_first`).
+    """
+    infos = []
+    for name, shape, dtype in entries:
+        info = tensor_info(name, shape, dtype, CHANNELS_LAST.layout_for(shape), CHANNELS_LAST.flatten, why)
+        if info.candidate and has_params and not name.startswith("params/"):
+            info = dataclasses.replace(info, candidate=False,
+                                       role="outside the params tree (optimizer state, batch statistics)")
+        infos.append(info)
+    infos = prefer_layer_weights(infos)
+    if not keys_sorted:
+        return infos
+    return _unfed_first([i for i in infos if i.candidate]) + [i for i in infos if not i.candidate]
+
+
 class FlaxReader:
     def __init__(self, tree: dict):
         self._arrays = dict(_leaves(tree))
@@ -115,23 +140,12 @@ class FlaxReader:
 
     def _why(self) -> str:
         if self._sorted:
-            return ("module keys are in sorted order (JAX sorts dict keys), so creation order is lost: "
-                    "first of the kernels no other kernel feeds, convolutions first")
+            return f"module keys are in sorted order (JAX sorts dict keys), so creation order is lost: {INFERRED}"
         return "first kernel in the params tree's stored order (flax's module creation order)"
 
     def tensors(self) -> list[TensorInfo]:
-        infos = []
-        for name, a in self._arrays.items():
-            info = tensor_info(name, a.shape, a.dtype, CHANNELS_LAST.layout_for(a.shape), CHANNELS_LAST.flatten,
-                               self._why())
-            if info.candidate and self._params and not name.startswith("params/"):
-                info = dataclasses.replace(info, candidate=False,
-                                           role="outside the params tree (optimizer state, batch statistics)")
-            infos.append(info)
-        infos = prefer_layer_weights(infos)
-        if not self._sorted:
-            return infos
-        return _unfed_first([i for i in infos if i.candidate]) + [i for i in infos if not i.candidate]
+        entries = [(name, a.shape, a.dtype) for name, a in self._arrays.items()]
+        return params_listing(entries, self._params, self._sorted, self._why())
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
         if name not in self._arrays:

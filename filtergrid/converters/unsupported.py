@@ -84,15 +84,9 @@ def refusal(name: str, why: str, path: str | None = None) -> UnsupportedFormatEr
                                   path=path, format=name)
 
 
-#: Files Orbax (``orbax.checkpoint``) writes into every checkpoint folder.
-_ORBAX_FILES = ("_CHECKPOINT_METADATA", "_METADATA", "manifest.ocdbt")
-_ORBAX = ("Orbax checkpoint folder", "its arrays are tensorstore (OCDBT / zarr) stores, which filtergrid "
-          "does not read yet (save with flax.serialization.to_bytes, or restore and export)")
-
-
 def identify(probe: Probe) -> tuple[str, str] | None:
-    """(format, why filtergrid cannot read it) when the file's first bytes (or a folder's marker
-    files) are a recognised unreadable format."""
+    """(format, why filtergrid cannot read it) when the file's first bytes are a recognised unreadable
+    format. (Folders are all readable; one whose reader needs a missing extra is refused by detection.)"""
     if probe.is_dir:
-        return _ORBAX if any((probe.path / name).is_file() for name in _ORBAX_FILES) else None
+        return None
     return next(((name, why) for name, check, why in _REASONS if check(probe.head)), None)
