@@ -10,6 +10,7 @@ import pytest
 from conftest import FIXTURES, run_cli
 
 import filtergrid
+from filtergrid import converters
 from filtergrid.errors import UnknownFormatError, UnsupportedFormatError
 
 #: The first bytes each format's own writer puts down (see filtergrid/converters/unsupported.py).
@@ -71,9 +72,11 @@ def test_a_suffix_never_sends_a_file_to_a_reader_that_says_no(tmp_path):
         filtergrid.load(path)
 
 
-def test_orbax_checkpoint_folder_is_refused(tmp_path):
+def test_orbax_checkpoint_folder_without_its_extra_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(converters.Format, "installed", lambda self: self.package is None)  # no tensorstore
     folder = tmp_path / "checkpoint_100"
     (folder / "default").mkdir(parents=True)
     (folder / "_CHECKPOINT_METADATA").write_text("{}")
-    with pytest.raises(UnsupportedFormatError, match="this is an Orbax checkpoint folder; filtergrid cannot read it because"):
+    with pytest.raises(UnsupportedFormatError, match="this is an Orbax checkpoint folder; filtergrid cannot read "
+                       r"it because it needs the optional package tensorstore: pip install 'filtergrid\[orbax\]'"):
         filtergrid.load(folder)

@@ -99,15 +99,20 @@ def read_head(path: Path) -> tuple[bytes, int] | None:
 
 #: Folders that are one model by the names they hold (besides Hugging Face's, below), each a set of
 #: glob patterns that all must match a name: a TensorFlow SavedModel, a TF checkpoint folder, a
-#: TF.js model, a Core ML ``.mlpackage``. A worker still decides by content.
+#: TF.js model, a Core ML ``.mlpackage``, an Orbax checkpoint (a step folder, or an item folder in
+#: either layout). A worker still decides by content.
 FOLDER_MARKERS = (("saved_model.pb", "variables"), ("*.index", "*.data-?????-of-?????"), ("model.json", "*.bin"),
-                  ("Manifest.json", "Data"))
+                  ("Manifest.json", "Data"), ("_CHECKPOINT_METADATA",), ("_METADATA", "manifest.ocdbt"),
+                  ("_METADATA", "_sharding"))
 
 
 def marks_model_folder(names: list[str], is_file: Callable[[str], bool]) -> bool:
     """A model folder by the ``names`` it holds only: ``config.json`` beside a known weight file
-    (Hugging Face), or every name of one of ``FOLDER_MARKERS``."""
+    (Hugging Face), every name of one of ``FOLDER_MARKERS``, or a step-numbered Orbax checkpoint
+    (an Orbax CheckpointManager root, read as its newest step)."""
     if "config.json" in names and any(name in names and is_file(name) for name in WEIGHT_FILES):
+        return True
+    if any(name.isdigit() and is_file(f"{name}/_CHECKPOINT_METADATA") for name in names):
         return True
     return any(all(fnmatch.filter(names, marker) for marker in markers) for markers in FOLDER_MARKERS)
 

@@ -79,7 +79,9 @@ def _item(folder: Path) -> Path:
                        if e.is_dir(follow_symlinks=False) and (Path(e.path) / ITEM).is_file())
     if len(items) == 1 or "default" in items:
         return resolve_inside(folder, items[0] if len(items) == 1 else "default", "Orbax item")
-    shown = ", ".join(repr(i[:80]) for i in items[:8]) or "none"
+    if not items:
+        raise CorruptFileError("the checkpoint step holds no item folder (none has a _METADATA)")
+    shown = ", ".join(repr(i[:80]) for i in items[:8])
     raise CorruptFileError(f"the checkpoint step holds {len(items)} items ({shown}): open one of their folders")
 
 
