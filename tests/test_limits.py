@@ -50,6 +50,11 @@ def _nested_gguf_array(_: Path) -> None:
     gguf._Header(buf, len(buf)).skip_value(gguf.ARRAY, "metadata 'x'")
 
 
+def _orbax_load(_: Path) -> None:
+    pytest.importorskip("tensorstore")
+    filtergrid.load(FIXTURES / "orbax/named_zarr")
+
+
 def _bank() -> FilterBank:
     provenance = Provenance("test", "numpy", "w", (64, 3, 3, 3), "float32", "OHWI", "test")
     return FilterBank(np.ones((64, 3, 3, 3), np.float32), provenance)
@@ -82,6 +87,7 @@ CASES: dict[str, tuple[str, int, Callable[[Path], object]]] = {
     "zip-member-torch-storage": ("MAX_ZIP_MEMBER_BYTES", 100,
                                  lambda tmp: _read_first(pytorch.open(_deflated_torch_file(tmp)))),
     "output-pixels": ("MAX_OUTPUT_PIXELS", 100, lambda _: filtergrid.render(_bank())),
+    "compression-ratio-orbax": ("MAX_COMPRESSION_RATIO", 0, _orbax_load),
 }
 
 
