@@ -9,7 +9,8 @@ KINDs: onnx-conv-first, onnx-conv-last (conv1's initializer stored after all the
 reader must skip ~BYTES to reach it), safetensors, torch-zip, torch-legacy, keras-h5-weights (Keras 2
 weights-only layout), keras-h5 (legacy full-model ``.h5``), keras (Keras 3 ``.keras`` archive); and gguf,
 an LLM's layout instead: a float16 ``token_embd.weight`` of ~BYTES (the input layer, shown as a heatmap
-of its first rows) then one small block.
+of its first rows) then one small block; orbax, a folder written by ``StandardCheckpointer`` (OCDBT,
+zstd chunks) whose dense kernels are random, since constants would compress the folder to nothing.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ CONV_SHAPE = (64, 3, 7, 7)  # OIHW, as torch and ONNX store it
 DENSE_LAYERS = 16
 NEEDS = {"onnx-conv-first": "onnx", "onnx-conv-last": "onnx", "safetensors": "safetensors",
          "torch-zip": "torch", "torch-legacy": "torch", "keras-h5-weights": "keras", "keras-h5": "keras",
-         "keras": "keras", "gguf": "gguf"}
+         "keras": "keras", "gguf": "gguf", "orbax": "orbax.checkpoint"}
 GGUF_DIM = 4096
 
 
@@ -178,6 +179,26 @@ def write_gguf(path: str, total_bytes: int) -> str:
     return f"gguf {getattr(gguf, '__version__', '')} GGUFWriter".replace("  ", " ")
 
 
+def write_orbax(path: str, total_bytes: int) -> str:
+    """The CNN as a flax-style params tree (HWIO conv, (in, out) dense kernels) in an Orbax folder."""
+    import orbax.checkpoint as ocp
+
+    rng = np.random.default_rng(0)
+    params = {"conv1": {"kernel": make(CONV, CONV_SHAPE).transpose(2, 3, 1, 0)}}
+    for name, shape in specs(total_bytes)[2:]:
+        params[name.split(".")[0]] = {"kernel": rng.random(shape[::-1], dtype=np.float32) * np.float32(1e-3)}
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(os.path.abspath(path), {"params": params})
+    return f"orbax-checkpoint {ocp.__version__} StandardCheckpointer (OCDBT)"
+
+
+def folder_bytes(path: str) -> int:
+    """Bytes of a file, or of every file under a folder."""
+    if not os.path.isdir(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names)
+
+
 def keras_model(total_bytes: int):
     """The CNN in Keras (channels-last): conv1's filters are ``make``'s, transposed to HWIO."""
     import keras
@@ -223,10 +244,13 @@ def main(kind: str, total_bytes: int, path: str) -> int:
         made_by = write_safetensors(path, total_bytes)
     elif kind == "gguf":
         made_by = write_gguf(path, total_bytes)
+    elif kind == "orbax":
+        made_by = write_orbax(path, total_bytes)
     else:
         made_by = write_torch(path, total_bytes, legacy=kind == "torch-legacy")
-    tensor = "conv1" if kind.startswith("keras") else "token_embd.weight" if kind == "gguf" else CONV
-    print(json.dumps({"tensor": tensor, "bytes": os.path.getsize(path), "made_by": made_by}))
+    tensor = {"gguf": "token_embd.weight", "orbax": "params/conv1/kernel"}.get(kind, "conv1" if kind.startswith("keras")
+                                                                                   else CONV)
+    print(json.dumps({"tensor": tensor, "bytes": folder_bytes(path), "made_by": made_by}))
     return 0
 
 

@@ -4,7 +4,8 @@
 
 Builds its inputs in a temporary folder (deleted as it goes; at most one 1 GiB file at a time): the
 same small CNN saved as ONNX (conv1 stored first, and stored after ~1 GiB of other initializers),
-safetensors, a PyTorch zip and a legacy PyTorch pickle, each at ~1 GiB and as a ~100 KB twin. Every
+safetensors, a PyTorch zip, a legacy PyTorch pickle, Keras files and an Orbax checkpoint folder, each
+at ~1 GiB and as a ~100 KB twin. Every
 measurement is a whole fresh process (``filtergrid convert FILE -o out.npy`` and the naive framework
 load of the same tensor): its wall time and peak RSS. Each command runs once to warm up, then
 ``--repeat`` times in rounds that interleave all commands of an input, and the median is kept;
@@ -61,6 +62,11 @@ NAIVE = {
     "keras-weights": ("h5py, the layer's kernel dataset", "h5py",
                       ("import sys, numpy, h5py\nwith h5py.File(sys.argv[1], 'r') as f:\n"
                        "    numpy.save(sys.argv[3], f[f'{sys.argv[2]}/{sys.argv[2]}/kernel'][()])")),
+    # Orbax's own restore: the whole tree, then the one leaf.
+    "orbax": ("orbax StandardCheckpointer.restore", "orbax.checkpoint",
+              ("import sys, numpy, orbax.checkpoint as ocp\n"
+               "tree = ocp.StandardCheckpointer().restore(sys.argv[1])\n"
+               "for key in sys.argv[2].split('/'):\n    tree = tree[key]\nnumpy.save(sys.argv[3], numpy.asarray(tree))")),
 }
 
 
@@ -84,6 +90,7 @@ CASES = (
     Case("keras-h5-weights", "Keras 2 weights-only .h5", ".h5", "keras-weights", "keras-h5"),
     Case("keras-h5", "Keras legacy full-model .h5 (model.save)", ".h5", "keras", "keras-h5"),
     Case("keras", "Keras 3 .keras archive", ".keras", "keras", "keras"),
+    Case("orbax", "Orbax checkpoint folder (StandardCheckpointer, OCDBT)", "", "orbax", "orbax"),
 )
 
 
@@ -162,10 +169,21 @@ def has_module(python: str, module: str) -> bool:
 
 
 def warm(path: Path) -> None:
-    """Read the file once so every process finds it in the page cache (no one measures the disk)."""
-    with open(path, "rb") as f:
-        while f.read(16 << 20):
-            pass
+    """Read the file (every file of a folder) once so every process finds it in the page cache (no one
+    measures the disk)."""
+    for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
+        if file.is_file():
+            with open(file, "rb") as f:
+                while f.read(16 << 20):
+                    pass
+
+
+def remove(path: Path) -> None:
+    """Delete an input file or folder."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 class Bench:
@@ -182,7 +200,7 @@ class Bench:
         self.floor = Stats()
         self.rows: list[Row] = []
         self.fastest: list[tuple[bool, str]] = []  # the targets again, from each command's fastest run
-        self.framework_has = {m: has_module(args.framework_python, m) for m in ("onnx", "safetensors", "torch", "keras", "h5py")}
+        self.framework_has = {m: has_module(args.framework_python, m) for m in ("onnx", "safetensors", "torch", "keras", "h5py", "orbax.checkpoint")}
         probe = "from filtergrid.converters import BY_NAME; print(' '.join(BY_NAME))"
         self.formats = subprocess.run([args.filtergrid_python, "-c", probe], env=self.fg_env, check=True,
                                       capture_output=True, text=True).stdout.split()
@@ -245,8 +263,8 @@ class Bench:
             log(f"{case.title}: measuring {', '.join(commands)} x{self.args.repeat}")
             stats = self.rounds(commands)
         finally:
-            big[0].unlink(missing_ok=True)
-            twin[0].unlink(missing_ok=True)
+            remove(big[0])
+            remove(twin[0])
         missing = f"converter not available (no {case.converter!r} format in this filtergrid)"
         no_framework = f"{NAIVE[case.naive][1]} not installed in {self.args.framework_python}"
         for which, label in (("big", case.title), ("twin", f"{case.title} (twin)")):

@@ -7,6 +7,7 @@ The hostile folders are copies of the orbax-written fixtures with one thing chan
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -98,7 +99,8 @@ def test_an_array_listed_in_the_metadata_but_missing_is_refused(group, tmp_path)
     folder = _copy(group, tmp_path)
 
     def add_ghost(meta: dict) -> None:
-        leaf = json.loads(json.dumps(_leaf(meta, "params/" + ("stem" if group == "named_zarr" else "Conv_0") + "/kernel")))
+        first = "params/stem/kernel" if group == "named_zarr" else "params/Conv_0/kernel"
+        leaf = json.loads(json.dumps(_leaf(meta, first)))
         leaf["key_metadata"][1]["key"] = "ghost"
         meta["tree_metadata"]["('params', 'ghost', 'kernel')"] = leaf
     _edit_json(folder / "_METADATA", add_ghost)
@@ -122,6 +124,13 @@ def test_a_link_inside_the_checkpoint_is_refused(group, victim, tmp_path):
     (folder / victim).rename(outside)
     (folder / victim).symlink_to(outside)
     with pytest.raises(UnsafeFileError, match="is a symlink"):
+        filtergrid.tensors(folder)
+
+
+def test_a_fifo_inside_the_checkpoint_is_refused_before_tensorstore_blocks_on_it(tmp_path):
+    folder = _copy("cnn_trainstate", tmp_path)
+    os.mkfifo(folder / "d" / "0123456789abcdef0123456789abcdef")
+    with pytest.raises(UnsafeFileError, match="is not a regular file"):
         filtergrid.tensors(folder)
 
 
