@@ -25,6 +25,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -72,13 +73,18 @@ def _steps(root: ModelPath) -> list[int]:
     return sorted(steps)
 
 
+def _inside(folder: Path, name: str, what: str) -> Path:
+    """:func:`resolve_inside` for a local folder, whose result is local too."""
+    return cast(Path, resolve_inside(folder, name, what))
+
+
 def _item(folder: Path) -> Path:
     """The item of a step folder: the only one, or ``default`` (what a one-item manager writes)."""
     with os.scandir(folder) as entries:
         items = sorted(e.name for e in itertools.islice(entries, limits.MAX_TENSORS)
                        if e.is_dir(follow_symlinks=False) and (Path(e.path) / ITEM).is_file())
     if len(items) == 1 or "default" in items:
-        return resolve_inside(folder, items[0] if len(items) == 1 else "default", "Orbax item")
+        return _inside(folder, items[0] if len(items) == 1 else "default", "Orbax item")
     if not items:
         raise CorruptFileError("the checkpoint step holds no item folder (none has a _METADATA)")
     shown = ", ".join(repr(i[:80]) for i in items[:8])
@@ -95,7 +101,7 @@ def locate(path: Path) -> tuple[Path, str]:
     steps = _steps(path)
     if not steps:
         raise CorruptFileError("not an Orbax checkpoint: no _METADATA, _CHECKPOINT_METADATA or step folders")
-    item = _item(resolve_inside(path, str(steps[-1]), "checkpoint step"))
+    item = _item(_inside(path, str(steps[-1]), "checkpoint step"))
     return item, f"CheckpointManager folder: step {steps[-1]}, the newest of {len(steps)} steps; item {item.name!r}"
 
 
@@ -188,7 +194,8 @@ def parse_zarray(raw: bytes, name: str) -> _Zarray:
         raise CorruptFileError(f"{name!r}: .zarray is not valid JSON ({type(e).__name__})") from None
     if not isinstance(meta, dict) or meta.get("zarr_format") != 2:
         raise CorruptFileError(f"{name!r}: .zarray is not zarr v2 metadata")
-    dtype = _DTYPES.get(meta.get("dtype")) if isinstance(meta.get("dtype"), str) else None
+    stored_dtype = meta.get("dtype")
+    dtype = _DTYPES.get(stored_dtype) if isinstance(stored_dtype, str) else None
     compressor = meta.get("compressor")
     compressed = isinstance(compressor, dict) and compressor.get("id") in _COMPRESSORS
     if dtype is None or meta.get("filters") or meta.get("order") != "C" or not (compressed or compressor is None):
