@@ -21,9 +21,11 @@ from pathlib import Path
 
 HARNESS = Path(__file__).resolve().parent / "atheris_harness.py"
 ROOT = HARNESS.parent.parent
-#: Formats a single mutated file can exercise (a Hugging Face model is a folder).
+#: Formats one mutated file can exercise (beside its real companion file where it has one;
+#: a Hugging Face model and a TF.js model are folders of many files).
 FORMATS = ("safetensors", "numpy", "keras", "keras-h5", "onnx", "pytorch", "torchscript", "tflite", "gguf",
-           "coreml", "caffe", "flax", "sklearn", "paddle", "tensorflow")
+           "coreml", "caffe", "flax", "sklearn", "paddle", "tensorflow", "openvino", "ncnn", "darknet",
+           "paddle-inference")
 #: What libFuzzer saves an input as when it stops on it.
 ARTIFACT_KINDS = ("crash", "timeout", "oom", "leak", "slow")
 
