@@ -1,6 +1,6 @@
 """A fuzzing campaign: the atheris harness on every single-file format, a time budget each.
 
-    python fuzz/campaign.py OUTDIR [--minutes 4] [--formats numpy safetensors ...]
+    nice python fuzz/campaign.py OUTDIR [--minutes 4] [--formats numpy safetensors ...]
 
 libFuzzer stops at the first input that hangs or crashes native code (libhdf5 has such bugs);
 the campaign records that input under OUTDIR/artifacts and restarts the format with the time
@@ -42,7 +42,7 @@ def run_format(fmt: str, seconds: float, out: Path) -> dict:
     while (left := int(deadline - time.monotonic())) > 10:
         before = set(artifacts.iterdir())
         code = subprocess.call(
-            ["nice", "-n", "19", sys.executable, str(HARNESS), fmt, "--findings", str(out / "findings"),
+            [sys.executable, str(HARNESS), fmt, "--findings", str(out / "findings"),
              "--corpus", str(out / "corpus" / fmt), f"-max_total_time={left}", "-timeout=20",
              "-rss_limit_mb=2048", "-max_len=262144", f"-artifact_prefix={artifacts}/{fmt}-",
              f"-seed={restarts + 1}"],
