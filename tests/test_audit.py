@@ -216,7 +216,8 @@ def test_walk_glob_and_model_folders(zoo):
     everything = walk.find_models([zoo.root])
     folders = [f for f in everything.models if f.is_folder]
     for folder in folders:
-        assert converters.detect(folder.path).name in ("huggingface", "coreml", "tensorflow", "tfjs", "orbax")  # model folders
+        model_folders = ("huggingface", "coreml", "tensorflow", "tfjs", "orbax")
+        assert converters.detect(folder.path).name in model_folders
         assert not any(f.path != folder.path and folder.path in f.path.parents for f in everything.models)
 
 
