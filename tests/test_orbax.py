@@ -71,6 +71,23 @@ def test_rows_need_only_the_chunks_that_hold_them():
     assert len(zarray.chunk_keys(None)) == 20
 
 
+def test_rows_read_only_the_chunks_that_hold_them(tmp_path):
+    """The dense kernel rewritten by tensorstore in 4 row chunks, the last one then deleted: the first
+    rows still read (only chunk 0.0 is fetched), the whole array does not."""
+    folder = _copy("named_zarr", tmp_path)
+    array_folder = folder / "params.head.kernel"
+    whole = ts.open({"driver": "zarr", "kvstore": f"file://{array_folder}/"}).result().read().result()
+    shutil.rmtree(array_folder)
+    metadata = {"shape": [36, 10], "chunks": [9, 10], "dtype": "<f4", "compressor": {"id": "zstd", "level": 1}}
+    spec = {"driver": "zarr", "kvstore": f"file://{array_folder}/", "metadata": metadata}
+    ts.open(spec, create=True).result().write(whole).result()
+    (array_folder / "3.0").unlink()
+    reader = orbax.open(folder)
+    np.testing.assert_array_equal(reader.read("params/head/kernel", rows=5), whole[:5])
+    with pytest.raises(CorruptFileError, match="chunk '3.0' is missing"):
+        reader.read("params/head/kernel")
+
+
 def test_a_zarray_that_claims_more_than_its_chunk_holds_is_refused(tmp_path):
     folder = _copy("named_zarr", tmp_path)
     big = [300, 300, 3, 4]
