@@ -109,3 +109,10 @@ def test_an_unknown_suffix_is_refused_before_reading_the_models(tmp_path):
     not_a_model.write_text("not a model")
     result = run_cli("diff", MODEL, not_a_model, "-o", tmp_path / "out.xyz")
     assert result.returncode == 2 and "end the name in .png, .svg, .pdf" in result.stderr
+
+
+def test_svg_text_is_always_well_formed_xml():
+    hostile = "\ufffe\uffff\x00\ud800 ]]> <!-- & " + "x" * 10_000
+    root = ET.fromstring(slides.svg_document(b"", (3, 2), hostile))
+    assert root.find(f"{SVG}title").text.startswith("\\ufffe\\uffff\\x00\\ud800 ]]> <!-- & ")
+    assert len(root.find(f"{SVG}title").text) < 300
