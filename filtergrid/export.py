@@ -98,10 +98,11 @@ def _producer(value: object) -> Producer | None:
     """The original file's producer as the record keeps it (untrusted: its text fields only)."""
     if not isinstance(value, dict):
         return None
-    text = [value.get(k) if isinstance(value.get(k), str) else "" for k in ("name", "version", "format_version", "opset")]
+    name, version, format_version, opset = (value.get(k) if isinstance(value.get(k), str) else ""
+                                            for k in ("name", "version", "format_version", "opset"))
     details = value.get("details")
-    return Producer.recorded(*text, details=tuple(d for d in details if isinstance(d, str))
-                             if isinstance(details, list) else ())
+    return Producer.recorded(name, version, format_version, opset,
+                             tuple(d for d in details if isinstance(d, str)) if isinstance(details, list) else ())
 
 
 def bank_listing(entries: list[tuple[str, tuple[int, ...], str]]) -> list[TensorInfo]:
