@@ -17,6 +17,8 @@ from conftest import FIXTURES, run_cli
 
 import filtergrid
 from filtergrid.bank import MAX_PRODUCER_DETAILS, Producer
+from filtergrid.converters.base import producer_of
+from filtergrid.errors import CorruptFileError
 from filtergrid.untrusted import MAX_NAME_CHARS
 
 TF_GIT = "v2.21.0-rc1-5-ga481b10260d"
@@ -142,3 +144,12 @@ def test_audit_records_the_producer_in_json_and_csv(tmp_path):
         rows = {r["path"].rsplit("/", 1)[-1]: r for r in csv.DictReader(f)}
     assert rows["cnn.onnx"]["producer"] == records["cnn.onnx"]["producer"] and rows["bank.npy"]["producer"] == ""
     assert 'title="written by pytorch 2.13.0, ONNX IR version 9, opset ai.onnx 20"' in (out / "index.html").read_text()
+
+
+def test_a_damaged_writer_field_leaves_the_weights_readable() -> None:
+    """The producer is a note about the file: a broken one is 'not recorded', never a refused model."""
+    class DamagedWriterFields:
+        def producer(self):
+            raise CorruptFileError("the writer's metadata ends early")
+
+    assert producer_of(DamagedWriterFields()) is None

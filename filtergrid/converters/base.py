@@ -14,7 +14,7 @@ import dataclasses
 import importlib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Protocol, TypeVar
@@ -22,7 +22,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 
 from ..bank import Producer, TensorInfo
-from ..errors import MissingExtraError, TensorNotFoundError
+from ..errors import CorruptFileError, MissingExtraError, TensorNotFoundError
 from ..layout import Convention
 from ..safeio import ZIP_ERRORS, ModelPath, open_zip
 
@@ -101,9 +101,18 @@ class Reader(Protocol):
 
 
 def producer_of(reader: object) -> Producer | None:
-    """The reader's ``producer()``: what wrote the file, or None (not recorded, or not read by this format)."""
+    """The reader's ``producer()``: what wrote the file, or None (not recorded or not read by this format)."""
     method = getattr(reader, "producer", None)
-    return method() if callable(method) else None
+    return written_by(method) if callable(method) else None
+
+
+def written_by(read: Callable[[], Producer | None]) -> Producer | None:
+    """``read()``, or None when the writer fields are damaged: they are no reason to refuse weights
+    that read fine."""
+    try:
+        return read()
+    except CorruptFileError:
+        return None
 
 
 def text_value(mapping: object, key: str) -> str:

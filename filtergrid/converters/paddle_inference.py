@@ -28,7 +28,7 @@ from ..bank import Producer, TensorInfo
 from ..errors import CorruptFileError, FiltergridError
 from ..layout import PADDLE
 from ..safeio import ModelPath, array_at, check_extent, map_readonly, model_path, resolve_inside, window
-from .base import Probe, lookup, tensor_info
+from .base import Probe, lookup, tensor_info, written_by
 from .protomessage import Message
 from .protowire import read_varint
 
@@ -127,7 +127,7 @@ def _read_program_desc(data: bytes) -> _Program:
             feeds.add(var.string(1))
     ops = [_proto_op(op) for op in block.messages(4, "op")]
     feeds.update(name for op in ops if op.type == "feed" for name in op.outputs)
-    return _Program(params, ops, feeds, _program_version(desc.message(4, "version")))
+    return _Program(params, ops, feeds, written_by(lambda: _program_version(desc.message(4, "version"))))
 
 
 def _program_version(version: Message | None) -> Producer | None:

@@ -19,7 +19,7 @@ from ... import limits
 from ...bank import Producer, TensorInfo
 from ...errors import CorruptFileError, UnknownFormatError
 from ...safeio import ModelPath, map_whole, model_path, resolve_inside
-from ..base import Probe, not_found
+from ..base import Probe, not_found, written_by
 from ..protomessage import Message
 from ..protowire import LEN, MAX_VARINT_BYTES, read_varint, short_text
 from . import neuralnetwork
@@ -122,7 +122,7 @@ class CoreMLReader:
         try:
             model = Message.parse(self._map, 0, len(self._map), "Core ML Model")
             entries = self._entries(model, spec.parent, "", 0)
-            self._written_by = _writer(model)
+            self._written_by = written_by(lambda: _writer(model))
         except BaseException:
             self.close()
             raise
