@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from . import limits
-from .errors import CorruptFileError, FiltergridError, LimitError, UnsafeFileError
+from .errors import CorruptFileError, FiltergridError, LimitError, UnsafeFileError, plain
 
 
 @dataclass(frozen=True)
@@ -496,8 +496,7 @@ def run(unpickler: SafeUnpickler, what: str = "pickle") -> Any:
     except MemoryError:
         raise LimitError(f"{what} needs more memory than is available") from None
     except _MALFORMED as e:
-        detail = " ".join(str(e).split())[:200] or "the data ends early"
-        raise CorruptFileError(f"{what} is malformed ({type(e).__name__}: {detail})") from None
+        raise CorruptFileError(f"{what} is malformed: {plain(e)}") from None
 
 
 def loads(data: bytes, allowed: Mapping[str, Any] = BASE_ALLOWED,

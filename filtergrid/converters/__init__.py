@@ -39,6 +39,11 @@ class Format:
     #: (``.bin``, ``.pt``, ``.h5``) never sends a file to a reader whose content check says no.
     suffix_decides: bool = False
 
+    @property
+    def kind(self) -> str:
+        """The format as a sentence names it: "this ONNX file is damaged" (see errors.CorruptFileError)."""
+        return KINDS.get(self.name, f"{self.title} file")
+
     def load_module(self) -> ModuleType:
         return importlib.import_module(self.module)
 
@@ -97,6 +102,16 @@ FORMATS: tuple[Format, ...] = (
 )
 
 BY_NAME = {f.name: f for f in FORMATS}
+
+#: Short names for messages, where a title says more than a sentence needs.
+KINDS = {
+    "huggingface": "Hugging Face model folder", "safetensors": "safetensors file", "numpy": "NumPy file",
+    "keras": "Keras file", "keras-h5": "Keras HDF5 file", "tflite": "TensorFlow Lite file", "gguf": "GGUF file",
+    "coreml": "Core ML model", "openvino": "OpenVINO model", "paddle": "PaddlePaddle file",
+    "paddle-inference": "PaddlePaddle model", "torchscript": "TorchScript file", "pytorch": "PyTorch file",
+    "sklearn": "scikit-learn pickle", "flax": "Flax checkpoint", "ncnn": "ncnn model", "darknet": "Darknet model",
+    "tensorflow": "TensorFlow model", "tfjs": "TensorFlow.js model", "caffe": "Caffe model", "onnx": "ONNX file",
+}
 
 
 def detect(path: str | os.PathLike | RemotePath) -> Format:

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import dtypes, limits
 from ..bank import TensorInfo
-from ..errors import CorruptFileError, UnsafeFileError
+from ..errors import CorruptFileError, FiltergridError, UnsafeFileError
 from ..safeio import (
     ModelPath,
     check_extent,
@@ -250,7 +250,7 @@ class OpenVINOReader:
     def _const(self, layer: _Layer) -> np.ndarray:
         shape, dtype = self._const_shape(layer)
         if self._map is None:
-            raise CorruptFileError("the model's .bin file (its constants) is missing")
+            raise FiltergridError("the model's .bin file (its constants) is missing: it must lie beside the .xml, with the same name")
         try:
             offset, size = int(layer.data["offset"]), int(layer.data["size"])
         except (KeyError, ValueError):

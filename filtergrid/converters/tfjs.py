@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import dtypes, limits
 from ..bank import TensorInfo
-from ..errors import CorruptFileError
+from ..errors import CorruptFileError, plain
 from ..layout import CHANNELS_LAST
 from ..safeio import ModelPath, check_extent, read_exact, resolve_inside
 from .base import Probe, lookup, tensor_info
@@ -67,7 +67,7 @@ class TFJSReader:
         try:
             model = json.loads(path.read_bytes())
         except (ValueError, RecursionError) as e:
-            raise CorruptFileError(f"model.json is not JSON ({type(e).__name__})") from None
+            raise CorruptFileError(f"model.json is not JSON: {plain(e)}") from None
         if not isinstance(model, dict) or not isinstance(model.get("weightsManifest"), list):
             raise CorruptFileError("model.json has no weightsManifest list")
         self._groups: list[list[ModelPath]] = []

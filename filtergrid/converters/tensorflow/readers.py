@@ -189,7 +189,7 @@ class SavedModelReader(_Listing):
         buf = self._map
         meta = protos.first(buf, (0, len(buf)), 2, "SavedModel")
         if meta is None:
-            raise CorruptFileError("the SavedModel holds no MetaGraphDef")
+            raise CorruptFileError("the SavedModel holds no graph (no meta graph)")
         parser = GraphParser(buf)
         graph = protos.first(buf, meta, 2, "MetaGraphDef")
         nodes = parser.graph(graph) if graph else []
@@ -317,7 +317,7 @@ class GraphDefReader(_Listing):
         parser = GraphParser(buf)
         nodes = parser.graph((0, len(buf)))
         if not nodes:
-            raise CorruptFileError("the GraphDef has no nodes")
+            raise CorruptFileError("the graph has no nodes")
         hit = Walk(buf, parser.functions).first(nodes, _inputs(buf, nodes))
         if hit is not None and hit.weight and hit.weight[0] == "const":
             name, shape, dtype, read = _const(buf, hit.weight[1])
