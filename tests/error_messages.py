@@ -43,7 +43,7 @@ JARGON = re.compile("|".join((
     r"wire type", r"\bfield \d+", r"\bvarint\b", r"\btag \d+",
     r"\b(?:Model|Graph|Node|Tensor|Attribute|Function|Value|Saved|Meta|Net|Layer|Blob)(?:Proto|Def|Parameter)\b",
     r"\b(?:SavedModel|MetaGraph|Bundle|Checkpoint)Proto\b", r"\bBundleEntryProto\b",
-    r"\b[A-Z]\w*(?:Error|Exception)\b", r"\bTraceback\b", r"\bunpack\b", r"\bstruct\b",
+    r"\b[A-Z]\w*(?:Error|Exception)\b", r"\bTraceback\b", r"\bunpack", r"\bstruct\b",
     r"\bpop from\b", r"index out of range", r"<class ", r"\bNoneType\b", r"object has no attribute",
     r"not subscriptable", r"unhashable type", r"takes \d+ positional", r"\binternal error\b",
     r"\binvalid literal for int\b", r"codec can.t decode",
@@ -151,7 +151,7 @@ def collect(cases: list[corpus.Case], workdir: Path, commands: tuple[str, ...] =
     """(case name, command, input path, error line) for every run that failed."""
     for i, case in enumerate(cases):
         folder = workdir / f"{i:04d}"
-        folder.mkdir()
+        folder.mkdir(parents=True)
         path = case.make(folder)
         for command in commands:
             extra = ["-o", str(folder / "out.png")] if command == "render" else []
