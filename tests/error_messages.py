@@ -9,7 +9,9 @@ per file. tests/test_error_messages.py asserts every line is in the user's terms
 
 Lives beside hostile_corpus.py (a helper of the tests, not a benchmark): the test imports it, and
 ``python tests/error_messages.py [--commands render,inspect]`` prints the distinct messages, with
-counts and one example input each, for a person to read.
+counts and one example input each, for a person to read. The other hostile tests build their files
+inside each test; ``FILTERGRID_ERRORS_OUT=lines.tsv python -m pytest -p error_messages tests/...``
+records the error lines they meet, and ``python tests/error_messages.py --lines lines.tsv`` lists them.
 """
 
 from __future__ import annotations
@@ -140,6 +142,7 @@ def inputs() -> list[corpus.Case]:
 def normalise(line: str, path: Path) -> str:
     """``line`` with the input's path and every number made generic, so alike messages group."""
     line = line.replace(str(path), "<file>").replace(str(path.parent), "<folder>")
+    line = re.sub(r"/tmp/[^\s:,']+", "<path>", line)
     line = re.sub(r"starts with [^);]*", "starts with ...", line)
     line = re.sub(r"'(?:[^'\\]|\\.)*'", "'...'", line)
     line = re.sub(r"0x[0-9a-fA-F]+", "N", line)
@@ -171,23 +174,67 @@ def problems(line: str) -> list[str]:
     return found
 
 
-def main(argv: list[str]) -> None:
-    import tempfile
+def pytest_configure(config) -> None:
+    """As a pytest plugin (``-p error_messages`` with FILTERGRID_ERRORS_OUT=FILE): append every error
+    line the tests meet to FILE, from CLI runs in child processes (``subprocess.run``) and from
+    FiltergridErrors read in-process, so the builders of the other hostile tests feed the list too."""
+    import os
+    import subprocess
 
-    commands = tuple(argv[argv.index("--commands") + 1].split(",")) if "--commands" in argv else ("render", "inspect")
+    from filtergrid.errors import FiltergridError
+
+    out = os.environ.get("FILTERGRID_ERRORS_OUT")
+    if not out:
+        return
+    real_run, real_str = subprocess.run, FiltergridError.__str__
+
+    def record(text: str, test: str) -> None:
+        with open(out, "a", encoding="utf-8") as f:
+            f.write(f"{test}\t{' '.join(text.split())}\n")
+
+    def run(*args, **kwargs):
+        result = real_run(*args, **kwargs)
+        stderr = result.stderr.decode(errors="replace") if isinstance(result.stderr, bytes) else result.stderr or ""
+        for line in stderr.splitlines():
+            if line.startswith(PREFIX):
+                record(line, os.environ.get("PYTEST_CURRENT_TEST", "?"))
+        return result
+
+    def words(error) -> str:
+        text = real_str(error)
+        record(PREFIX + text, os.environ.get("PYTEST_CURRENT_TEST", "?"))
+        return text
+
+    subprocess.run, FiltergridError.__str__ = run, words
+
+
+def _summary(rows: Iterator[tuple[str, str, Path | None]]) -> None:
+    """Distinct messages (numbers and paths made generic), with counts and one example each."""
     counts: Counter[str] = Counter()
     examples: dict[str, tuple[str, str]] = {}
-    with tempfile.TemporaryDirectory(prefix="fg-errors-") as work:
-        for name, command, path, line in collect(inputs(), Path(work), commands):
-            key = normalise(line, path)
-            counts[key] += 1
-            examples.setdefault(key, (f"{command} {name}", line))
+    for example, line, path in rows:
+        key = normalise(line, path) if path else normalise(line, Path("/nonexistent"))
+        counts[key] += 1
+        examples.setdefault(key, (example, line))
     bad = 0
     for key, count in counts.most_common():
         flagged = problems(examples[key][1])
         bad += bool(flagged)
         print(f"{count:5d}  {'JARGON ' if flagged else ''}{key}\n       e.g. {examples[key][0]}")
     print(f"{len(counts)} distinct messages, {sum(counts.values())} failing runs, {bad} not in the user's terms")
+
+
+def main(argv: list[str]) -> None:
+    import tempfile
+
+    if "--lines" in argv:  # a file written by the pytest plugin above: "test<TAB>line" rows
+        rows = Path(argv[argv.index("--lines") + 1]).read_text(encoding="utf-8").splitlines()
+        _summary((test, line, None) for test, _, line in (row.partition("\t") for row in rows))
+        return
+    commands = tuple(argv[argv.index("--commands") + 1].split(",")) if "--commands" in argv else ("render", "inspect")
+    with tempfile.TemporaryDirectory(prefix="fg-errors-") as work:
+        _summary((f"{command} {name}", line, path)
+                 for name, command, path, line in collect(inputs(), Path(work), commands))
 
 
 if __name__ == "__main__":

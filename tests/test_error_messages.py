@@ -48,7 +48,8 @@ def test_a_truncated_protobuf_says_where_the_file_ends():
     data = b"\x3a\x80\x01" + bytes(10)  # field 7 (the graph) says 128 bytes follow; 10 do
     with pytest.raises(CorruptFileError) as caught:
         list(iter_fields(data, 0, len(data), "ModelProto"))
-    assert str(caught.value) == "it ends in the middle of the model (at byte 3 of 13: 128 bytes announced, 10 left)"
+    assert str(caught.value) == ("it ends in the middle of the model (a piece of 128 bytes at byte 3, 10 bytes left, "
+                                 "in a file of 13 bytes)")
 
 
 def test_protobuf_message_names_become_what_they_describe():

@@ -122,10 +122,11 @@ def _decode_varints(chunk: bytes, what: str) -> np.ndarray:
 
 def _cut_short(buf, what: str, pos: int, end: int, length: int | None = None) -> str:
     """A part whose bytes stop before it does: the file cut short when it is the file's end."""
-    need = f"{length:,} bytes announced, {end - pos:,} left" if length is not None else "in a number"
+    piece = f"a number at byte {pos:,}" if length is None else \
+        f"a piece of {length:,} bytes at byte {pos:,}, {end - pos:,} bytes left"
     if end >= len(buf):
-        return f"it ends in the middle of {part(what)} (at byte {pos:,} of {len(buf):,}: {need})"
-    return f"{part(what)} is cut short at byte {pos:,} ({need})"
+        return f"it ends in the middle of {part(what)} ({piece}, in a file of {len(buf):,} bytes)"
+    return f"{part(what)} is cut short ({piece})"
 
 
 #: Protobuf message names in the walkers' ``what`` as a model user knows the thing they hold.
