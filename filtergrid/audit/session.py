@@ -79,8 +79,9 @@ def plan(models: list[Found], options: AuditOptions, report: Report) -> list[dic
         remote = isinstance(found.path, str)
         try:
             size = _size(found)
-            known = previous and size in sizes and not remote  # a remote file is never downloaded to hash it
-            sha = size_and_sha256(found.path, found.is_folder)[1] if known else None
+            sha = None
+            if previous and size in sizes and isinstance(found.path, Path):  # a remote file is never hashed
+                sha = size_and_sha256(found.path, found.is_folder)[1]
         except OSError:
             size, sha = 0, None  # the worker will report why
         if sha in previous:

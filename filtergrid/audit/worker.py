@@ -178,7 +178,7 @@ def audit_file(task: dict[str, Any]) -> dict[str, Any]:
             record["size"] = source.stat().st_size  # known even when nothing else is
         record["format"] = converters.detect(source).name
         step = "reading"
-        if not remote:
+        if not isinstance(source, RemotePath):
             record["size"], record["sha256"] = size_and_sha256(source, task.get("is_folder", False))
         step = "loading"
         bank = api.load(source, format=record["format"])
