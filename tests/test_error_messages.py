@@ -90,3 +90,16 @@ def test_the_safety_net_words_a_leaked_exception(tmp_path, monkeypatch):
     assert line == (f"filtergrid: error: {path}: this NumPy file is damaged: its instructions take more values than "
                     "they made (filtergrid did not expect this; FILTERGRID_DEBUG=1 shows where)")
     assert not collector.problems(line)
+
+
+def test_a_bug_of_ours_is_one_line_without_python_words(monkeypatch):
+    """The CLI's last net (an exception outside any converter) names no class, and says how to see more."""
+    from filtergrid.cli import deadline
+
+    def broken(seconds):
+        raise IndexError("pop from empty list")
+
+    monkeypatch.setattr(deadline, "arm", broken)
+    line = collector.run_cli(["inspect", "model.onnx"])
+    assert line == ("filtergrid: error: filtergrid failed on something it did not expect (its instructions take more "
+                    "values than they made); rerun with FILTERGRID_DEBUG=1 to see where, and report it")
