@@ -45,6 +45,16 @@ class CorruptFileError(FiltergridError):
             f"this {self.kind} is damaged: {self.reason}"
 
 
+class UnreadableFeatureError(CorruptFileError):
+    """A file that holds together but uses something filtergrid does not read (an element type, a
+    quantization scheme, a pickle opcode): ``model.onnx: filtergrid cannot read this ONNX file: <what>``."""
+
+    def _compose(self) -> str:
+        if not self.kind:
+            return FiltergridError._compose(self)
+        return f"{self.path}: filtergrid cannot read this {self.kind}: {self.reason}"
+
+
 class UnsafeFileError(FiltergridError):
     """The file asks for something filtergrid refuses to do: run code, read outside its folder."""
 
@@ -110,6 +120,8 @@ def plain(error: BaseException) -> str:
     for words, meaning in _PLAIN_WORDS:
         if words in text:
             return meaning
+    if isinstance(error, (AttributeError, NameError, AssertionError, ArithmeticError, TypeError)):
+        return "its contents are not what filtergrid expects"  # Python's own words would name our code
     if isinstance(error, OSError) and error.errno == errno.EINVAL:
         return "a position in it lies outside the file"
     if _OPCODE.match(text):  # pickle's "BINBYTES8 exceeds ...", "STACK_GLOBAL requires str"

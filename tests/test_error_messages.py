@@ -12,7 +12,7 @@ import pytest
 
 from filtergrid.converters import FORMATS
 from filtergrid.converters.protowire import iter_fields, part
-from filtergrid.errors import CorruptFileError, plain
+from filtergrid.errors import CorruptFileError, UnreadableFeatureError, plain
 
 #: ``inspect`` words the same failures as ``render`` (both open the model the same way); it runs on
 #: the inputs whose failures are not the generic truncations and flips, to keep this test short.
@@ -37,7 +37,7 @@ def test_every_error_line_of_the_corpus_is_in_the_users_terms(tmp_path):
     "filtergrid: error: m.tflite: error: unpack_from requires a buffer of at least 4 bytes",
     "filtergrid: error: m.caffemodel: NetParameter: file ends inside a varint at byte 1",
     "filtergrid: error: internal error (<class 'KeyError'>)",
-    "filtergrid: error: " + "x" * 700,
+    "filtergrid: error: " + "x" * 1300,
     "Traceback (most recent call last):",
 ])
 def test_the_checker_catches_internal_words(line):
@@ -62,6 +62,9 @@ def test_damaged_files_share_one_wording():
     error = CorruptFileError("it ends early", path="m.onnx", format="onnx")
     error.kind = next(f for f in FORMATS if f.name == "onnx").kind
     assert error._compose() == "m.onnx: this ONNX file is damaged: it ends early"
+    unread = UnreadableFeatureError("blocked quantization is not supported", path="m.onnx", format="onnx")
+    unread.kind = error.kind
+    assert unread._compose() == "m.onnx: filtergrid cannot read this ONNX file: blocked quantization is not supported"
     assert all(f.kind and "(" not in f.kind for f in FORMATS), "every format needs a short name in converters.KINDS"
 
 
@@ -71,6 +74,7 @@ def test_damaged_files_share_one_wording():
     (UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"), "bytes at position 0 are not text (UTF-8)"),
     (KeyError("weight_map"), "it has no 'weight_map' entry"),
     (KeyError("Unable to synchronously open object (bad heap free list)"), "bad heap free list"),
+    (AttributeError("module 'filtergrid.dtypes' has no attribute 'X'"), "its contents are not what filtergrid expects"),
 ])
 def test_library_exceptions_in_plain_words(error, words):
     assert plain(error) == words

@@ -47,10 +47,6 @@ class Format:
     def load_module(self) -> ModuleType:
         return importlib.import_module(self.module)
 
-    def cannot_read(self, reason: str) -> str:
-        """The message for a file of this format filtergrid recognises but will not read."""
-        return f"this is a {self.title} file; filtergrid cannot read it because {reason}"
-
     def could_be(self, probe: Probe) -> bool:
         return not self.heads or probe.head.startswith(self.heads)
 

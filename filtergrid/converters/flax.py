@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import dtypes, limits
 from ..bank import TensorInfo
-from ..errors import CorruptFileError, TensorNotFoundError, plain
+from ..errors import CorruptFileError, TensorNotFoundError, UnreadableFeatureError, plain
 from ..layout import CHANNELS_LAST
 from ..safeio import ModelPath, model_path
 from .base import Probe, natural_key, prefer_layer_weights, tensor_info
@@ -77,7 +77,7 @@ def _leaves(tree, prefix: str = "", depth: int = 0):
         yield prefix, tree
     elif isinstance(tree, dict):
         if tree.get("__msgpack_chunked_array__"):
-            raise CorruptFileError(f"{prefix!r} is a chunked array (over 1 GiB); filtergrid does not join chunks")
+            raise UnreadableFeatureError(f"{prefix!r} is a chunked array (over 1 GiB); filtergrid does not join chunks")
         for key, value in tree.items():
             yield from _leaves(value, f"{prefix}/{key}" if prefix else str(key)[:256], depth + 1)
     elif isinstance(tree, (list, tuple)):

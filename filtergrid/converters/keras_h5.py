@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import dtypes, limits
 from ..bank import TensorInfo
-from ..errors import CorruptFileError, FiltergridError, UnsafeFileError, plain
+from ..errors import CorruptFileError, FiltergridError, UnreadableFeatureError, UnsafeFileError, plain
 from ..firstlayer import order_by_evidence
 from ..layout import CHANNELS_LAST
 from ..remote import RemotePath
@@ -153,7 +153,7 @@ def checked_dataset(ds, name: str):
     variable-length type means reading a global heap.
     """
     if ds.dtype.kind not in "fiub":
-        raise CorruptFileError(f"dataset {name!r} has non-numeric type {ds.dtype}")
+        raise UnreadableFeatureError(f"dataset {name!r} has non-numeric type {ds.dtype}")
     if ds.external:
         raise UnsafeFileError(f"dataset {name!r} keeps its data in other files ({ds.external[0][0]!r}); "
                               "filtergrid reads nothing outside the model file")

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import dtypes, limits
 from ..bank import TensorInfo
-from ..errors import CorruptFileError, FiltergridError, UnsafeFileError
+from ..errors import CorruptFileError, FiltergridError, UnreadableFeatureError, UnsafeFileError
 from ..safeio import (
     ModelPath,
     check_extent,
@@ -237,7 +237,7 @@ class OpenVINOReader:
         element = layer.data.get("element_type", "")
         dtype = ELEMENT_TYPES.get(element)
         if dtype is None:
-            raise CorruptFileError(f"Const {layer.name!r} has element type {element[:20]!r}, not supported")
+            raise UnreadableFeatureError(f"Const {layer.name!r} has element type {element[:20]!r}, not supported")
         text = layer.data.get("shape", "")
         try:
             shape = tuple(int(d) for d in text.split(",") if d.strip())

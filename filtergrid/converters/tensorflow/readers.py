@@ -13,7 +13,7 @@ import numpy as np
 
 from ... import dtypes, limits
 from ...bank import TensorInfo
-from ...errors import CorruptFileError
+from ...errors import CorruptFileError, UnreadableFeatureError
 from ...layout import CHANNELS_LAST
 from ...safeio import (  # graphs are walked whole: a remote one is read once
     ModelPath,
@@ -366,7 +366,7 @@ def _tensor_values(buf, tensor: tuple[int, int], dtype: str, shape: tuple[int, .
         return dtypes.native(dtypes.from_buffer(bytes(buf[a:b]), dtype, dims), dtype)
     number, encoding = _VALUE_FIELDS.get(dtype, (0, ""))
     if not number:
-        raise CorruptFileError(f"{what} holds {dtype}, not numbers filtergrid decodes")
+        raise UnreadableFeatureError(f"{what} holds {dtype}, not numbers filtergrid decodes")
     count = math.prod(dtypes.check_shape(shape))
     values = _repeated(buf, tensor, number, encoding, what)
     if values.size == 1 and count > 1:  # TensorFlow repeats the last value: bounded by the file's size
