@@ -91,7 +91,7 @@ def plan(models: list[Found], options: AuditOptions, report: Report) -> list[dic
                 "out": os.path.abspath(options.out), "grid": grid_name(path), "render": options.render,
                 "max_memory_text": options.max_memory_text}
         if remote:  # the worker reads the store itself; the URL keeps any credentials it was given
-            task.update(url=found.path, size=found.size, etag=found.etag)
+            task.update(url=found.path, size=found.size, etag=found.etag, probed=found.probed)
         tasks.append((size, task))
     tasks.sort(key=lambda sized: -sized[0])
     return [task for _, task in tasks]
