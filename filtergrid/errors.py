@@ -34,25 +34,26 @@ class UnsupportedFormatError(FiltergridError):
 class CorruptFileError(FiltergridError):
     """The file claims to be a format but its bytes do not hold together.
 
-    Every format words it the same way: ``model.onnx: this ONNX file is damaged: <reason>``, so a
-    reason says only what is wrong and where ("it ends in the middle of the graph (at byte 3 of 120)").
+    Every format words it the same way, ``model.onnx: this ONNX file is damaged: <reason>``, so a
+    reason says only what is wrong and where: "it ends in the middle of the model (a piece of 18,565
+    bytes at byte 23, 1,977 bytes left, in a file of 2,000 bytes)".
     """
+
+    #: How the sentence starts once ``api`` knows the format (``kind``: "ONNX file").
+    WORDING = "this {kind} is damaged"
 
     def _compose(self) -> str:
         if not self.kind:
             return super()._compose()
-        return f"{self.path}: this {self.kind} is damaged: {self.reason}" if self.path else \
-            f"this {self.kind} is damaged: {self.reason}"
+        said = f"{self.WORDING.format(kind=self.kind)}: {self.reason}"
+        return f"{self.path}: {said}" if self.path else said
 
 
 class UnreadableFeatureError(CorruptFileError):
     """A file that holds together but uses something filtergrid does not read (an element type, a
     quantization scheme, a pickle opcode): ``model.onnx: filtergrid cannot read this ONNX file: <what>``."""
 
-    def _compose(self) -> str:
-        if not self.kind:
-            return FiltergridError._compose(self)
-        return f"{self.path}: filtergrid cannot read this {self.kind}: {self.reason}"
+    WORDING = "filtergrid cannot read this {kind}"
 
 
 class UnsafeFileError(FiltergridError):
@@ -83,8 +84,9 @@ class CompanionFileError(UnknownFormatError):
     """The file is one part of a model whose main file is another (a Darknet .cfg, an ncnn .bin)."""
 
 
-#: h5py's "Unable to synchronously open object (bad version ...)": libhdf5's reason is the part in brackets.
+#: pickle names its instructions in capitals: "BINBYTES8 exceeds ...", "STACK_GLOBAL requires str".
 _OPCODE = re.compile(r"[A-Z][A-Z_0-9]{3,} ")
+#: h5py's "Unable to synchronously open object (bad version ...)": libhdf5's reason is the part in brackets.
 _LIBRARY_PREFIX = re.compile(r"^(?:Unable to|Can't|Link iteration failed)[^(]*\(|\)$")
 
 #: Library exceptions whose own words mean nothing to someone holding a model: what they say instead.
@@ -124,7 +126,7 @@ def plain(error: BaseException) -> str:
         return "its contents are not what filtergrid expects"  # Python's own words would name our code
     if isinstance(error, OSError) and error.errno == errno.EINVAL:
         return "a position in it lies outside the file"
-    if _OPCODE.match(text):  # pickle's "BINBYTES8 exceeds ...", "STACK_GLOBAL requires str"
+    if _OPCODE.match(text):
         return "one of its instructions is malformed"
     text = _LIBRARY_PREFIX.sub("", text[1:-1] if text[:1] == text[-1:] == "'" else text).strip(" .")
     return (text[:200] or "its contents do not fit together").replace("Bad CRC-32", "a checksum does not match")
