@@ -31,7 +31,7 @@ import numpy as np
 
 from .. import dtypes, limits
 from ..bank import TensorInfo
-from ..errors import CorruptFileError, UnsafeFileError
+from ..errors import CorruptFileError, UnsafeFileError, plain
 from ..remote import RemotePath
 from ..safeio import ModelPath, model_path, resolve_inside
 from . import unsupported
@@ -191,7 +191,7 @@ def parse_zarray(raw: bytes, name: str) -> _Zarray:
     try:
         meta = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise CorruptFileError(f"{name!r}: .zarray is not valid JSON ({type(e).__name__})") from None
+        raise CorruptFileError(f"{name!r}: .zarray is not valid JSON: {plain(e)}") from None
     if not isinstance(meta, dict) or meta.get("zarr_format") != 2:
         raise CorruptFileError(f"{name!r}: .zarray is not zarr v2 metadata")
     stored_dtype = meta.get("dtype")
@@ -263,7 +263,7 @@ def _read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_bytes())
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise CorruptFileError(f"{path.name} is not valid JSON ({type(e).__name__})") from None
+        raise CorruptFileError(f"{path.name} is not valid JSON: {plain(e)}") from None
     if not isinstance(data, dict):
         raise CorruptFileError(f"{path.name} is not a JSON object")
     return data
