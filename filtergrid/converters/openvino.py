@@ -298,6 +298,8 @@ class OpenVINOReader:
         return list(self._infos)
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
+        """``rows`` is ignored (the contract allows it): a weight's decompression subgraph runs whole,
+        its size bounded by ``MAX_TENSOR_BYTES``; first layers are small."""
         weight = self._weights.get(name)
         if weight is None:
             raise not_found(name)

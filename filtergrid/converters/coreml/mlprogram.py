@@ -246,8 +246,9 @@ class ProgramWalk:
         output = _tensor(op.output_types[name], what)
         position = op.outputs.index(name)
         dtype = _stored_dtype(op.type, params[stored][1], params)
-        inner = params[stored][2] if "behind" in params[stored][2] else ""
-        how = f" ({dtype}, behind {op.type}{inner})"
+        inner = params[stored][2]  # " (uint2, behind constexpr_lut_to_sparse)" when the codes are computed too
+        chain = f" <- {inner[inner.index('behind ') + 7:-1]}" if "behind " in inner else ""
+        how = f" ({dtype}, behind {op.type}{chain})"
         unreadable = next((found[2] for found in params.values() if found is not None and found[3] is None), None)
         if unreadable is not None:
             return name, Tensor(dtype, output.shape, output.value), f"{op.type} of a value computed by {unreadable}", None
