@@ -210,18 +210,44 @@ def unpack_bits(packed, nbits: int, count: int, order: str = "msb") -> np.ndarra
     return (bits << powers.astype(np.uint8)).sum(axis=1, dtype=np.uint16).astype(np.uint8)
 
 
-def packed_nbytes(shape, dtype: str) -> int:
-    """Bytes a tensor of a sub-byte type occupies (its last byte may be part-filled)."""
-    return math.ceil(math.prod(check_shape(shape)) * PACKED[dtype] / 8)
+def packed_nbytes(shape, dtype: str, order: str = "lsb") -> int:
+    """Bytes a tensor of a sub-byte type occupies (its last byte, or 3-byte group, may be part-filled)."""
+    count, nbits = math.prod(check_shape(shape)), PACKED[dtype]
+    if order == "split":
+        return math.ceil(count / (24 // nbits)) * 3
+    return math.ceil(count * nbits / 8)
 
 
 def unpack(packed, dtype: str, shape, order: str) -> np.ndarray:
-    """A tensor of a sub-byte type (:data:`PACKED`) as one code per byte; ``int4`` sign-extended to int8."""
+    """A tensor of a sub-byte type (:data:`PACKED`) as one code per byte; ``int4`` sign-extended to int8.
+
+    ``order`` is :func:`unpack_bits`' ``"msb"``/``"lsb"``, or ``"split"``: OpenVINO's ``u3``/``u6``,
+    whose every 3 bytes hold 24 / nbits codes, their low bits in the first two bytes and their top bits
+    in the third (each part packed high bits first, as OpenVINO's CPU plugin and ``openvino.helpers``
+    unpack them).
+    """
     dims = check_shape(shape)
-    codes = unpack_bits(packed, PACKED[dtype], math.prod(dims), order).reshape(dims)
+    count, nbits = math.prod(dims), PACKED[dtype]
+    codes = _unpack_split(packed, nbits, count) if order == "split" else unpack_bits(packed, nbits, count, order)
+    codes = codes.reshape(dims)
     if dtype == "int4":
         return ((codes ^ 8).astype(np.int8) - 8).astype(np.int8)
     return codes
+
+
+def _unpack_split(packed, nbits: int, count: int) -> np.ndarray:
+    if nbits not in (3, 6):
+        raise CorruptFileError(f"{nbits}-bit codes in 3-byte groups (only 3 and 6 bits are)")
+    per_group = 24 // nbits
+    groups = math.ceil(count / per_group)
+    data = np.frombuffer(packed, dtype=np.uint8)
+    if data.size < groups * 3:
+        raise CorruptFileError(f"{count:,} codes of {nbits} bits need {groups * 3:,} bytes, {data.size:,} are stored")
+    data = data[:groups * 3].reshape(groups, 3)
+    low_bits = 16 // per_group
+    low = unpack_bits(data[:, :2].tobytes(), low_bits, groups * per_group, "msb")
+    high = unpack_bits(data[:, 2].tobytes(), 8 // per_group, groups * per_group, "msb")
+    return (low | (high << low_bits))[:count]
 
 
 def scale_offset(q: np.ndarray, scale, offset, axis: int = 0) -> np.ndarray:
@@ -256,6 +282,7 @@ def lookup(codes: np.ndarray, table, vector_axis: int | None = None) -> np.ndarr
         raise CorruptFileError(f"a lookup-table grid {list(grid)} does not divide codes of shape {list(codes.shape)}")
     if codes.size and int(codes.max()) >= palettes:
         raise CorruptFileError(f"a code {int(codes.max())} indexes a table of {palettes} values")
+    check_shape((*codes.shape, vector))  # vectors multiply the codes: bounded before expanding
     group = np.zeros(codes.shape, dtype=np.intp)
     for axis, (n, g) in enumerate(zip(codes.shape, grid)):
         shape = [1] * codes.ndim

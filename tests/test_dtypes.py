@@ -99,6 +99,11 @@ def test_unpack_sub_byte_codes_in_either_bit_order():
     assert dtypes.unpack(bytes([0xF8, 0x7E]), "int4", (2, 2), "lsb").tolist() == [[-8, -1], [-2, 7]]
     assert dtypes.unpack(bytes([0xFF]), "uint3", (2,), "lsb").tolist() == [7, 7]  # 6 of 8 bits used
     assert dtypes.packed_nbytes((3, 3), "uint4") == 5
+    # OpenVINO u3/u6 in 3-byte groups; the codes are what OpenVINO 2026.4's CPU plugin decodes from these bytes
+    groups = bytes([0b00011011, 0b11100100, 0b10101010, 0x12, 0x34, 0x0F])
+    assert dtypes.unpack(groups, "uint3", (16,), "split").tolist() == [4, 1, 6, 3, 7, 2, 5, 0, 0, 1, 0, 2, 4, 7, 5, 4]
+    assert dtypes.unpack(groups, "uint6", (8,), "split").tolist() == [33, 43, 46, 36, 1, 2, 51, 52]
+    assert dtypes.packed_nbytes((10,), "uint3", "split") == 6
     with pytest.raises(CorruptFileError, match="need 2 bytes, 1 are stored"):
         dtypes.unpack(bytes([0x21]), "uint4", (3,), "lsb")
 
@@ -143,3 +148,10 @@ def test_sparse_to_dense_fills_set_bits_in_order():
     np.testing.assert_array_equal(dtypes.sparse_to_dense(np.array([5.0, 6.0]), mask), [[5, 0], [0, 6]])
     with pytest.raises(CorruptFileError, match="2 set bits for 3 values"):
         dtypes.sparse_to_dense(np.array([5.0, 6.0, 7.0]), mask)
+
+
+def test_vector_tables_are_bounded_before_they_expand(monkeypatch):
+    monkeypatch.setattr(limits, "MAX_TENSOR_BYTES", 1000)
+    codes = np.zeros((10, 10), dtype=np.uint8)  # 400 float32 bytes: under the limit
+    with pytest.raises(LimitError, match="MAX_TENSOR_BYTES"):
+        dtypes.lookup(codes, np.zeros((1, 1, 1, 100)), vector_axis=0)  # 100 values per code: 40,000 bytes

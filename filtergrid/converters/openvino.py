@@ -31,16 +31,15 @@ from ..safeio import (
 )
 from .base import Probe, not_found
 
-#: OpenVINO element types -> filtergrid dtypes. ``u3``/``u6`` (NNCF INT3/INT6) are packed in a
-#: transposed bit layout and are not read.
+#: OpenVINO element types -> filtergrid dtypes.
 ELEMENT_TYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16", "f64": "float64", "i8": "int8",
                  "i16": "int16", "i32": "int32", "i64": "int64", "u8": "uint8", "u16": "uint16", "u32": "uint32",
                  "u64": "uint64", "boolean": "bool", "f8e4m3": "float8_e4m3fn", "f8e5m2": "float8_e5m2",
                  "f8e8m0": "float8_e8m0", "u1": "uint1", "u2": "uint2", "u4": "uint4", "i4": "int4", "nf4": "nf4",
-                 "f4e2m1": "float4_e2m1"}
-#: Sub-byte types are packed first element in the low bits of a byte, except ``u1`` (high bit first),
-#: as OpenVINO's CPU plugin decodes them.
-_MSB_FIRST = {"uint1"}
+                 "f4e2m1": "float4_e2m1", "u3": "uint3", "u6": "uint6"}
+#: How sub-byte types are packed, as OpenVINO's CPU plugin decodes them: first element in the low bits
+#: of a byte, except ``u1`` (high bit first) and ``u3``/``u6`` (3-byte groups, :func:`dtypes.unpack`).
+_PACKING = {"uint1": "msb", "uint3": "split", "uint6": "split"}
 #: Weight-bearing layer types: weight input index and layout by weight rank.
 WEIGHT_OPS = {"Convolution": {3: "OIK", 4: "OIHW", 5: "OIDHW"}, "GroupConvolution": {5: "OIHW"},
               "ConvolutionBackpropData": {4: "IOHW"}, "MatMul": {2: "IO"}}
@@ -262,13 +261,13 @@ class OpenVINOReader:
         except (KeyError, ValueError):
             raise CorruptFileError(f"Const {layer.name!r} has no valid offset/size") from None
         check_extent(offset, size, len(self._map), f"Const {layer.name!r}")
-        packed = dtype in dtypes.PACKED
-        need = dtypes.packed_nbytes(shape, dtype) if packed else dtypes.nbytes(shape, dtype)
+        packed, order = dtype in dtypes.PACKED, _PACKING.get(dtype, "lsb")
+        need = dtypes.packed_nbytes(shape, dtype, order) if packed else dtypes.nbytes(shape, dtype)
         if size != need:
             raise CorruptFileError(f"Const {layer.name!r}: {list(shape)} {dtype} needs {need:,} bytes, size says {size:,}")
         data = window(self._map, offset, size)
         if packed:
-            stored = dtypes.unpack(data, dtype, shape, "msb" if dtype in _MSB_FIRST else "lsb")
+            stored = dtypes.unpack(data, dtype, shape, order)
         else:
             stored = dtypes.from_buffer(data, dtype, shape)
         return dtypes.native(stored, dtype)

@@ -21,11 +21,11 @@ METADATA = struct.Struct("<IIQQ")  # sentinel, data type, size in bytes, data of
 RECORD_BYTES = 64
 SENTINEL = 0xDEADBEEF
 STORAGE_VERSION = 2
-#: BlobDataType (MILBlob/Blob/BlobDataType.hpp) -> filtergrid dtype. Sub-byte types (8-11, as
-#: coremltools 9 writes them) are packed low bits first; uint3/uint6 (12/13) have no fixture and are not read.
+#: BlobDataType (MILBlob/Blob/BlobDataType.hpp) -> filtergrid dtype; sub-byte types (8-13, as
+#: coremltools 9 writes them) are packed back to back, low bits first.
 BLOB_DTYPES = {1: "float16", 2: "float32", 3: "uint8", 4: "int8", 5: "bfloat16", 6: "int16", 7: "uint16",
-               8: "int4", 9: "uint1", 10: "uint2", 11: "uint4", 14: "int32", 15: "uint32", 16: "float8_e4m3fn",
-               17: "float8_e5m2"}
+               8: "int4", 9: "uint1", 10: "uint2", 11: "uint4", 12: "uint3", 13: "uint6", 14: "int32",
+               15: "uint32", 16: "float8_e4m3fn", 17: "float8_e5m2"}
 
 
 def looks_like_blob(head: bytes) -> bool:
