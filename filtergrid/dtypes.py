@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import Literal
 
 import numpy as np
 
@@ -330,3 +331,13 @@ def sparse_to_dense(nonzero: np.ndarray, mask: np.ndarray) -> np.ndarray:
     dense = np.zeros(mask.shape, dtype=nonzero.dtype)
     dense[mask] = nonzero
     return dense
+
+
+#: The byte orders a pickled ``numpy.dtype`` records in its state, spelled as ``newbyteorder`` takes them
+#: ('|' marks one-byte types, which have none).
+PICKLED_BYTE_ORDERS: dict[str, Literal["<", ">", "="]] = {"<": "<", ">": ">", "=": "=", "|": "="}
+
+
+def pickled_dtype(code: str, order: str) -> np.dtype:
+    """The dtype a pickle's ``numpy.dtype(code)`` plus its state's byte order stand for."""
+    return np.dtype(code).newbyteorder(PICKLED_BYTE_ORDERS[order])
