@@ -205,8 +205,8 @@ def unpack_bits(packed, nbits: int, count: int, order: str = "msb") -> np.ndarra
         raise CorruptFileError(f"{count:,} codes of {nbits} bits need {used:,} bytes, {data.size:,} are stored")
     if nbits == 8:
         return data[:count].copy()
-    bitorder = "little" if order == "lsb" else "big"
-    bits = np.unpackbits(data[:used], bitorder=bitorder)[:count * nbits].reshape(count, nbits)
+    stream = np.unpackbits(data[:used], bitorder="little" if order == "lsb" else "big")
+    bits = stream[:count * nbits].reshape(count, nbits)
     powers = np.arange(nbits) if order == "lsb" else np.arange(nbits - 1, -1, -1)
     return (bits << powers.astype(np.uint8)).sum(axis=1, dtype=np.uint16).astype(np.uint8)
 

@@ -285,10 +285,10 @@ class OpenVINOReader:
             if layer.type == "Const":
                 done[layer_id] = self._const(layer)
             else:
-                inputs = [self._evaluate(s, depth + 1, done) if s is not None else None for s in self._sources[layer_id]]
-                if any(a is None for a in inputs):
+                if any(s is None for s in self._sources[layer_id]):
                     raise CorruptFileError(f"{layer.type} layer {layer.name!r} has an unconnected input")
-                done[layer_id] = _apply(layer, inputs)
+                done[layer_id] = _apply(layer, [self._evaluate(s, depth + 1, done)
+                                                for s in self._sources[layer_id] if s is not None])
         return done[layer_id]
 
     # -- Reader ---------------------------------------------------------------------------------
@@ -327,7 +327,7 @@ def _apply(layer: _Layer, args: list[np.ndarray]) -> np.ndarray:
     if layer.type == "Reshape" and len(args) == 2:
         return _reshape(args[0], args[1], layer.data.get("special_zero", "false").lower() == "true")
     if layer.type == "Gather" and len(args) == 3:
-        return _gather(*args, layer.data.get("batch_dims", "0"))
+        return _gather(args[0], args[1], args[2], layer.data.get("batch_dims", "0"))
     if layer.type in _ARITHMETIC and len(args) == 2:
         dtypes.check_shape(np.broadcast_shapes(args[0].shape, args[1].shape))
         with np.errstate(all="ignore"):

@@ -55,9 +55,9 @@ class BlobFile:
         sentinel, blob_type, size, data = METADATA.unpack(window(self._map, offset, METADATA.size))
         if sentinel != SENTINEL:
             raise CorruptFileError(f"{what}: no blob metadata at byte {offset:,} (sentinel {sentinel:#x})")
-        stored = BLOB_DTYPES.get(blob_type, f"blob data type {blob_type}")
-        if stored != dtype:
-            raise CorruptFileError(f"{what}: the program says {dtype}, the blob at byte {offset:,} holds {stored}")
+        kind = BLOB_DTYPES.get(blob_type, f"blob data type {blob_type}")
+        if kind != dtype:
+            raise CorruptFileError(f"{what}: the program says {dtype}, the blob at byte {offset:,} holds {kind}")
         check_extent(data, size, self.size, f"{what}: blob data")
         packed = dtype in dtypes.PACKED
         need = dtypes.packed_nbytes(shape, dtype) if packed else dtypes.nbytes(shape, dtype)

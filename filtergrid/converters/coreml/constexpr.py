@@ -63,7 +63,7 @@ def lut_to_sparse(p: Params) -> tuple[np.ndarray, np.ndarray]:
     indices = dtypes.sparse_to_dense(p["indices_nonzero_data"], mask)
     vector_axis = _vector_axis(p)
     dense = dtypes.lookup(indices, p["lut"], vector_axis)
-    if dense.shape != mask.shape:  # vectors: each set bit stands for a whole vector
+    if vector_axis is not None and dense.shape != mask.shape:  # vectors: each set bit stands for a whole vector
         mask = np.repeat(mask, dense.shape[vector_axis] // mask.shape[vector_axis], axis=vector_axis)
     return mask, dense[mask != 0]
 
