@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 
 from . import limits
-from .errors import CorruptFileError
+from .errors import CorruptFileError, UnreadableFeatureError
 
 #: Storage dtype of each element type filtergrid can decode (bit patterns for the ones NumPy lacks).
 STORAGE: dict[str, np.dtype] = {
@@ -198,7 +198,7 @@ def unpack_bits(packed, nbits: int, count: int, order: str = "msb") -> np.ndarra
     byte, low nibble first). The packed bytes must hold them all.
     """
     if not 1 <= nbits <= 8:
-        raise CorruptFileError(f"{nbits}-bit codes are not supported (1 to 8 bits)")
+        raise UnreadableFeatureError(f"{nbits}-bit codes are not supported (1 to 8 bits)")
     data = np.frombuffer(packed, dtype=np.uint8)
     used = math.ceil(count * nbits / 8)
     if data.size < used:

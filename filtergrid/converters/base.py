@@ -22,7 +22,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 
 from ..bank import Producer, TensorInfo
-from ..errors import CorruptFileError, MissingExtraError, TensorNotFoundError
+from ..errors import CorruptFileError, MissingExtraError, TensorNotFoundError, plain
 from ..layout import Convention
 from ..safeio import ZIP_ERRORS, ModelPath, open_zip
 
@@ -61,7 +61,7 @@ class Probe:
             with open_zip(self.path) as z:
                 return tuple(z.namelist())
         except ZIP_ERRORS as e:
-            self.notes.append(f"zip: {' '.join(str(e).split())[:200]}")
+            self.notes.append(f"zip: {plain(e)}")
             return ()
 
 

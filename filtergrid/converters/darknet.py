@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import dtypes, limits
 from ..bank import Producer, TensorInfo
-from ..errors import CorruptFileError, TensorNotFoundError
+from ..errors import CorruptFileError, FiltergridError, TensorNotFoundError
 from ..safeio import ModelPath, map_whole, model_path, resolve_inside
 from .base import Probe, sibling_pair
 
@@ -186,6 +186,6 @@ def open(path: ModelPath) -> DarknetReader:  # noqa: A001 - the registry's verb
     path = model_path(path)
     pair = sibling_pair(path, ".cfg", ".weights")
     if pair is None:
-        raise CorruptFileError("a Darknet model is a .cfg and a .weights file of the same name, side by side")
+        raise FiltergridError("a Darknet model is a .cfg and a .weights file of the same name, side by side: one is missing")
     cfg, weights = (resolve_inside(path.parent, p.name, "Darknet file") for p in pair)
     return DarknetReader(cfg, weights)

@@ -22,12 +22,10 @@ import numpy as np
 
 from .. import dtypes, limits
 from ..bank import Producer, TensorInfo
-from ..errors import CorruptFileError
+from ..errors import CorruptFileError, UnreadableFeatureError
 from ..safeio import array_at, check_extent, map_readonly
-from . import BY_NAME
 from .base import Probe, is_weight, lookup, require
 
-_FORMAT = BY_NAME["gguf"]
 MAGIC = b"GGUF"
 VERSIONS = (2, 3)
 DEFAULT_ALIGNMENT = 32
@@ -141,9 +139,9 @@ class GGUFFile:
         h.take(4, "magic")
         file_version = self._about[b"version"] = h.u32("version")
         if file_version & 0xFFFF == 0:
-            raise CorruptFileError(_FORMAT.cannot_read("it is big-endian (only little-endian GGUF is supported)"))
+            raise UnreadableFeatureError("it is big-endian (only little-endian GGUF is supported)")
         if file_version not in VERSIONS:
-            raise CorruptFileError(_FORMAT.cannot_read(f"its version {file_version} is not supported (only {VERSIONS})"))
+            raise UnreadableFeatureError(f"its version {file_version} is not supported (only {VERSIONS})")
         n_tensors, n_kv = h.u64("tensor count"), h.u64("metadata count")
         limits.check("MAX_TENSORS", n_tensors, "tensors the GGUF header declares")
         h.count(n_kv, MIN_KV_BYTES, "metadata entries")

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import limits
 from ..bank import Producer, TensorInfo
-from ..errors import CorruptFileError
+from ..errors import CorruptFileError, plain
 from ..firstlayer import order_by_evidence
 from ..safeio import ModelPath, resolve_inside
 from .base import Probe, Reader, lookup, natural_key, producer_of, text_value
@@ -50,7 +50,7 @@ def shard_files(folder: ModelPath) -> tuple[str, list[ModelPath]]:
         try:
             weight_map = json.loads(path.read_text("utf-8"))["weight_map"]
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
-            raise CorruptFileError(f"{name} has no valid weight_map ({type(e).__name__})") from None
+            raise CorruptFileError(f"{name} has no valid weight_map: {plain(e)}") from None
         if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
             raise CorruptFileError(f"{name}: weight_map must map tensor names to shard file names")
         shards = list(dict.fromkeys(weight_map.values()))  # index order, each shard once
@@ -67,7 +67,7 @@ def read_config(folder: ModelPath) -> dict:
         with path.open("rb") as f:  # a local or a remote folder alike
             config = json.loads(f.read(limits.MAX_HEADER_BYTES))
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise CorruptFileError(f"config.json is not valid JSON ({type(e).__name__})") from None
+        raise CorruptFileError(f"config.json is not valid JSON: {plain(e)}") from None
     return config if isinstance(config, dict) else {}
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import dtypes, limits
 from ..bank import Producer, TensorInfo
-from ..errors import CorruptFileError, FiltergridError, UnsafeFileError
+from ..errors import CorruptFileError, FiltergridError, UnreadableFeatureError, UnsafeFileError, plain
 from ..firstlayer import order_by_evidence
 from ..layout import CHANNELS_LAST
 from ..remote import RemotePath
@@ -50,8 +50,7 @@ def hdf5_errors() -> Iterator[None]:
     except FiltergridError:
         raise
     except HDF5_ERRORS as e:
-        detail = " ".join(str(e).split())[:200] or "no detail"
-        raise CorruptFileError(f"damaged HDF5 structure ({type(e).__name__}: {detail})") from None
+        raise CorruptFileError(f"its HDF5 structure is damaged ({plain(e)})") from None
 
 #: Stored layout of a layer's kernel by Keras class (others follow the channels-last convention).
 KERNEL_LAYOUTS = {
@@ -159,7 +158,7 @@ def checked_dataset(ds, name: str):
     variable-length type means reading a global heap.
     """
     if ds.dtype.kind not in "fiub":
-        raise CorruptFileError(f"dataset {name!r} has non-numeric type {ds.dtype}")
+        raise UnreadableFeatureError(f"dataset {name!r} has non-numeric type {ds.dtype}")
     if ds.external:
         raise UnsafeFileError(f"dataset {name!r} keeps its data in other files ({ds.external[0][0]!r}); "
                               "filtergrid reads nothing outside the model file")
@@ -307,7 +306,7 @@ class KerasH5Reader:
                 self._file = h5py.File(fileobj if fileobj is not None else path, "r")  # libhdf5 reads a path itself
             except OSError as e:  # libhdf5's "file signature not found", "truncated file", ...
                 self._raw.close()
-                raise CorruptFileError(f"not a readable HDF5 file ({' '.join(str(e).split())[:200]})") from None
+                raise CorruptFileError(f"not a readable HDF5 file ({plain(e)})") from None
             try:
                 self._tree = H5Tree(self._file, self._raw)
                 self._variables = self._list_variables(config_json)

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import dtypes, limits
 from ..bank import Producer, TensorInfo
-from ..errors import CorruptFileError, UnsafeFileError
+from ..errors import CorruptFileError, FiltergridError, UnreadableFeatureError, UnsafeFileError
 from ..safeio import (
     ModelPath,
     check_extent,
@@ -261,7 +261,7 @@ class OpenVINOReader:
         element = layer.data.get("element_type", "")
         dtype = ELEMENT_TYPES.get(element)
         if dtype is None:
-            raise CorruptFileError(f"Const {layer.name!r} has element type {element[:20]!r}, not supported")
+            raise UnreadableFeatureError(f"Const {layer.name!r} has element type {element[:20]!r}, not supported")
         text = layer.data.get("shape", "")
         try:
             shape = tuple(int(d) for d in text.split(",") if d.strip())
@@ -274,7 +274,7 @@ class OpenVINOReader:
     def _const(self, layer: _Layer) -> np.ndarray:
         shape, dtype = self._const_shape(layer)
         if self._map is None:
-            raise CorruptFileError("the model's .bin file (its constants) is missing")
+            raise FiltergridError("the model's .bin file (its constants) is missing: it must lie beside the .xml, with the same name")
         try:
             offset, size = int(layer.data["offset"]), int(layer.data["size"])
         except (KeyError, ValueError):

@@ -74,7 +74,7 @@ class PaddleParamsReader:
     def __init__(self, path: ModelPath):
         limits.check("MAX_PICKLE_BYTES", path.stat().st_size, "Paddle .pdparams pickle")
         with path.open("rb") as f:
-            state = safepickle.load(f, what="Paddle .pdparams pickle")
+            state = safepickle.load(f, what="its pickled state dict")
         if not isinstance(state, dict):
             raise CorruptFileError("a .pdparams file holds a dict of arrays; this one holds something else")
         self._arrays: dict[str, np.ndarray] = {}

@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import dtypes, limits
 from ..bank import Producer, TensorInfo
-from ..errors import CorruptFileError, FiltergridError
+from ..errors import CorruptFileError, FiltergridError, plain
 from ..layout import PADDLE
 from ..safeio import ModelPath, array_at, check_extent, map_readonly, model_path, resolve_inside, window
 from .base import Probe, lookup, tensor_info, written_by
@@ -114,7 +114,7 @@ def _read_program_desc(data: bytes) -> _Program:
     desc = Message.parse(data, 0, len(data), "ProgramDesc")
     blocks = desc.messages(1, "block")
     if not blocks:
-        raise CorruptFileError("the ProgramDesc has no blocks")
+        raise CorruptFileError("the program has no blocks")
     block = blocks[0]
     params, feeds = {}, set()
     for var in block.messages(3, "var"):
@@ -142,7 +142,7 @@ def _program_version(version: Message | None) -> Producer | None:
 def _proto_param(kind: Message) -> _Param:
     desc = (kind.message(3, "dense tensor") or Message(kind.buf, "", {})).message(1, "tensor desc")
     if desc is None:
-        raise CorruptFileError("a persistable dense tensor has no TensorDesc")
+        raise CorruptFileError("a stored tensor has no tensor description")
     return _Param(tuple(desc.ints(2)), _proto_dtype(desc.int(1)))
 
 
@@ -178,7 +178,7 @@ def _read_pir(data: bytes) -> _Program:
             else:
                 program_ops.append(_pir_op(kind, op, outputs))
     except (ValueError, RecursionError, KeyError, IndexError, TypeError) as e:
-        raise CorruptFileError(f"not a PIR program ({type(e).__name__}: {str(e)[:80]})") from None
+        raise CorruptFileError(f"not a PIR program: {plain(e)}") from None
     version = document["base_code"].get("version") if isinstance(document.get("base_code"), dict) else None
     return _named(params, program_ops, feeds,
                   Producer.recorded(format_version=f"PIR version {version}" if isinstance(version, int) else ""))

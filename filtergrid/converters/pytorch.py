@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import dtypes, limits, safepickle
 from ..bank import Producer, TensorInfo
-from ..errors import CorruptFileError
+from ..errors import CorruptFileError, UnreadableFeatureError
 from ..layout import CHANNELS_FIRST
 from ..safeio import (
     ModelPath,
@@ -132,7 +132,7 @@ class TorchReader:
         """The strided view ``ref`` describes, as a (read-only) NumPy array of its stored element type."""
         element = QUANTIZED.get(ref.dtype, ref.dtype)
         if element not in dtypes.STORAGE:
-            raise CorruptFileError(f"element type {ref.dtype} is not supported")
+            raise UnreadableFeatureError(f"element type {ref.dtype} is not supported")
         dims = dtypes.check_shape(size)
         stored = dtypes.STORAGE[element].newbyteorder(">" if self.big_endian else "<")
         if math.prod(dims) == 0:

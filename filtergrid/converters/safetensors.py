@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import dtypes, limits
 from ..bank import Producer, TensorInfo
-from ..errors import CorruptFileError
+from ..errors import CorruptFileError, plain
 from ..export import MARKER, bank_listing, parse_record
 from ..firstlayer import order_by_evidence
 from ..layout import CHANNELS_FIRST
@@ -47,8 +47,8 @@ def read_index(path: Path, size: int, f) -> tuple[int, dict[str, tuple[str, tupl
     try:
         header = json.loads(f.read(n))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:  # ValueError: JSON, or a 5000-digit number
-        detail = "a number of thousands of digits" if "integer string conversion" in str(e) else " ".join(str(e).split())
-        raise CorruptFileError(f"header is not valid JSON ({detail[:200]})") from None
+        detail = "a number of thousands of digits" if "integer string conversion" in str(e) else plain(e)
+        raise CorruptFileError(f"header is not valid JSON ({detail})") from None
     if not isinstance(header, dict):
         raise CorruptFileError("header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}

@@ -239,7 +239,7 @@ def open(path: ModelPath) -> SklearnReader:  # noqa: A001 - the registry's verb
     path = model_path(path)
     size = path.stat().st_size
     with path.open("rb") as f:
-        root = safepickle.run(_JoblibUnpickler(f, size), "scikit-learn pickle")
+        root = safepickle.run(_JoblibUnpickler(f, size), "its pickled data")
     estimators = _estimators(root)
     if not estimators:
         raise CorruptFileError("scikit-learn pickle holds no estimator with weights (coefs_ or coef_)")

@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import dtypes, limits
 from ..bank import Producer, TensorInfo
-from ..errors import CorruptFileError
+from ..errors import CorruptFileError, UnreadableFeatureError, plain
 from ..layout import CHANNELS_LAST
 from ..safeio import ModelPath, check_extent, read_exact, resolve_inside
 from .base import Probe, lookup, tensor_info, text_value
@@ -67,7 +67,7 @@ class TFJSReader:
         try:
             model = json.loads(path.read_bytes())
         except (ValueError, RecursionError) as e:
-            raise CorruptFileError(f"model.json is not JSON ({type(e).__name__})") from None
+            raise CorruptFileError(f"model.json is not JSON: {plain(e)}") from None
         if not isinstance(model, dict) or not isinstance(model.get("weightsManifest"), list):
             raise CorruptFileError("model.json has no weightsManifest list")
         self._groups: list[list[ModelPath]] = []
@@ -143,7 +143,7 @@ def _weight(w, group: int, offset: int) -> _Weight:
         quant = {}
     stored = quant.get("dtype", dtype)
     if dtype not in _STORED or stored not in _STORED:
-        raise CorruptFileError(f"weight {name[:200]!r} is stored as {str(stored)[:40]}, which filtergrid does not read")
+        raise UnreadableFeatureError(f"weight {name[:200]!r} is stored as {str(stored)[:40]}, which filtergrid does not read")
     shape = dtypes.check_shape(w.get("shape", []))
     scale = minimum = None
     if stored in ("uint8", "uint16"):

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import dtypes, limits
 from ..bank import Producer, TensorInfo
-from ..errors import CorruptFileError
+from ..errors import CorruptFileError, plain
 from ..safeio import check_extent, map_whole
 from .base import Probe, lookup, require
 
@@ -58,8 +58,7 @@ def _flatbuffer_errors() -> Iterator[None]:
     try:
         yield
     except _MALFORMED as e:
-        detail = " ".join(str(e).split())[:200] or "no detail"
-        raise CorruptFileError(f"malformed TFLite flatbuffer ({type(e).__name__}: {detail})") from None
+        raise CorruptFileError(f"its flatbuffer is malformed: {plain(e)}") from None
 
 
 @dataclass(frozen=True)

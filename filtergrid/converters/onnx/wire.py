@@ -19,6 +19,7 @@ from ..protowire import (
     VARINT,
     iter_fields,
     packed_varints,
+    part,
     short_text,
     signed,
     text,
@@ -131,7 +132,7 @@ class ModelParser:
                 drive(self.function(a, b))
                 self.budget.end(b)
         if graph is None:
-            raise CorruptFileError("ModelProto has no graph (field 7)")
+            raise CorruptFileError("the model has no graph")
         self.budget.begin(graph[0])
         main = drive(self.graph(*graph, depth=0))
         self.budget.end(graph[1])
@@ -278,7 +279,7 @@ class ModelParser:
     @staticmethod
     def dims(dims: list[int], what: str) -> tuple[int, ...]:
         if len(dims) > _MAX_DIMS:
-            raise CorruptFileError(f"{what} has {len(dims)} dims")
+            raise CorruptFileError(f"{part(what)} has {len(dims)} dimensions")
         return tuple(signed(d) for d in dims)
 
     def varints(self, wire: int, a: int, b: int, what: str) -> list[int]:
@@ -288,7 +289,7 @@ class ModelParser:
             return [a]
         if wire == LEN and b - a <= _MAX_DIMS * MAX_VARINT_BYTES:
             return [int(v) for v in packed_varints(self.buf, a, b, what)]
-        raise CorruptFileError(f"{what} is not a short list of varints (wire type {wire}, {b - a:,} bytes)")
+        raise CorruptFileError(f"{part(what)} holds a value of the wrong kind where a short list of numbers belongs")
 
     def external(self, entries: list[tuple[int, int]]) -> dict[str, str]:
         """The key/value entries of external_data (location, offset, length)."""
@@ -310,7 +311,7 @@ class ModelParser:
             elif number == 3:
                 dims.extend(self.varints(wire, a, b, "SparseTensorProto.dims"))
         if len(parts) != 2:
-            raise CorruptFileError("SparseTensorProto lacks its values or indices")
+            raise CorruptFileError("a sparse tensor lacks its values or indices")
         values = parts[1]
         return StoredTensor(values.name, self.dims(dims, "SparseTensorProto"), values.data_type,
                             sparse=(values, parts[2]))

@@ -13,7 +13,7 @@ import numpy as np
 
 from ... import dtypes, limits
 from ...bank import Producer, TensorInfo
-from ...errors import CorruptFileError
+from ...errors import CorruptFileError, UnreadableFeatureError
 from ...layout import CHANNELS_LAST
 from ...safeio import (  # graphs are walked whole: a remote one is read once
     ModelPath,
@@ -194,7 +194,7 @@ class SavedModelReader(_Listing):
         buf = self._map
         meta = protos.first(buf, (0, len(buf)), 2, "SavedModel")
         if meta is None:
-            raise CorruptFileError("the SavedModel holds no MetaGraphDef")
+            raise CorruptFileError("the SavedModel holds no graph (no meta graph)")
         self._schema = protos.varint(buf, (0, len(buf)), 1, "SavedModel")
         self._versions = _tensorflow_versions(buf, meta)
         parser = GraphParser(buf)
@@ -345,7 +345,7 @@ class GraphDefReader(_Listing):
         versions = protos.first(buf, (0, len(buf)), 4, "GraphDef")  # VersionDef: producer (1)
         self._graph_version = protos.varint(buf, versions, 1, "VersionDef") if versions else None
         if not nodes:
-            raise CorruptFileError("the GraphDef has no nodes")
+            raise CorruptFileError("the graph has no nodes")
         hit = Walk(buf, parser.functions).first(nodes, _inputs(buf, nodes))
         if hit is not None and hit.weight and hit.weight[0] == "const":
             name, shape, dtype, read = _const(buf, hit.weight[1])
@@ -399,7 +399,7 @@ def _tensor_values(buf, tensor: tuple[int, int], dtype: str, shape: tuple[int, .
         return dtypes.native(dtypes.from_buffer(bytes(buf[a:b]), dtype, dims), dtype)
     number, encoding = _VALUE_FIELDS.get(dtype, (0, ""))
     if not number:
-        raise CorruptFileError(f"{what} holds {dtype}, not numbers filtergrid decodes")
+        raise UnreadableFeatureError(f"{what} holds {dtype}, not numbers filtergrid decodes")
     count = math.prod(dtypes.check_shape(shape))
     values = _repeated(buf, tensor, number, encoding, what)
     if values.size == 1 and count > 1:  # TensorFlow repeats the last value: bounded by the file's size
