@@ -24,6 +24,7 @@ STORAGE: dict[str, np.dtype] = {
     "bfloat16": np.dtype("<u2"),
     "float8_e4m3fn": np.dtype("u1"),
     "float8_e5m2": np.dtype("u1"),
+    "float8_e8m0": np.dtype("u1"),
     "int64": np.dtype("<i8"),
     "int32": np.dtype("<i4"),
     "int16": np.dtype("<i2"),
@@ -82,7 +83,12 @@ def from_buffer(buffer, dtype: str, shape, offset: int = 0) -> np.ndarray:
 
 
 #: Element types NumPy has no dtype for: stored as bit patterns, decoded to float32 when read.
-BIT_PATTERNS = ("bfloat16", "float8_e4m3fn", "float8_e5m2")
+BIT_PATTERNS = ("bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e8m0", "nf4", "float4_e2m1")
+#: Sub-byte element types: bits per element. Packed back to back with no padding between elements
+#: (in which bit order is the format's to say: :func:`unpack`); ``int4`` is two's complement, the
+#: 4-bit floats are codes into :func:`_code_table`.
+PACKED: dict[str, int] = {"uint1": 1, "uint2": 2, "uint3": 3, "uint4": 4, "uint6": 6, "int4": 4, "nf4": 4,
+                          "float4_e2m1": 4}
 
 
 def native(stored: np.ndarray, dtype: str) -> np.ndarray:
@@ -108,17 +114,35 @@ def to_float32(stored: np.ndarray, dtype: str | None = None) -> np.ndarray:
     if dtype == "bfloat16":
         return (np.asarray(stored, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
     if dtype in BIT_PATTERNS:
-        return _float8_table(dtype)[np.asarray(stored, dtype=np.uint8)]
+        return _code_table(dtype)[np.asarray(stored, dtype=np.uint8)]
     if dtype not in STORAGE and stored.dtype.kind not in "fiub":
         raise CorruptFileError(f"unsupported element type {dtype!r}")
     with np.errstate(over="ignore", invalid="ignore"):  # float64 beyond float32's range becomes inf, shown as such
         return np.asarray(stored).astype(np.float32, copy=False)
 
 
+#: NormalFloat4 (QLoRA; OpenVINO ``nf4``): the 16 quantiles of a unit normal, as OpenVINO decodes them.
+NF4_VALUES = (-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
+              -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
+              0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
+              0.7229568362236023, 1.0)
+
+
 @lru_cache(maxsize=None)
-def _float8_table(dtype: str) -> np.ndarray:
-    """All 256 values of an 8-bit float format (OCP FP8: E4M3FN has no inf, NaN at 0x7f/0xff)."""
+def _code_table(dtype: str) -> np.ndarray:
+    """All values of an 8- or 4-bit float format, indexed by code.
+
+    OCP FP8 (E4M3FN has no inf, NaN at 0x7f/0xff), OCP MX E8M0 (a power of two, 2**(e - 127), NaN at
+    0xff), OCP FP4 E2M1 (sign, 2 exponent bits, 1 mantissa bit, no inf/NaN) and NF4.
+    """
     bits = np.arange(256, dtype=np.uint16)
+    if dtype == "nf4":
+        return np.array(NF4_VALUES, dtype=np.float32)
+    if dtype == "float4_e2m1":
+        magnitude = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0], dtype=np.float32)
+        return np.concatenate([magnitude, -magnitude])
+    if dtype == "float8_e8m0":
+        return np.where(bits == 0xFF, np.nan, 2.0 ** (bits.astype(np.float64) - 127)).astype(np.float32)
     if dtype == "float8_e5m2":  # the high byte of a float16
         return (bits << 8).view(np.float16).astype(np.float32)
     sign = np.where(bits & 0x80, -1.0, 1.0)
@@ -165,22 +189,66 @@ def _per_axis(q: np.ndarray, scale: np.ndarray, zero: np.ndarray, axis: int,
     return scale.reshape(bshape), zero.reshape(bshape) if zero.size > 1 else zero.reshape(())
 
 
-def unpack_bits(packed, nbits: int, count: int) -> np.ndarray:
-    """``count`` unsigned ``nbits``-bit codes packed most significant bit first (Core ML, OpenVINO u4/u1).
+def unpack_bits(packed, nbits: int, count: int, order: str = "msb") -> np.ndarray:
+    """``count`` unsigned ``nbits``-bit codes packed back to back, as uint8 (nbits <= 8).
 
-    The packed bytes must hold them all; the result is uint8 (nbits <= 8).
+    ``order="msb"``: the first code sits in the most significant bits of the first byte (Core ML
+    NeuralNetwork, OpenVINO ``u1``); ``"lsb"``: in the least significant bits, each code's own bits
+    low first (Core ML ML Program blobs, OpenVINO ``u2``/``u4``/``i4``/``nf4``, two 4-bit codes a
+    byte, low nibble first). The packed bytes must hold them all.
     """
     if not 1 <= nbits <= 8:
         raise UnreadableFeatureError(f"{nbits}-bit codes are not supported (1 to 8 bits)")
     data = np.frombuffer(packed, dtype=np.uint8)
-    if data.size * 8 < count * nbits:
-        raise CorruptFileError(f"{count:,} codes of {nbits} bits need {math.ceil(count * nbits / 8):,} bytes, "
-                               f"{data.size:,} are stored")
+    used = math.ceil(count * nbits / 8)
+    if data.size < used:
+        raise CorruptFileError(f"{count:,} codes of {nbits} bits need {used:,} bytes, {data.size:,} are stored")
     if nbits == 8:
         return data[:count].copy()
-    bits = np.unpackbits(data[:math.ceil(count * nbits / 8)])[:count * nbits].reshape(count, nbits)
-    weights = (1 << np.arange(nbits - 1, -1, -1)).astype(np.uint8)
-    return (bits * weights).sum(axis=1, dtype=np.uint16).astype(np.uint8)
+    stream = np.unpackbits(data[:used], bitorder="little" if order == "lsb" else "big")
+    bits = stream[:count * nbits].reshape(count, nbits)
+    powers = np.arange(nbits) if order == "lsb" else np.arange(nbits - 1, -1, -1)
+    return (bits << powers.astype(np.uint8)).sum(axis=1, dtype=np.uint16).astype(np.uint8)
+
+
+def packed_nbytes(shape, dtype: str, order: str = "lsb") -> int:
+    """Bytes a tensor of a sub-byte type occupies (its last byte, or 3-byte group, may be part-filled)."""
+    count, nbits = math.prod(check_shape(shape)), PACKED[dtype]
+    if order == "split":
+        return math.ceil(count / (24 // nbits)) * 3
+    return math.ceil(count * nbits / 8)
+
+
+def unpack(packed, dtype: str, shape, order: str) -> np.ndarray:
+    """A tensor of a sub-byte type (:data:`PACKED`) as one code per byte; ``int4`` sign-extended to int8.
+
+    ``order`` is :func:`unpack_bits`' ``"msb"``/``"lsb"``, or ``"split"``: OpenVINO's ``u3``/``u6``,
+    whose every 3 bytes hold 24 / nbits codes, their low bits in the first two bytes and their top bits
+    in the third (each part packed high bits first, as OpenVINO's CPU plugin and ``openvino.helpers``
+    unpack them).
+    """
+    dims = check_shape(shape)
+    count, nbits = math.prod(dims), PACKED[dtype]
+    codes = _unpack_split(packed, nbits, count) if order == "split" else unpack_bits(packed, nbits, count, order)
+    codes = codes.reshape(dims)
+    if dtype == "int4":
+        return ((codes ^ 8).astype(np.int8) - 8).astype(np.int8)
+    return codes
+
+
+def _unpack_split(packed, nbits: int, count: int) -> np.ndarray:
+    if nbits not in (3, 6):
+        raise CorruptFileError(f"{nbits}-bit codes in 3-byte groups (only 3 and 6 bits are)")
+    per_group = 24 // nbits
+    groups = math.ceil(count / per_group)
+    data = np.frombuffer(packed, dtype=np.uint8)
+    if data.size < groups * 3:
+        raise CorruptFileError(f"{count:,} codes of {nbits} bits need {groups * 3:,} bytes, {data.size:,} are stored")
+    data = data[:groups * 3].reshape(groups, 3)
+    low_bits = 16 // per_group
+    low = unpack_bits(data[:, :2].tobytes(), low_bits, groups * per_group, "msb")
+    high = unpack_bits(data[:, 2].tobytes(), 8 // per_group, groups * per_group, "msb")
+    return (low | (high << low_bits))[:count]
 
 
 def scale_offset(q: np.ndarray, scale, offset, axis: int = 0) -> np.ndarray:
@@ -199,12 +267,70 @@ def scale_offset(q: np.ndarray, scale, offset, axis: int = 0) -> np.ndarray:
     return (q.astype(np.float64) * scale.reshape(shape) + offset.reshape(shape)).astype(np.float32)
 
 
-def lookup(codes: np.ndarray, table) -> np.ndarray:
-    """Palettized weights: each code indexes a table of values (Core ML lookup-table quantization)."""
-    table = np.asarray(table, dtype=np.float32).ravel()
-    if codes.size and int(codes.max()) >= table.size:
-        raise CorruptFileError(f"a code {int(codes.max())} indexes a table of {table.size} values")
-    return table[codes]
+def lookup(codes: np.ndarray, table, vector_axis: int | None = None) -> np.ndarray:
+    """Palettized weights: each code indexes a lookup table of values (Core ML, ncnn).
+
+    ``table`` is one flat table, or Core ML iOS18's grid of tables: shape ``(*grid, palettes,
+    vector)`` with one grid axis per axis of ``codes``, each dividing it (a block of codes shares a
+    table). A vector of ``vector`` > 1 values fills consecutive positions along ``vector_axis``.
+    """
+    codes = np.asarray(codes)
+    table = np.asarray(table)
+    if table.ndim <= 1:
+        table = table.reshape((1,) * codes.ndim + (-1, 1))
+    grid, (palettes, vector) = table.shape[:-2], table.shape[-2:]
+    if len(grid) != codes.ndim or any(g == 0 or n % g for n, g in zip(codes.shape, grid)):
+        raise CorruptFileError(f"a lookup-table grid {list(grid)} does not divide codes of shape {list(codes.shape)}")
+    if codes.size and int(codes.max()) >= palettes:
+        raise CorruptFileError(f"a code {int(codes.max())} indexes a table of {palettes} values")
+    check_shape((*codes.shape, vector))  # vectors multiply the codes: bounded before expanding
+    group = np.zeros(codes.shape, dtype=np.intp)
+    for axis, (n, g) in enumerate(zip(codes.shape, grid)):
+        shape = [1] * codes.ndim
+        shape[axis] = n
+        group = group * g + (np.arange(n) // (n // g)).reshape(shape)
+    values = table.reshape(-1, palettes, vector)[group, codes.astype(np.intp)]  # (*codes.shape, vector)
+    if vector == 1:
+        return values[..., 0]
+    if vector_axis is None or not -codes.ndim <= vector_axis < codes.ndim:
+        raise CorruptFileError(f"vectors of {vector} values with vector axis {vector_axis}")
+    axis = vector_axis % codes.ndim
+    out = list(codes.shape)
+    out[axis] *= vector
+    return np.moveaxis(values, -1, axis + 1).reshape(out)
+
+
+def blockwise(q: np.ndarray, scale, offset=None) -> np.ndarray:
+    """Block-wise affine dequantization ``scale * (q - offset)`` (Core ML iOS18, group-wise int4).
+
+    ``scale`` (and ``offset``) have ``q``'s rank; along each axis a block of ``q.shape[i] //
+    scale.shape[i]`` consecutive elements shares one. Computed in the scale's float type, as
+    coremltools' ``constexpr_blockwise_shift_scale.decompress`` does.
+    """
+    q = np.asarray(q)
+    scale = np.asarray(scale)
+    if scale.dtype.kind != "f":
+        raise CorruptFileError(f"block-wise scales of type {scale.dtype}")
+    if scale.ndim != q.ndim or any(s == 0 or n % s for n, s in zip(q.shape, scale.shape)):
+        raise CorruptFileError(f"scales of shape {list(scale.shape)} do not divide data of shape {list(q.shape)}")
+    if offset is not None and np.shape(offset) != scale.shape:
+        raise CorruptFileError(f"offsets of shape {list(np.shape(offset))}, scales of shape {list(scale.shape)}")
+    blocked = [d for s, n in zip(scale.shape, q.shape) for d in (s, n // s)]
+    per_block = [d for s in scale.shape for d in (s, 1)]
+    data = q.astype(scale.dtype).reshape(blocked)
+    if offset is not None:
+        data = data - np.asarray(offset).astype(scale.dtype).reshape(per_block)
+    return (scale.reshape(per_block) * data).reshape(q.shape)
+
+
+def sparse_to_dense(nonzero: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Pruned weights: ``nonzero`` values fill the set positions of ``mask`` in order, zeros elsewhere."""
+    nonzero, mask = np.asarray(nonzero).reshape(-1), np.asarray(mask) != 0
+    if int(mask.sum()) != nonzero.size:
+        raise CorruptFileError(f"a sparsity mask with {int(mask.sum()):,} set bits for {nonzero.size:,} values")
+    dense = np.zeros(mask.shape, dtype=nonzero.dtype)
+    dense[mask] = nonzero
+    return dense
 
 
 #: The byte orders a pickled ``numpy.dtype`` records in its state, spelled as ``newbyteorder`` takes them

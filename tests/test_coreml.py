@@ -55,9 +55,74 @@ def test_weight_blob_alone_is_recognised_not_sent_to_pytorch(cli) -> None:
     assert_one_line_error(cli("inspect", BLOB), "Core ML weight blob", "program_conv.mlpackage")
 
 
-def _copy_package(tmp_path: Path) -> tuple[Path, Path, Path]:
+@pytest.mark.parametrize(("stem", "dtype", "ops"), [
+    ("program_conv_lut4_ios16", "uint4", ["constexpr_lut_to_dense"]),
+    ("program_conv_lut2_grouped", "uint2", ["constexpr_lut_to_dense"]),
+    ("program_conv_sparse", "float16", ["constexpr_sparse_to_dense"]),
+    ("program_dense_int4_block", "int4", ["constexpr_blockwise_shift_scale"]),
+    ("program_conv_sparse_lut", "uint2", ["constexpr_sparse_to_dense", "constexpr_lut_to_sparse"]),
+    ("program_conv_sparse_int8", "int8", ["constexpr_sparse_to_dense", "constexpr_sparse_blockwise_shift_scale"]),
+])
+def test_compressed_program_weights_name_their_codes_and_ops(stem: str, dtype: str, ops: list[str]) -> None:
+    first = next(i for i in filtergrid.tensors(CORE_ML / f"{stem}.mlpackage") if i.candidate)
+    assert first.dtype == dtype and all(op in first.role for op in ops), first.role
+
+
+def _first_stored(stem: str) -> np.ndarray:
+    path = CORE_ML / f"{stem}.mlpackage"
+    with filtergrid.open_model(path) as (_, reader):
+        return reader.read(next(i for i in reader.tensors() if i.candidate).name)
+
+
+def test_grouped_and_vector_tables_apply_along_their_axes() -> None:
+    """A table per 2 output channels (at most 4 values in each pair of channels, more overall); a
+    vector table fills channel pairs (2k, 2k+1) with one of its 4 vectors."""
+    grouped = _first_stored("program_conv_lut2_grouped")
+    assert all(len(np.unique(grouped[k:k + 2])) <= 4 for k in (0, 2, 4)) and len(np.unique(grouped)) > 4
+    vector = _first_stored("program_conv_lut_vector")
+    pairs = {tuple(p) for p in vector.reshape(3, 2, 9).transpose(0, 2, 1).reshape(-1, 2)}
+    assert len(pairs) <= 4
+
+
+def _dims(*sizes: int) -> bytes:
+    """Serialized MIL tensor dimensions (Dimension{constant{size}} each), to find and change in a spec."""
+    return b"".join(bytes([0x1A, 0x04, 0x0A, 0x02, 0x08, size]) for size in sizes)
+
+
+@pytest.mark.parametrize(("stem", "old", "new", "needle"), [
+    ("program_conv_lut2_grouped", _dims(3, 1, 1, 1, 4, 1), _dims(1, 3, 1, 1, 4, 1), "does not divide"),
+    ("program_dense_int4_block", _dims(12, 4), _dims(4, 12), "do not divide"),
+    ("program_conv_uint4", _dims(6, 1, 3, 3), _dims(6, 1, 3, 4), "needs 36 bytes, the blob holds 27"),
+])
+def test_hostile_compressed_weights_give_one_line_errors(tmp_path: Path, cli, stem, old, new, needle) -> None:
+    package, spec, _ = _copy_package(tmp_path, CORE_ML / f"{stem}.mlpackage")
+    data = spec.read_bytes()
+    assert old in data
+    spec.write_bytes(data.replace(old, new, 1))  # the first: the stored codes' or table's own type
+    with pytest.raises(CorruptFileError, match=needle):
+        filtergrid.load(package)
+    assert_one_line_error(cli("render", package, "-o", tmp_path / "out.png"), needle)
+
+
+def test_decompression_op_used_before_it_is_computed_is_refused(tmp_path: Path) -> None:
+    """Swapping constexpr_lut_to_sparse and the constexpr_sparse_to_dense that reads its outputs."""
+    from filtergrid.converters.coreml import ML_PROGRAM
+    from filtergrid.converters.coreml.mlprogram import main_block
+    from filtergrid.converters.protomessage import Message
+
+    package, spec, _ = _copy_package(tmp_path, CORE_ML / "program_conv_sparse_lut.mlpackage")
+    data = spec.read_bytes()
+    program = Message.parse(data, 0, len(data), "model").message(ML_PROGRAM, "program")
+    ends = [b for _, _, b in main_block(program).fields[3]]  # op records follow each other
+    start, middle, end = ends[0], ends[1], ends[2]
+    spec.write_bytes(data[:start] + data[middle:end] + data[start:middle] + data[end:])
+    with pytest.raises(CorruptFileError, match="after it"):
+        filtergrid.load(package)
+
+
+def _copy_package(tmp_path: Path, source: Path = PACKAGE) -> tuple[Path, Path, Path]:
     package = tmp_path / "model.mlpackage"
-    shutil.copytree(PACKAGE, package)
+    shutil.copytree(source, package)
     data = package / "Data" / "com.apple.CoreML"
     return package, data / "model.mlmodel", data / "weights" / "weight.bin"
 

@@ -90,3 +90,68 @@ def test_per_axis_scales_with_one_zero_point_and_first_rows():
     first = dtypes.dequantize(q[:1], [1.0, 0.5], [4, 8], axis=0, length=2)  # row 0 uses scale 1, zero 4
     assert first.shape == (1, 2)
     np.testing.assert_array_equal(first, [[-4, 6]])
+
+
+def test_unpack_sub_byte_codes_in_either_bit_order():
+    assert dtypes.unpack_bits(bytes([0x21, 0x43]), 4, 4, "lsb").tolist() == [1, 2, 3, 4]  # low nibble first
+    assert dtypes.unpack_bits(bytes([0x21, 0x43]), 4, 4, "msb").tolist() == [2, 1, 4, 3]
+    assert dtypes.unpack_bits(bytes([0b00100111]), 2, 4, "lsb").tolist() == [3, 1, 2, 0]
+    assert dtypes.unpack(bytes([0xF8, 0x7E]), "int4", (2, 2), "lsb").tolist() == [[-8, -1], [-2, 7]]
+    assert dtypes.unpack(bytes([0xFF]), "uint3", (2,), "lsb").tolist() == [7, 7]  # 6 of 8 bits used
+    assert dtypes.packed_nbytes((3, 3), "uint4") == 5
+    # OpenVINO u3/u6 in 3-byte groups; the codes are what OpenVINO 2026.4's CPU plugin decodes from these bytes
+    groups = bytes([0b00011011, 0b11100100, 0b10101010, 0x12, 0x34, 0x0F])
+    assert dtypes.unpack(groups, "uint3", (16,), "split").tolist() == [4, 1, 6, 3, 7, 2, 5, 0, 0, 1, 0, 2, 4, 7, 5, 4]
+    assert dtypes.unpack(groups, "uint6", (8,), "split").tolist() == [33, 43, 46, 36, 1, 2, 51, 52]
+    assert dtypes.packed_nbytes((10,), "uint3", "split") == 6
+    with pytest.raises(CorruptFileError, match="need 2 bytes, 1 are stored"):
+        dtypes.unpack(bytes([0x21]), "uint4", (3,), "lsb")
+
+
+def test_four_bit_and_power_of_two_code_tables():
+    codes = np.arange(16, dtype=np.uint8)
+    e2m1 = dtypes.to_float32(codes, "float4_e2m1")
+    np.testing.assert_array_equal(e2m1[:8], [0, 0.5, 1, 1.5, 2, 3, 4, 6])
+    np.testing.assert_array_equal(e2m1[8:], -e2m1[:8])
+    nf4 = dtypes.to_float32(codes, "nf4")
+    assert nf4[0] == -1 and nf4[7] == 0 and nf4[15] == 1 and np.all(np.diff(nf4) > 0)
+    e8m0 = dtypes.to_float32(np.array([127, 128, 120, 255], dtype=np.uint8), "float8_e8m0")
+    np.testing.assert_array_equal(e8m0[:3], [1.0, 2.0, 2.0**-7])
+    assert np.isnan(e8m0[3])
+
+
+def test_lookup_tables_per_block_and_vectors():
+    codes = np.array([[0, 1], [1, 0], [0, 0], [1, 1]], dtype=np.uint8)
+    tables = np.array([[10.0, 11.0], [20.0, 21.0]]).reshape(2, 1, 2, 1)  # rows 0-1 and rows 2-3
+    np.testing.assert_array_equal(dtypes.lookup(codes, tables), [[10, 11], [11, 10], [20, 20], [21, 21]])
+    vectors = np.array([[1.0, 2.0], [3.0, 4.0]]).reshape(1, 1, 2, 2)  # code -> 2 values down axis 0
+    np.testing.assert_array_equal(dtypes.lookup(np.array([[0, 1]]), vectors, vector_axis=0), [[1, 3], [2, 4]])
+    with pytest.raises(CorruptFileError, match="does not divide"):
+        dtypes.lookup(codes, np.zeros((3, 1, 2, 1)))
+    with pytest.raises(CorruptFileError, match="indexes a table of 2"):
+        dtypes.lookup(codes + 1, tables)
+
+
+def test_blockwise_scales_and_offsets_repeat_over_their_blocks():
+    q = np.arange(8, dtype=np.int8).reshape(2, 4)
+    scale = np.array([[1.0, 10.0], [100.0, 1000.0]], dtype=np.float32)  # blocks of 1 row x 2 columns
+    out = dtypes.blockwise(q, scale, np.array([[0, 1], [0, 1]], dtype=np.int8))
+    np.testing.assert_array_equal(out, [[0, 1, 10, 20], [400, 500, 5000, 6000]])
+    with pytest.raises(CorruptFileError, match="do not divide"):
+        dtypes.blockwise(q, np.ones((2, 3), np.float32))
+    with pytest.raises(CorruptFileError, match="offsets of shape"):
+        dtypes.blockwise(q, scale, np.zeros((1, 2)))
+
+
+def test_sparse_to_dense_fills_set_bits_in_order():
+    mask = np.array([[1, 0], [0, 1]], dtype=np.uint8)
+    np.testing.assert_array_equal(dtypes.sparse_to_dense(np.array([5.0, 6.0]), mask), [[5, 0], [0, 6]])
+    with pytest.raises(CorruptFileError, match="2 set bits for 3 values"):
+        dtypes.sparse_to_dense(np.array([5.0, 6.0, 7.0]), mask)
+
+
+def test_vector_tables_are_bounded_before_they_expand(monkeypatch):
+    monkeypatch.setattr(limits, "MAX_TENSOR_BYTES", 1000)
+    codes = np.zeros((10, 10), dtype=np.uint8)  # 400 float32 bytes: under the limit
+    with pytest.raises(LimitError, match="MAX_TENSOR_BYTES"):
+        dtypes.lookup(codes, np.zeros((1, 1, 1, 100)), vector_axis=0)  # 100 values per code: 40,000 bytes

@@ -192,7 +192,7 @@ class NcnnReader:
             return dtypes.native(dtypes.from_buffer(self._buf, s.dtype, s.shape, s.offset), s.dtype)
         table = dtypes.from_buffer(self._buf, "float32", (256,), s.offset)
         indices = dtypes.from_buffer(self._buf, "uint8", s.shape, s.offset + 1024)
-        return table[indices]
+        return dtypes.lookup(indices, table)
 
     def close(self) -> None:
         self._buf.close()

@@ -31,10 +31,15 @@ from ..safeio import (
 )
 from .base import Probe, not_found
 
-#: OpenVINO element types -> filtergrid dtypes (packed 4-bit and 1-bit types are not read yet).
+#: OpenVINO element types -> filtergrid dtypes.
 ELEMENT_TYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16", "f64": "float64", "i8": "int8",
                  "i16": "int16", "i32": "int32", "i64": "int64", "u8": "uint8", "u16": "uint16", "u32": "uint32",
-                 "u64": "uint64", "boolean": "bool", "f8e4m3": "float8_e4m3fn", "f8e5m2": "float8_e5m2"}
+                 "u64": "uint64", "boolean": "bool", "f8e4m3": "float8_e4m3fn", "f8e5m2": "float8_e5m2",
+                 "f8e8m0": "float8_e8m0", "u1": "uint1", "u2": "uint2", "u4": "uint4", "i4": "int4", "nf4": "nf4",
+                 "f4e2m1": "float4_e2m1", "u3": "uint3", "u6": "uint6"}
+#: How sub-byte types are packed, as OpenVINO's CPU plugin decodes them: first element in the low bits
+#: of a byte, except ``u1`` (high bit first) and ``u3``/``u6`` (3-byte groups, :func:`dtypes.unpack`).
+_PACKING = {"uint1": "msb", "uint3": "split", "uint6": "split"}
 #: Weight-bearing layer types: weight input index and layout by weight rank.
 WEIGHT_OPS = {"Convolution": {3: "OIK", 4: "OIHW", 5: "OIDHW"}, "GroupConvolution": {5: "OIHW"},
               "ConvolutionBackpropData": {4: "IOHW"}, "MatMul": {2: "IO"}}
@@ -244,7 +249,7 @@ class OpenVINOReader:
             if layer.type == "Const":
                 return current, chain
             source = self._sources[current][0] if self._sources[current] else None
-            if layer.type not in ("Convert", "Reshape", *_ARITHMETIC) or source is None:
+            if layer.type not in ("Convert", "Reshape", "Gather", *_ARITHMETIC) or source is None:
                 raise CorruptFileError(f"the weight {self._layers[layer_id].name!r} is computed by a "
                                        f"{layer.type[:40]} layer, which filtergrid does not evaluate")
             if layer.type not in chain:
@@ -275,35 +280,35 @@ class OpenVINOReader:
         except (KeyError, ValueError):
             raise CorruptFileError(f"Const {layer.name!r} has no valid offset/size") from None
         check_extent(offset, size, len(self._map), f"Const {layer.name!r}")
-        need = dtypes.nbytes(shape, dtype)
+        packed, order = dtype in dtypes.PACKED, _PACKING.get(dtype, "lsb")
+        need = dtypes.packed_nbytes(shape, dtype, order) if packed else dtypes.nbytes(shape, dtype)
         if size != need:
             raise CorruptFileError(f"Const {layer.name!r}: {list(shape)} {dtype} needs {need:,} bytes, size says {size:,}")
-        stored = dtypes.from_buffer(window(self._map, offset, size), dtype, shape)
+        data = window(self._map, offset, size)
+        if packed:
+            stored = dtypes.unpack(data, dtype, shape, order)
+        else:
+            stored = dtypes.from_buffer(data, dtype, shape)
         return dtypes.native(stored, dtype)
 
-    def _evaluate(self, layer_id: str, depth: int = 0) -> np.ndarray:
-        """The value of a constant subgraph of Const/Convert/Reshape/Subtract/Multiply/Add layers."""
+    def _evaluate(self, layer_id: str, depth: int = 0, done: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """The value of a constant subgraph of Const/Convert/Reshape/Gather/Subtract/Multiply/Add layers.
+
+        ``done`` holds the layers already evaluated, so a layer several others share is computed once.
+        """
         if depth > limits.MAX_NESTING:
             raise limits.exceeded("MAX_NESTING", "constant subgraph deeper than")
-        layer = self._layers[layer_id]
-        if layer.type == "Const":
-            return self._const(layer)
-        inputs = [self._evaluate(s, depth + 1) if s is not None else None for s in self._sources[layer_id]]
-        args = [a for a in inputs if a is not None]
-        if len(args) != len(inputs):
-            raise CorruptFileError(f"{layer.type} layer {layer.name!r} has an unconnected input")
-        if layer.type == "Convert":
-            target = ELEMENT_TYPES.get(layer.data.get("destination_type", ""))
-            if target not in ("float16", "float32", "float64"):
-                raise CorruptFileError(f"a weight converted to {target or 'an unknown type'}")
-            return dtypes.to_float32(args[0])  # decompression runs in float32, as OpenVINO's CPU plugin does
-        if layer.type == "Reshape":
-            return _reshape(args[0], args[1], layer.data.get("special_zero", "false").lower() == "true")
-        if layer.type in _ARITHMETIC and len(args) == 2:
-            dtypes.check_shape(np.broadcast_shapes(args[0].shape, args[1].shape))
-            with np.errstate(all="ignore"):
-                return _ARITHMETIC[layer.type](*args)
-        raise CorruptFileError(f"cannot evaluate a {layer.type[:40]} layer with {len(args)} inputs")
+        done = {} if done is None else done
+        if layer_id not in done:
+            layer = self._layers[layer_id]
+            if layer.type == "Const":
+                done[layer_id] = self._const(layer)
+            else:
+                if any(s is None for s in self._sources[layer_id]):
+                    raise CorruptFileError(f"{layer.type} layer {layer.name!r} has an unconnected input")
+                done[layer_id] = _apply(layer, [self._evaluate(s, depth + 1, done)
+                                                for s in self._sources[layer_id] if s is not None])
+        return done[layer_id]
 
     # -- Reader ---------------------------------------------------------------------------------
 
@@ -314,6 +319,8 @@ class OpenVINOReader:
         return list(self._infos)
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
+        """``rows`` is ignored (the contract allows it): a weight's decompression subgraph runs whole,
+        its size bounded by ``MAX_TENSOR_BYTES``; first layers are small."""
         weight = self._weights.get(name)
         if weight is None:
             raise not_found(name)
@@ -333,6 +340,45 @@ class OpenVINOReader:
         if self._map is not None:
             with contextlib.suppress(BufferError):
                 self._map.close()
+
+
+def _apply(layer: _Layer, args: list[np.ndarray]) -> np.ndarray:
+    """One decompression op on constant inputs, exactly as the IR's opset defines it."""
+    if layer.type == "Convert" and len(args) == 1:
+        return _convert(args[0], layer.data.get("destination_type", ""))
+    if layer.type == "Reshape" and len(args) == 2:
+        return _reshape(args[0], args[1], layer.data.get("special_zero", "false").lower() == "true")
+    if layer.type == "Gather" and len(args) == 3:
+        return _gather(args[0], args[1], args[2], layer.data.get("batch_dims", "0"))
+    if layer.type in _ARITHMETIC and len(args) == 2:
+        dtypes.check_shape(np.broadcast_shapes(args[0].shape, args[1].shape))
+        with np.errstate(all="ignore"):
+            return _ARITHMETIC[layer.type](*args)
+    raise CorruptFileError(f"cannot evaluate a {layer.type[:40]} layer with {len(args)} inputs")
+
+
+def _convert(value: np.ndarray, destination: str) -> np.ndarray:
+    """``Convert``: to a float type rounded to its precision but kept in float32 (OpenVINO's CPU plugin
+    computes decompression in float32); to an integer type only when no value changes (codebook indices)."""
+    target = ELEMENT_TYPES.get(destination)
+    if target in ("float16", "float32", "float64"):
+        with np.errstate(over="ignore"):
+            return dtypes.to_float32(dtypes.to_float32(value).astype(target))
+    if target in dtypes.STORAGE and value.dtype.kind in "iu":
+        converted = value.astype(dtypes.STORAGE[target])
+        if np.array_equal(converted, value):
+            return converted
+    raise CorruptFileError(f"a weight converted from {value.dtype} to {target or repr(destination[:20])}")
+
+
+def _gather(data: np.ndarray, indices: np.ndarray, axis: np.ndarray, batch_dims: str) -> np.ndarray:
+    """``Gather`` from a 1-D codebook along axis 0 (NNCF codebook compression): a lookup table."""
+    if data.ndim != 1 or axis.size != 1 or int(axis.reshape(-1)[0]) not in (0, -1) or batch_dims != "0":
+        raise CorruptFileError(f"a weight gathered from a {list(data.shape)} table along axis "
+                               f"{axis.reshape(-1)[:2].tolist()}: only 1-D codebooks are read")
+    if indices.dtype.kind not in "iu" or (indices.size and int(indices.min()) < 0):
+        raise CorruptFileError("a codebook gathered with negative or non-integer indices")
+    return dtypes.lookup(indices, data)
 
 
 def _declared_shape(layer: _Layer) -> tuple[int, ...]:

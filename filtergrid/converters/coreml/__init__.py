@@ -151,6 +151,8 @@ class CoreMLReader:
         return list(self._infos)
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
+        """``rows`` is ignored (the contract allows it): a compressed weight (block scales, tables,
+        masks) is expanded whole, its size bounded by ``MAX_TENSOR_BYTES``."""
         entry = self._by_name.get(name)
         if entry is None:
             raise not_found(name)

@@ -21,9 +21,11 @@ METADATA = struct.Struct("<IIQQ")  # sentinel, data type, size in bytes, data of
 RECORD_BYTES = 64
 SENTINEL = 0xDEADBEEF
 STORAGE_VERSION = 2
-#: BlobDataType (MILBlob/Blob/BlobDataType.hpp) -> filtergrid dtype; sub-byte types are not read.
+#: BlobDataType (MILBlob/Blob/BlobDataType.hpp) -> filtergrid dtype; sub-byte types (8-13, as
+#: coremltools 9 writes them) are packed back to back, low bits first.
 BLOB_DTYPES = {1: "float16", 2: "float32", 3: "uint8", 4: "int8", 5: "bfloat16", 6: "int16", 7: "uint16",
-               14: "int32", 15: "uint32", 16: "float8_e4m3fn", 17: "float8_e5m2"}
+               8: "int4", 9: "uint1", 10: "uint2", 11: "uint4", 12: "uint3", 13: "uint6", 14: "int32",
+               15: "uint32", 16: "float8_e4m3fn", 17: "float8_e5m2"}
 
 
 def looks_like_blob(head: bytes) -> bool:
@@ -53,14 +55,16 @@ class BlobFile:
         sentinel, blob_type, size, data = METADATA.unpack(window(self._map, offset, METADATA.size))
         if sentinel != SENTINEL:
             raise CorruptFileError(f"{what}: no blob metadata at byte {offset:,} (sentinel {sentinel:#x})")
-        stored = BLOB_DTYPES.get(blob_type, f"blob data type {blob_type}")
-        if stored != dtype:
-            raise CorruptFileError(f"{what}: the program says {dtype}, the blob at byte {offset:,} holds {stored}")
+        kind = BLOB_DTYPES.get(blob_type, f"blob data type {blob_type}")
+        if kind != dtype:
+            raise CorruptFileError(f"{what}: the program says {dtype}, the blob at byte {offset:,} holds {kind}")
         check_extent(data, size, self.size, f"{what}: blob data")
-        need = dtypes.nbytes(shape, dtype)
+        packed = dtype in dtypes.PACKED
+        need = dtypes.packed_nbytes(shape, dtype) if packed else dtypes.nbytes(shape, dtype)
         if size != need:
             raise CorruptFileError(f"{what}: {list(shape)} {dtype} needs {need:,} bytes, the blob holds {size:,}")
-        return np.array(dtypes.from_buffer(window(self._map, data, size), dtype, shape))
+        stored = window(self._map, data, size)
+        return dtypes.unpack(stored, dtype, shape, "lsb") if packed else np.array(dtypes.from_buffer(stored, dtype, shape))
 
     def close(self) -> None:
         with contextlib.suppress(BufferError):

@@ -2,8 +2,8 @@
 
 The main function's block lists operations in execution order; the first ``conv``/``conv_transpose``/
 ``linear``/``matmul`` with a constant weight is the first layer. A weight is followed back through
-``cast`` and ``constexpr_affine_dequantize`` (iOS16 8-bit weights) to its stored bytes; a weight
-computed any other way is listed but not offered, since its values are not what is stored.
+``cast`` and the decompression ops of :mod:`.constexpr` (quantized, palettized, pruned, and their
+chains) to its stored bytes; a weight computed any other way stays listed but reading it refuses.
 """
 
 from __future__ import annotations
@@ -17,13 +17,15 @@ from ... import dtypes, limits
 from ...errors import CorruptFileError, UnreadableFeatureError
 from ...safeio import ModelPath, resolve_inside
 from ..protomessage import Message
+from . import constexpr
 from .blob import BlobFile
 from .entries import Entry
 
-#: MIL DataType enum (MIL.proto) -> filtergrid dtype; sub-byte types are not read.
+#: MIL DataType enum (MIL.proto) -> filtergrid dtype (sub-byte types packed low bits first).
 MIL_DTYPES = {1: "bool", 10: "float16", 11: "float32", 12: "float64", 13: "bfloat16", 21: "int8", 22: "int16",
-              23: "int32", 24: "int64", 31: "uint8", 32: "uint16", 33: "uint32", 34: "uint64",
-              40: "float8_e4m3fn", 41: "float8_e5m2"}
+              23: "int32", 24: "int64", 25: "int4", 31: "uint8", 32: "uint16", 33: "uint32", 34: "uint64",
+              35: "uint4", 36: "uint2", 37: "uint1", 38: "uint6", 39: "uint3", 40: "float8_e4m3fn",
+              41: "float8_e5m2"}
 #: Weight-bearing ops: the weight's input name and its layout by rank.
 WEIGHT_OPS = {"conv": ("weight", {3: "OIK", 4: "OIHW", 5: "OIDHW"}),
               "conv_transpose": ("weight", {4: "IOHW"}),
@@ -67,11 +69,9 @@ class Tensor:
 def _immediate(tensor: Message, dtype: str, shape: tuple[int, ...], what: str) -> np.ndarray:
     count = int(np.prod(dtypes.check_shape(shape)))
     elements = tensor.message(_BYTES, what)  # None exactly when the field is absent
-    if elements is not None:  # float16, int8, uint8 ...: the elements' bytes
+    if elements is not None:  # float16, int8, uint4 ...: the elements' bytes
         a, b = elements.span(1) or (0, 0)
-        if b - a != dtypes.nbytes(shape, dtype):
-            _short(what, b - a, dtypes.nbytes(shape, dtype))
-        return np.array(dtypes.from_buffer(tensor.buf[a:b], dtype, shape))
+        return from_bytes(tensor.buf[a:b], dtype, shape, what)
     field = _IMMEDIATE.get(dtype)
     repeated = tensor.message(field, what) if field else None
     if repeated is None:
@@ -89,6 +89,15 @@ def _immediate(tensor: Message, dtype: str, shape: tuple[int, ...], what: str) -
     if values.size != count:
         _short(what, values.size, count)
     return values.reshape(shape)
+
+
+def from_bytes(data, dtype: str, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """Stored elements (a copy); sub-byte types unpacked, each code's bits and the codes low first."""
+    packed = dtype in dtypes.PACKED
+    need = dtypes.packed_nbytes(shape, dtype) if packed else dtypes.nbytes(shape, dtype)
+    if len(data) != need:
+        _short(what, len(data), need)
+    return dtypes.unpack(data, dtype, shape, "lsb") if packed else np.array(dtypes.from_buffer(data, dtype, shape))
 
 
 def _short(what: str, have: int, need: int):
@@ -190,7 +199,7 @@ class ProgramWalk:
                                  where, decode or _refuse(name, how)))
         return entries
 
-    def _source(self, op: _Op, input_name: str, where: str):
+    def _source(self, op: _Op, input_name: str, where: str, depth: int = 0):
         """(name, tensor, how it was reached, decoder or None) of a constant input, else None."""
         bindings = op.inputs.get(input_name) or []
         if len(bindings) != 1:
@@ -200,47 +209,78 @@ class ProgramWalk:
         if inline is not None:
             tensor = _tensor(inline, f"{where} {input_name}")
             return f"{where}.{input_name}", tensor, " (inline)", lambda: tensor.decode(self._blob, where)
-        return self._const(binding.string(1), "", 0)
+        return self._const(binding.string(1), "", depth, op.index)
 
-    def _const(self, name: str, how: str, depth: int):
+    def _const(self, name: str, how: str, depth: int, before: int | None = None):
+        """(name, tensor, how, decoder) of the constant value ``name``, or None if it is computed at run time.
+
+        ``before`` is the index of the op using it: a MIL block computes a value before its uses, so a
+        producer at or after its user (a chain that loops) is refused.
+        """
         producer = self._producer.get(name)
         if producer is None or depth > limits.MAX_NESTING:
             return None
+        if before is not None and producer.index >= before:
+            raise CorruptFileError(f"operation {before} uses {name[:80]!r}, computed by operation {producer.index} "
+                                   f"after it (an op chain that loops)")
         what = f"constant {name!r}"
         if producer.type == "const" and "val" in producer.attributes:
             tensor = _tensor(producer.attributes["val"], what)
             return name, tensor, how, lambda: tensor.decode(self._blob, what)
         if producer.type == "cast":
-            found = self._source(producer, "x", what)
+            found = self._source(producer, "x", what, depth)
             return found and (found[0], found[1], f" (behind a cast){found[2]}", found[3])
-        if producer.type == "constexpr_affine_dequantize":
-            return self._affine(producer, name, what)
+        if producer.type in constexpr.OPS:
+            return self._decompressed(producer, name, what, depth)
         if producer.type.startswith("constexpr_"):
             return name, _tensor(producer.output_types[name], what), producer.type, None
         return None
 
-    def _affine(self, op: _Op, name: str, what: str):
-        """iOS16 8-bit weights: (quantized_data - zero_point) * scale along ``axis``."""
-        attrs = op.attributes
-        if not {"quantized_data", "zero_point", "scale", "axis"} <= attrs.keys():
-            raise CorruptFileError(f"{what}: constexpr_affine_dequantize without its four attributes")
-        data = _tensor(attrs["quantized_data"], f"{what} quantized_data")
+    def _decompressed(self, op: _Op, name: str, what: str, depth: int):
+        """A weight computed by a decompression op from constants (themselves constants or other such ops)."""
+        required, optional, stored, decoder = constexpr.OPS[op.type]
+        params = {key: self._parameter(op, key, what, depth) for key in (*required, *optional)}
+        missing = [key for key in required if params[key] is None]
+        if missing:
+            raise CorruptFileError(f"{what}: {op.type} without its {'/'.join(missing)}")
+        output = _tensor(op.output_types[name], what)
+        position = op.outputs.index(name)
+        dtype = _stored_dtype(op.type, params[stored][1], params)
+        inner = params[stored][2]  # " (uint2, behind constexpr_lut_to_sparse)" when the codes are computed too
+        chain = f" <- {inner[inner.index('behind ') + 7:-1]}" if "behind " in inner else ""
+        how = f" ({dtype}, behind {op.type}{chain})"
+        unreadable = next((found[2] for found in params.values() if found is not None and found[3] is None), None)
+        if unreadable is not None:
+            return name, Tensor(dtype, output.shape, output.value), f"{op.type} of a value computed by {unreadable}", None
 
         def decode() -> np.ndarray:
-            codes = data.decode(self._blob, what)
-            zero = _tensor(attrs["zero_point"], what).decode(self._blob, what)
-            scale = _tensor(attrs["scale"], what).decode(self._blob, what)
-            axes = _tensor(attrs["axis"], what).decode(self._blob, what).reshape(-1)
-            axis = int(axes[0]) if axes.size == 1 else codes.ndim
-            if not -codes.ndim <= axis < codes.ndim:
-                raise CorruptFileError(f"{what}: axis {axis} of a rank-{codes.ndim} tensor")
-            return dtypes.dequantize(codes, scale.ravel(), zero.ravel(), axis if scale.size > 1 else None)
+            value = decoder({key: found[3]() for key, found in params.items() if found is not None})
+            value = value[position] if isinstance(value, tuple) else value
+            if value.shape != output.shape:
+                raise CorruptFileError(f"{what}: {op.type} computes {list(value.shape)}, the program declares "
+                                       f"{list(output.shape)}")
+            return value
 
-        return name, data, " (8-bit, behind constexpr_affine_dequantize)", decode
+        return name, Tensor(dtype, output.shape, output.value), how, decode
+
+    def _parameter(self, op: _Op, key: str, what: str, depth: int):
+        """An op parameter: an attribute (iOS16 constexpr ops) or a constant input (iOS18)."""
+        if key in op.attributes:
+            tensor = _tensor(op.attributes[key], f"{what} {key}")
+            return key, tensor, "", lambda: tensor.decode(self._blob, f"{what} {key}")
+        return self._source(op, key, what, depth + 1)
 
     def _flag(self, op: _Op, input_name: str) -> bool:
         found = self._source(op, input_name, f"{op.type} op {op.index}")
         return bool(found and found[3] and found[3]().reshape(-1)[:1].any())
+
+
+def _stored_dtype(op_type: str, codes: Tensor, params: dict) -> str:
+    """The type the weight's codes are stored in (iOS16 LUT indices: log2(table size) bits in bytes)."""
+    if op_type == "constexpr_lut_to_dense" and params.get("shape") is not None:
+        size = int(np.prod(params["lut"][1].shape))
+        return f"uint{max(size - 1, 1).bit_length()}"
+    return codes.dtype
 
 
 def _refuse(name: str, how: str) -> Callable[[], np.ndarray]:
