@@ -179,6 +179,7 @@ class SavedModelReader(_Listing):
         super().__init__()
         self._map = map_whole(pb)
         self.checkpoint: CheckpointReader | None = None
+        self._constants: dict[int, Node] = {}
         try:
             self._open(pb)
         except BaseException:
@@ -197,7 +198,9 @@ class SavedModelReader(_Listing):
         if index.is_file():
             self.checkpoint = CheckpointReader(index)
         walk = Walk(buf, parser.functions)
-        walk.captures = _bound_inputs(buf, protos.first(buf, meta, 7, "MetaGraphDef"))
+        object_graph = protos.first(buf, meta, 7, "MetaGraphDef")
+        walk.captures = _bound_inputs(buf, object_graph)
+        self._constants = _saved_constants(buf, object_graph, nodes)
         hit = walk.first(nodes, {n: FED for n in _signature_inputs(buf, meta, nodes)})
         found = self._add_hit(hit, buf) if hit is not None else False
         checkpoint = self.checkpoint
@@ -212,6 +215,8 @@ class SavedModelReader(_Listing):
         weight, checkpoint = hit.weight, self.checkpoint
         if not weight:
             return False
+        if weight[0] == "object" and weight[1] in self._constants:  # a captured constant, not a variable
+            weight = ("const", self._constants[weight[1]])
         if weight[0] == "const":
             name, shape, dtype, read = _const(buf, weight[1])
             self.add(_hit_info(name, shape, dtype, hit), read)
@@ -284,6 +289,23 @@ def _inputs(buf, nodes: list[Node]) -> dict[str, tuple]:
         if dtype in dtypes.STORAGE and dtype != "bool" and shape != ():
             seeds[node.name] = FED
     return seeds
+
+
+def _saved_constants(buf, object_graph: tuple[int, int] | None, nodes: list[Node]) -> dict[int, Node]:
+    """Object graph node id -> the MetaGraph's Const node, for the SavedConstant objects: tensors a
+    function captured (``tf.constant`` filter banks such as basic-pitch's CQT kernels) are saved as
+    Const ops and bound to the function like variables are."""
+    out: dict[int, Node] = {}
+    if object_graph is None:
+        return out
+    consts = {node.name: node for node in nodes if node.op == "Const"}
+    objects_ = (span for n, w, *span in protos.fields(buf, object_graph, "SavedObjectGraph") if n == 1 and w == LEN)
+    for node_id, (a, b) in enumerate(objects_):
+        constant = protos.first(buf, (a, b), 9, "SavedObject")  # SavedConstant
+        operation = protos.strings(buf, constant, 1, "SavedConstant") if constant else []
+        if operation and operation[-1] in consts:
+            out[node_id] = consts[operation[-1]]
+    return out
 
 
 def _bound_inputs(buf, object_graph: tuple[int, int] | None) -> dict[str, list[int]]:
