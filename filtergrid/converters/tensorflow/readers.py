@@ -77,7 +77,8 @@ def _weight_info(name: str, shape: tuple[int, ...], dtype: str, role: str, candi
 def _hit_info(name: str, shape: tuple[int, ...], dtype: str, hit: Hit) -> TensorInfo:
     where = f" in function {hit.function}" if hit.function else ""
     stored = layout(hit, len(shape))
-    via = " (through ExpandDims: a Conv1D)" if hit.expanded else ""
+    via = " (through ExpandDims: a Conv1D)" if hit.via.expanded else ""
+    via += f" (stored transposed: Transpose perm {list(hit.via.perm)})" if hit.via.perm else ""
     if stored is None:
         return TensorInfo(name, shape, dtype, "auto", "HWC",
                           f"weight of {hit.op} node {hit.node!r}{where}, the first layer the input meets, "
