@@ -177,12 +177,14 @@ def order_by_evidence(infos: list[TensorInfo], config: dict | None = None,
 
 
 def dense_image(info: TensorInfo, infos: list[TensorInfo], config: dict | None,
-                first: bool) -> tuple[tuple[int, int, int] | None, str]:
+                first: bool, model_inputs: tuple[int, ...] = ()) -> tuple[tuple[int, int, int] | None, str]:
     """The image a dense layer's inputs form, with the evidence, or None and why not.
 
     Evidence is: a configured image size, or the input layer of a model with no conv whose input
-    count is that of a square image (a CS231n ``W1``, an MLP on MNIST). Any other dense layer takes
-    features, not pixels: 768 inputs are no 16x16 RGB image.
+    count is that of a square image (a CS231n ``W1``, an MLP on MNIST) and, where the file states
+    the sizes of the model's inputs (``model_inputs``, values per example), one of them. Any other
+    dense layer takes features, not pixels: 768 inputs are no 16x16 RGB image, nor are 144 features
+    computed from a 3-value input a 12x12 one.
     """
     io = in_out(info)
     if io is None:
@@ -198,6 +200,9 @@ def dense_image(info: TensorInfo, infos: list[TensorInfo], config: dict | None,
                 return (size, size, c), f"config.json image_size {size} x num_channels {c}"
     if any(in_out(i) is not None and i.layout not in _DENSE for i in infos if i.candidate):
         return None, f"the model has convs, so its dense layer's {n_in} inputs are features, no image"
+    if model_inputs and n_in not in model_inputs:
+        given = ", ".join(map(str, model_inputs[:4]))
+        return None, f"its {n_in} inputs are computed from the model's input ({given} values), no image"
     shape = image_shape_for(n_in)
     if shape is None:
         return None, f"{n_in} inputs are no square image"
