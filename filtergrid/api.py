@@ -11,6 +11,7 @@ import numpy as np
 
 from . import converters, export, limits
 from .bank import FilterBank, Provenance, TensorInfo
+from .converters.base import producer_of
 from .errors import CorruptFileError, FiltergridError, LimitError, TensorNotFoundError
 from .firstlayer import dense_image, guessed_image
 from .layout import guess_layout, parse_image_shape, place
@@ -115,6 +116,7 @@ def load(
         resolved = layout or guess_layout(info.shape, info.layout)  # an explicit --layout is obeyed or refused
         rows = limits.MAX_HEATMAP_ROWS if resolved == "matrix" else None
         stored = reader.read(info.name, rows=rows)
+        producer = producer_of(reader)
         if resolved != "matrix" and tuple(stored.shape) != tuple(info.shape):
             raise CorruptFileError(f"tensor {info.name!r} listed as {list(info.shape)} reads as {list(stored.shape)}")
         saved = export.saved_bank(getattr(reader, "bank_record", None), info.name, stored, layout)
@@ -133,6 +135,7 @@ def load(
         chosen_by=why,
         notes=(f"layout {resolved} {how}", *placed.notes,
                *([source.transfer.describe()] if isinstance(source, RemotePath) else [])),
+        producer=producer,
     )
     return FilterBank(placed.array, provenance, placed.kind)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import dtypes, limits
-from ..bank import TensorInfo
+from ..bank import Producer, TensorInfo
 from ..errors import CorruptFileError, TensorNotFoundError
 from ..safeio import ModelPath, map_whole, model_path, resolve_inside
 from .base import Probe, sibling_pair
@@ -156,6 +156,11 @@ class DarknetReader:
             raise CorruptFileError("weights file is shorter than its 16-byte header")
         major, minor, _ = struct.unpack_from("<3i", self._buf)
         return 20 if major * 10 + minor >= 2 and major < 1000 and minor < 1000 else 16
+
+    def producer(self) -> Producer | None:
+        """The weights header's major.minor.revision: the darknet version that wrote the file."""
+        major, minor, revision = struct.unpack_from("<3i", self._buf)
+        return Producer.recorded(format_version=f"Darknet weights header {major}.{minor}.{revision}")
 
     def tensors(self) -> list[TensorInfo]:
         infos: list[TensorInfo] = []

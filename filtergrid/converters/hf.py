@@ -13,11 +13,11 @@ import json
 import numpy as np
 
 from .. import limits
-from ..bank import TensorInfo
+from ..bank import Producer, TensorInfo
 from ..errors import CorruptFileError
 from ..firstlayer import order_by_evidence
 from ..safeio import ModelPath, resolve_inside
-from .base import Probe, Reader, lookup, natural_key
+from .base import Probe, Reader, lookup, natural_key, producer_of, text_value
 
 #: Weight files by preference: a sharded index wins over a single file of the same kind.
 WEIGHT_FILES = (
@@ -109,6 +109,13 @@ class HuggingFaceReader:
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
         return lookup(self._owner, name).read(name, rows=rows)
+
+    def producer(self) -> Producer | None:
+        """``transformers_version`` of config.json, with what the first weight file records."""
+        version, model_type = text_value(self.config, "transformers_version"), text_value(self.config, "model_type")
+        shard = producer_of(self._readers[0]) if self._readers else None
+        return Producer.recorded("transformers" if version else "", version, details=(
+            f"model type {model_type}" if model_type else "", shard.describe() if shard else ""))
 
     def close(self) -> None:
         for reader in self._readers:

@@ -22,7 +22,7 @@ from typing import BinaryIO, cast
 import numpy as np
 
 from .. import dtypes, limits
-from ..bank import TensorInfo
+from ..bank import Producer, TensorInfo
 from ..errors import CorruptFileError, FiltergridError, UnsafeFileError
 from ..firstlayer import order_by_evidence
 from ..layout import CHANNELS_LAST
@@ -75,6 +75,11 @@ class Variable:
 
 def _text(value) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _scalar_text(value) -> str:
+    """An attribute that should be one string; anything else (an array, a number) counts as not recorded."""
+    return _text(value) if isinstance(value, (str, bytes)) else ""
 
 
 def _names(attr) -> list[str]:
@@ -306,6 +311,7 @@ class KerasH5Reader:
             try:
                 self._tree = H5Tree(self._file, self._raw)
                 self._variables = self._list_variables(config_json)
+                self._producer = self._written_by()
             except BaseException:
                 self.close()
                 raise
@@ -334,6 +340,14 @@ class KerasH5Reader:
             raise unsupported.refusal(*unsupported.KERAS1)
         self._ordered = bool(order) or self.variant.startswith("Keras 2")
         return {v.name: v for v in variables}
+
+    def _written_by(self) -> Producer | None:
+        """``keras_version`` and ``backend``, attributes of a Keras 2/3 full model or legacy weights file."""
+        version, backend = (_scalar_text(self._tree.attr(self._file, key, "")) for key in ("keras_version", "backend"))
+        return Producer.recorded("keras" if version else "", version, details=(f"backend {backend}" if backend else "",))
+
+    def producer(self) -> Producer | None:
+        return self._producer
 
     def tensors(self) -> list[TensorInfo]:
         with self._errors():

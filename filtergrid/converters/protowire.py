@@ -90,6 +90,15 @@ def text(buf, start: int, end: int, what: str) -> str:
         raise CorruptFileError(f"{what} is not valid UTF-8") from None
 
 
+#: Bytes of a string read for display only (a producer name): the rest is never shown.
+MAX_SHORT_TEXT_BYTES = 1024
+
+
+def short_text(buf, start: int, end: int) -> str:
+    """The first bytes of a UTF-8 string field, for display only (invalid bytes replaced, not refused)."""
+    return bytes(buf[start:min(end, start + MAX_SHORT_TEXT_BYTES)]).decode("utf-8", "replace")
+
+
 #: Bytes of packed varints decoded at a time (bounds the temporary arrays to ~32x this).
 PACKED_CHUNK = 4 * 1024 * 1024
 

@@ -19,6 +19,7 @@ from ..protowire import (
     VARINT,
     iter_fields,
     packed_varints,
+    short_text,
     signed,
     text,
 )
@@ -37,6 +38,10 @@ TYPED_FIELDS = (4, 5, 7, 10, 11)
 _NODE_STRINGS = {3: "name", 4: "op_type", 7: "domain", 8: "overload"}
 #: AttributeProto fields holding ints: i (3), ints (8, one by one or packed).
 _INT_FIELDS = ((3, VARINT), (8, VARINT), (8, LEN))
+#: ModelProto fields that say what wrote the file (beside opset_import, 8).
+_WRITER_FIELDS = {1: "ir_version", 2: "producer_name", 3: "producer_version", 8: "opset_import"}
+#: Opset imports kept (a model imports a handful of domains).
+_MAX_OPSETS = 8
 #: AttributeProto fields holding subgraphs: g (6) and graphs (11).
 _GRAPH_FIELDS = (6, 11)
 
@@ -101,6 +106,8 @@ class ModelParser:
         self.kept = 0
         self.most_kept = ITEMS_PER_TENSOR * limits.MAX_TENSORS
         self.budget = StructureBudget()
+        #: What ModelProto says about its writer: ir_version, producer name/version, opset imports.
+        self.written_by: dict[str, Any] = {"opsets": []}
 
     def count(self) -> None:
         """Bound the nodes, names and values kept, whatever the file declares."""
@@ -117,6 +124,8 @@ class ModelParser:
         for number, wire, a, b in iter_fields(self.buf, 0, len(self.buf), "ModelProto"):
             if number == 7 and wire == LEN:
                 graph = (a, b)
+            elif number in _WRITER_FIELDS:
+                self.writer_field(number, wire, a, b)
             elif number == 25 and wire == LEN:
                 self.budget.begin(a)
                 drive(self.function(a, b))
@@ -127,6 +136,21 @@ class ModelParser:
         main = drive(self.graph(*graph, depth=0))
         self.budget.end(graph[1])
         return main
+
+    def writer_field(self, number: int, wire: int, a: int, b: int) -> None:
+        """ir_version (1), producer_name (2), producer_version (3), opset_import (8): a few bounded fields."""
+        if number == 1 and wire == VARINT:
+            self.written_by["ir_version"] = a
+        elif number in (2, 3) and wire == LEN:
+            self.written_by[_WRITER_FIELDS[number]] = short_text(self.buf, a, b)
+        elif number == 8 and wire == LEN and len(self.written_by["opsets"]) < _MAX_OPSETS:
+            opset = {1: "", 2: 0}  # OperatorSetIdProto: domain, version
+            for n, w, x, y in iter_fields(self.buf, a, b, "OperatorSetIdProto"):
+                if n == 1 and w == LEN:
+                    opset[1] = short_text(self.buf, x, y)
+                elif n == 2 and w == VARINT:
+                    opset[2] = signed(x)
+            self.written_by["opsets"].append((opset[1] or "ai.onnx", opset[2]))
 
     def function(self, start: int, end: int) -> Generator[Any, Any, None]:
         """A FunctionProto, kept as a graph of its nodes with its formal inputs."""
