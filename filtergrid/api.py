@@ -131,7 +131,7 @@ def load(
         saved = export.saved_bank(getattr(reader, "bank_record", None), info.name, stored, layout)
         if saved is not None:
             return saved
-        image = _image_evidence(info, infos, resolved, getattr(reader, "config", None), image_shape)
+        image = _image_evidence(info, infos, resolved, reader, image_shape)
         placed = place(stored, resolved, flatten=flatten or info.flatten, image_shape=image[0], image_why=image[1])
     how = "as given by --layout" if layout else ("as stored by the format" if info.layout == resolved else "guessed from the shape")
     provenance = Provenance(
@@ -149,9 +149,10 @@ def load(
     return FilterBank(placed.array, provenance, placed.kind)
 
 
-def _image_evidence(info: TensorInfo, infos: list[TensorInfo], layout: str, config: dict | None,
+def _image_evidence(info: TensorInfo, infos: list[TensorInfo], layout: str, reader,
                     image_shape: tuple[int, int, int] | None) -> tuple[tuple[int, int, int] | None, str]:
-    """The image a dense layer's inputs form and why: --image-shape, else the evidence of the listing."""
+    """The image a dense layer's inputs form and why: --image-shape, else the evidence of the listing,
+    the reader's ``config`` (config.json) and ``input_sizes`` (values per example of each model input)."""
     if image_shape is not None:
         return image_shape, "image shape given by --image-shape"
     if layout not in ("OI", "IO"):
@@ -160,7 +161,8 @@ def _image_evidence(info: TensorInfo, infos: list[TensorInfo], layout: str, conf
         first = choose(infos, None)[0].name == info.name
     except TensorNotFoundError:
         first = False
-    return dense_image(dataclasses.replace(info, layout=layout), infos, config, first)
+    return dense_image(dataclasses.replace(info, layout=layout), infos, getattr(reader, "config", None), first,
+                       tuple(getattr(reader, "input_sizes", ())))
 
 
 def grid_bank(array: np.ndarray, layout: str = "OIHW", *, flatten: str = "HWC",

@@ -4,8 +4,10 @@ safetensors, ``.npz``, bare Keras ``.weights.h5`` and Hugging Face folders store
 a sorted name is no model order (``classifier.1`` sorts before ``features.0``, ``decoder.`` before
 ``encoder.``). Each layer weight collects evidence instead, from three sources:
 
-* the shapes chain: a conv whose input channels (1-4, or 3 for RGB) are no other layer's output
-  channels; a dense layer of a conv-less model whose inputs are no other layer's outputs;
+* the shapes chain: a conv whose input channels (1-4, or 3 for RGB; more when it is the only conv
+  with so few) are no other layer's output channels (a last layer's output, read by no layer, does
+  not count: image-to-image nets end in 3 channels); a dense layer of a conv-less model whose inputs
+  are no other layer's outputs;
 * ``config.json``: ``num_channels``/``num_mel_bins`` equal to a conv's input channels, ``vocab_size``
   equal to an embedding's rows;
 * names: ``stem``, ``conv1``, ``patch_embed``, ``embed_tokens``, ``wte``, ... count for; ``decoder``,
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -79,19 +82,49 @@ def _name_parts(name: str) -> list[str]:
     return parts + [f"{a}.{b}" for a, b in zip(parts, parts[1:])]
 
 
-def _gather(info: TensorInfo, outputs: list[int], has_conv: bool, config: dict | None) -> Evidence:
+@dataclass(frozen=True)
+class _Chain:
+    """How many candidate layers take and give each width: the shapes chain without a graph."""
+
+    reads: Counter[int]
+    gives: Counter[int]
+    small_inputs: int  # convs taking 1-4 channels
+    has_conv: bool
+
+    @classmethod
+    def of(cls, layers: list[tuple[TensorInfo, tuple[int, int]]]) -> _Chain:
+        convs = [io for info, io in layers if info.layout not in _DENSE]
+        return cls(Counter(io[0] for _, io in layers), Counter(io[1] for _, io in layers),
+                   sum(1 <= n_in <= 4 for n_in, _ in convs), bool(convs))
+
+    def fed(self, io: tuple[int, int]) -> bool:
+        """Whether another layer's output can be this layer's input. A layer whose output width no
+        layer but this one reads gives the model's output (an image-to-image net's last conv gives
+        3 channels, a VAD's 1): that is no evidence against an input layer of the same width."""
+        n_in, n_out = io
+        return self.gives[n_in] - (n_out == n_in) > 0 and self.reads[n_in] > 1
+
+
+def _channels(n_in: int, chain: _Chain) -> tuple[int, str]:
+    """Points for a conv's 1-4 input channels: an image's or a signal's, more when no other conv has so few."""
+    what = f"{n_in} input channel{'s' * (n_in > 1)} " + ("(RGB)" if n_in == 3 else "(an image or a signal)")
+    if chain.small_inputs == 1:
+        return 2, f"{what}, the only conv with 1-4"
+    return (2 if n_in == 3 else 1), what
+
+
+def _gather(info: TensorInfo, chain: _Chain, config: dict | None) -> Evidence:
     reasons: list[tuple[int, str]] = []
     io = in_out(info)
     if io is not None and info.layout not in _DENSE:
         n_in = io[0]
-        if outputs.count(n_in) == 0:
+        if not chain.fed(io):
             reasons.append((2, f"its {n_in} input channel{'s' * (n_in > 1)} no other layer outputs"))
         if 1 <= n_in <= 4:
-            reasons.append((1 if n_in != 3 else 2, f"{n_in} input channel{'s' * (n_in > 1)} "
-                            + ("(RGB)" if n_in == 3 else "(an image or a signal)")))
+            reasons.append(_channels(n_in, chain))
         reasons += [(3, f"config.json {key}={value}") for key, value in config_values(config, _CHANNEL_KEYS)
                     if value == n_in]
-    elif io is not None and not has_conv and outputs.count(io[0]) == 0:
+    elif io is not None and not chain.has_conv and not chain.fed(io):
         reasons.append((2, f"its {io[0]} inputs are no other layer's output"))
     if info.layout == "matrix" and info.shape:
         reasons += [(3, f"its {info.shape[0]} rows are config.json {key}")
@@ -111,13 +144,9 @@ def _gather(info: TensorInfo, outputs: list[int], has_conv: bool, config: dict |
 def weigh(infos: list[TensorInfo], config: dict | None = None) -> list[Evidence]:
     """Every candidate's evidence, best first; ties keep the listing's (natural name) order."""
     candidates = [i for i in infos if i.candidate]
-    shapes = {i.name: in_out(i) for i in candidates}
-    has_conv = any(io is not None and i.layout not in _DENSE for i, io in zip(candidates, shapes.values()))
-    evidence = []
-    for info in candidates:
-        outputs = [io[1] for name, io in shapes.items() if io is not None and name != info.name]
-        evidence.append(_gather(info, outputs, has_conv, config))
-    return sorted(evidence, key=lambda e: -e.points)
+    layers = [(i, io) for i in candidates if (io := in_out(i)) is not None]
+    chain = _Chain.of(layers)
+    return sorted((_gather(info, chain, config) for info in candidates), key=lambda e: -e.points)
 
 
 def order_by_evidence(infos: list[TensorInfo], config: dict | None = None,
@@ -148,12 +177,14 @@ def order_by_evidence(infos: list[TensorInfo], config: dict | None = None,
 
 
 def dense_image(info: TensorInfo, infos: list[TensorInfo], config: dict | None,
-                first: bool) -> tuple[tuple[int, int, int] | None, str]:
+                first: bool, model_inputs: tuple[int, ...] = ()) -> tuple[tuple[int, int, int] | None, str]:
     """The image a dense layer's inputs form, with the evidence, or None and why not.
 
     Evidence is: a configured image size, or the input layer of a model with no conv whose input
-    count is that of a square image (a CS231n ``W1``, an MLP on MNIST). Any other dense layer takes
-    features, not pixels: 768 inputs are no 16x16 RGB image.
+    count is that of a square image (a CS231n ``W1``, an MLP on MNIST) and, where the file states
+    the sizes of the model's inputs (``model_inputs``, values per example), one of them. Any other
+    dense layer takes features, not pixels: 768 inputs are no 16x16 RGB image, nor are 144 features
+    computed from a 3-value input a 12x12 one.
     """
     io = in_out(info)
     if io is None:
@@ -169,6 +200,9 @@ def dense_image(info: TensorInfo, infos: list[TensorInfo], config: dict | None,
                 return (size, size, c), f"config.json image_size {size} x num_channels {c}"
     if any(in_out(i) is not None and i.layout not in _DENSE for i in infos if i.candidate):
         return None, f"the model has convs, so its dense layer's {n_in} inputs are features, no image"
+    if model_inputs and n_in not in model_inputs:
+        given = ", ".join(map(str, model_inputs[:4]))
+        return None, f"its {n_in} inputs are computed from the model's input ({given} values), no image"
     shape = image_shape_for(n_in)
     if shape is None:
         return None, f"{n_in} inputs are no square image"

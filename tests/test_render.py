@@ -112,6 +112,17 @@ def test_constant_filter_is_mid_gray_and_counted(mode):
     assert len(set(image[0].tolist())) == 1  # flat, whatever its level in a bank-wide mode
 
 
+def test_dead_filter_leftovers_are_not_blown_up_to_full_contrast():
+    """musicnn's dead filters hold |w| ~ 1e-14 next to live ones ~ 0.5: per-filter scaling drew them as
+    128 learned-looking patterns; they are flat and counted with the constant ones."""
+    bank = bank_of(rows_of([[0, 0.25, 0.5], [0, 3e-14, -2e-14], [0, 1e-3, 2e-3]]))
+    result = render_result(bank, RenderOptions(normalize="per-filter", pad=0, scale=1, cols=1))
+    image = gray(np.asarray(result.image))
+    np.testing.assert_array_equal(image[1], [128, 128, 128])
+    np.testing.assert_array_equal(image[2], image[0])  # a faint live filter keeps its full contrast
+    assert result.constant_tiles == 1
+
+
 @pytest.mark.parametrize("mode", SCALING)
 def test_all_constant_bank_is_mid_gray_in_every_mode(mode):
     result = render_result(bank_of(np.zeros((2, 3, 3, 1))), RenderOptions(normalize=mode, pad=0, scale=1))

@@ -45,9 +45,11 @@ def _key(head: bytes, pos: int) -> tuple[int, int, int] | None:
     return key >> 3, key & 7, pos
 
 
-#: NetParameter fields that may precede the layers: name, input, input_dim, force_backward,
-#: state, debug_info, input_shape.
-_NET_PREAMBLE = {1, 3, 4, 5, 6, 7, 8}
+#: NetParameter fields that may start a net, with their wire types: name, layers, input, input_dim
+#: (unpacked or packed), force_backward, state, debug_info, input_shape, layer. The types matter: an
+#: ONNX ModelProto starts with a varint field 1 (``ir_version``), never a Caffe net's ``name``.
+_NET_WIRES = {1: (LEN,), _NET_V1_LAYERS: (LEN,), 3: (LEN,), 4: (VARINT, LEN), 5: (VARINT,), 6: (LEN,),
+              7: (VARINT,), 8: (LEN,), _NET_LAYER: (LEN,)}
 
 
 def sniff(probe: Probe) -> bool:
@@ -63,15 +65,15 @@ def sniff(probe: Probe) -> bool:
             value, after = read_varint(head, pos, len(head), "probe")
         except CorruptFileError:
             return False
+        if wire not in _NET_WIRES.get(number, ()):
+            return False
         if wire == LEN:
-            inner = _key(head, after)
+            inner = _key(head, after) if value else None  # a layer is never an empty message
             if number == _NET_LAYER:
                 return inner is not None and inner[:2] == (1, LEN)  # LayerParameter.name
             if number == _NET_V1_LAYERS:  # V1LayerParameter bottom, top, name or type
                 return inner is not None and inner[:2] in ((2, LEN), (3, LEN), (4, LEN), (5, VARINT))
             after += value
-        if number not in _NET_PREAMBLE or wire not in (LEN, VARINT):
-            return False
         pos = after
     return False
 

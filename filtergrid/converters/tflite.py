@@ -10,6 +10,7 @@ parameters; float16 weights behind a DEQUANTIZE operator are traced back to thei
 from __future__ import annotations
 
 import contextlib
+import math
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -159,6 +160,9 @@ class TFLiteReader:
         self._tfl = require("tflite", "tflite")
         self._map = map_whole(path)
         self._size = len(self._map)
+        #: Values per example of each model input (subgraph 0's inputs, batch axis dropped): a dense
+        #: first layer over other sizes reads computed features, no image (firstlayer.dense_image).
+        self.input_sizes: tuple[int, ...] = ()
         try:
             with _flatbuffer_errors():
                 self._constants, self._infos = self._index()
@@ -210,6 +214,7 @@ class TFLiteReader:
         n_tensors = self._count(graph.TensorsLength(), "tensors")
         self._distinct(graph, 4, n_tensors, "tensors")
         ops = self._operators(model, graph, n_tensors)
+        self.input_sizes = self._input_sizes(graph, n_tensors)
         constants = self._constant_tensors(model, graph, n_tensors)
         order, weights, dequantized = _model_order(ops, constants)
 
@@ -290,6 +295,18 @@ class TFLiteReader:
             outs = self._tensor_list(op.OutputsAsNumpy() if op.OutputsLength() else [], n_tensors, f"operator {j}")
             ops.append((codes[code], ins, outs))
         return ops
+
+    def _input_sizes(self, graph: Any, n_tensors: int) -> tuple[int, ...]:
+        n_inputs = self._count(graph.InputsLength(), "subgraph inputs")
+        inputs = self._tensor_list(graph.InputsAsNumpy() if n_inputs else [], n_tensors, "subgraph inputs")
+        sizes = []
+        for t in (t for t in inputs if t >= 0):
+            tensor = self._table(graph.Tensors(t), f"input tensor {t}")
+            dims = self._ints(tensor.ShapeAsNumpy, tensor.ShapeLength(), "input shape")
+            per_example = dims[1:] if len(dims) > 1 else dims
+            if per_example and min(per_example) > 0:
+                sizes.append(math.prod(per_example))
+        return tuple(sizes)
 
     @staticmethod
     def _tensor_list(indices: Any, n_tensors: int, what: str) -> list[int]:

@@ -12,6 +12,10 @@ import numpy as np
 
 #: Display value of a tile (or bank) whose weights are all equal: there is no contrast to show.
 MID_GRAY = 0.5
+#: A filter whose weights span less than this fraction of the bank's largest |weight| counts as
+#: constant: per-filter scaling would blow a dead filter's leftovers (|w| ~ 1e-14 after weight decay,
+#: 79 of musicnn's 128 first-layer filters) up to full contrast, a picture of nothing that looks learned.
+FLAT_RELATIVE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -34,9 +38,11 @@ def normalize(array: np.ndarray, mode: str, value_range: tuple[float, float] | N
     """
     finite = np.isfinite(array)
     lo, hi, has_finite = _filter_ranges(array, finite)
-    constant = int(np.count_nonzero(has_finite & (lo == hi)))
+    flat = _flat(lo, hi, has_finite)
+    constant = int(np.count_nonzero(flat))
     if value_range is None and mode == "per-filter":  # CS231n: every filter at full contrast; shapes, not sizes
-        unit = _min_max(array, lo[:, None, None, None], hi[:, None, None, None])
+        top = np.where(flat, lo, hi)  # a flat filter: no range, mid-gray
+        unit = _min_max(array, lo[:, None, None, None], top[:, None, None, None])
         return Normalized(_nan_where_not(finite, unit), constant, None)
     low, high = value_range if value_range is not None else _shared_range(array, finite, lo, hi, mode)
     low, high = np.float32(low), np.float32(high)
@@ -70,6 +76,13 @@ def _filter_ranges(array: np.ndarray, finite: np.ndarray) -> tuple[np.ndarray, n
     hi = np.where(finite, array, np.float32(-np.inf)).max(axis=axes)
     has_finite = lo <= hi
     return np.where(has_finite, lo, 0).astype(np.float32), np.where(has_finite, hi, 0).astype(np.float32), has_finite
+
+
+def _flat(lo: np.ndarray, hi: np.ndarray, has_finite: np.ndarray) -> np.ndarray:
+    """Filters whose range is no contrast next to the bank's largest |weight| (see FLAT_RELATIVE)."""
+    peak = max(float(np.abs(lo).max(initial=0)), float(np.abs(hi).max(initial=0)))
+    half_span = np.float32(0.5) * hi - np.float32(0.5) * lo  # halves: no overflow near the float32 limit
+    return has_finite & (half_span <= np.float32(0.5 * FLAT_RELATIVE * peak))
 
 
 def _min_max(array: np.ndarray, lo, hi) -> np.ndarray:

@@ -4,16 +4,18 @@ The first layer is the first ``Conv2D``/``DepthwiseConv2dNative``/``MatMul``/...
 graph's own node order, that the model's input reaches; calls (``StatefulPartitionedCall``) into
 library functions are followed with their arguments bound, so a TF2 SavedModel's forward function is
 searched where its signature calls it. The weight input is traced back through ``Identity``,
-``ReadVariableOp``, ``Cast`` and ``ExpandDims`` to a ``Const`` node, a variable node, or a captured
-argument of the function (resolved by the caller).
+``ReadVariableOp``, ``Cast``, ``ExpandDims`` and one ``Transpose`` by a constant permutation (a Conv1D
+kernel kept as (out, in, taps), as basic-pitch's CQT kernels are) to a ``Const`` node, a variable
+node, or a captured argument of the function (resolved by the caller).
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 
 from ... import limits
-from ..protowire import LEN, iter_fields, text
+from ..protowire import LEN, iter_fields, packed_varints, text
 from . import protos
 
 #: Weight-bearing ops -> (input index of the weight, layout of a rank-4 weight, layout of rank 3).
@@ -29,6 +31,25 @@ CALLS = {"StatefulPartitionedCall", "PartitionedCall"}
 VARIABLES = {"VarHandleOp", "VariableV2", "Variable"}
 
 FED = ("fed",)
+#: Layouts a transposed weight may be stored in, by the layout its op applies: the same kind of layer
+#: (a Conv2D kernel stored as I,H,W,O is no depthwise IHWO kernel).
+_SAME_KIND = {"HWIO": ("HWIO", "OIHW", "OHWI"), "KIO": ("KIO", "OIK"), "IO": ("IO", "OI"), "OI": ("IO", "OI"),
+              "HWOI": ("HWOI", "IOHW")}
+
+
+@dataclass(frozen=True)
+class Via:
+    """What lies between a stored weight and the op that applies it: an ExpandDims (a Conv1D's
+    kernel made 2-D), a Transpose (``perm``: applied axis i is stored axis perm[i])."""
+
+    expanded: bool = False
+    perm: tuple[int, ...] | None = None
+
+    def then(self, later: Via) -> Via | None:
+        """This path followed by ``later`` (nearer the op); None for two transposes (not traced)."""
+        if self.perm is not None and later.perm is not None:
+            return None
+        return Via(self.expanded or later.expanded, self.perm or later.perm)
 
 
 @dataclass(eq=False)  # hashed by identity: a traced weight names its node
@@ -55,7 +76,7 @@ class Hit:
     function: str
     weight: tuple | None  # ("const", Node) | ("var", variable name) | ("object", object graph node id)
     transposed: bool
-    expanded: bool
+    via: Via = Via()
 
 
 class GraphParser:
@@ -209,28 +230,42 @@ class Walk:
         return [self._source(i, by_name, env, fed) for i in node.inputs if not i.startswith("^")]
 
     def _source(self, name: str, by_name: dict[str, Node], env: dict[str, tuple], fed: set[str]) -> tuple | None:
-        """Where a value comes from: FED, or a stored weight traced back through pass-through ops."""
-        expanded = False
+        """Where a value comes from: FED, or a stored weight traced back through pass-through ops
+        (its last element the :class:`Via` path from the stored tensor to here)."""
+        via: Via | None = Via()
         for _ in range(len(by_name) + 1):  # a chain of pass-through nodes, no longer than the graph
             base = _base(name)
             if base in env:
                 source = env[base]
-                return source if source is None or source == FED else (*source[:-1], expanded or source[-1])
+                if source is None or source == FED:
+                    return source
+                joined = source[-1].then(via)
+                return None if joined is None else (*source[:-1], joined)
             if base in fed:
                 return FED
             node = by_name.get(base)
-            if node is None:
+            if node is None or via is None:
                 return None
             if node.op == "Const":
-                return ("const", node, expanded)
+                return ("const", node, via)
             if node.op in VARIABLES:
-                return ("var", self.string(node, "shared_name") or node.name, expanded)
-            data = [i for i in node.inputs if not i.startswith("^")]
-            if node.op not in PASS_THROUGH or not data:
+                return ("var", self.string(node, "shared_name") or node.name, via)
+            forwarded, via = self._pass(node, by_name, via)
+            if forwarded is None:
                 return None
-            expanded = expanded or node.op == "ExpandDims"
-            name = data[0]
+            name = forwarded
         return None
+
+    def _pass(self, node: Node, by_name: dict[str, Node], via: Via) -> tuple[str | None, Via | None]:
+        """The input a pass-through node forwards and the path so far, or (None, None) for any other op."""
+        data = [i for i in node.inputs if not i.startswith("^")]
+        if node.op == "Transpose" and len(data) == 2:
+            perm = by_name.get(_base(data[1]))
+            values = const_ints(self.buf, perm) if perm is not None and perm.op == "Const" else None
+            return (data[0], Via(perm=values).then(via)) if values else (None, None)
+        if node.op not in PASS_THROUGH or not data:
+            return None, None
+        return data[0], Via(expanded=node.op == "ExpandDims").then(via)
 
     def _call(self, node: Node, sources: list, depth: int) -> Hit | None:
         callee = self.functions.get(self.string(node, "f", 10))
@@ -240,7 +275,7 @@ class Walk:
         bound = self.captures.get(callee.name, [])
         if 0 < len(bound) <= len(callee.args):
             for arg, node_id in zip(callee.args[-len(bound):], bound):
-                env[arg] = ("object", node_id, False)
+                env[arg] = ("object", node_id, Via())
         key = (callee.name, tuple(env.get(arg) for arg in callee.args))
         if key not in self._called:
             self._called[key] = self.first(callee.nodes, env, callee.name, depth + 1)
@@ -256,15 +291,41 @@ class Walk:
             transposed = self.flag(node, flag) != (index == 0)
         source = sources[index] if index < len(sources) else None
         if source is None or source == FED:
-            return Hit(node.op, node.name, function, None, transposed, False)
+            return Hit(node.op, node.name, function, None, transposed)
         return Hit(node.op, node.name, function, source[:-1], transposed, source[-1])
 
 
 def layout(hit: Hit, rank: int) -> str | None:
     """The stored layout of a hit's weight of the given rank, or None when filtergrid cannot show it."""
     if hit.op in ("MatMul", "_FusedMatMul", "BatchMatMulV2"):
-        return ("OI" if hit.transposed else "IO") if rank == 2 else None
-    _, rank4, rank3 = WEIGHT_OPS[hit.op]
-    return {4: rank4, 3: rank3}.get(rank)
+        applied = ("OI" if hit.transposed else "IO") if rank == 2 else None
+    else:
+        _, rank4, rank3 = WEIGHT_OPS[hit.op]
+        applied = {4: rank4, 3: rank3}.get(rank)
+    perm = hit.via.perm
+    if applied is None or perm is None:
+        return applied
+    if sorted(perm) != list(range(len(applied))):
+        return None
+    stored = [""] * len(perm)
+    for axis, source in enumerate(perm):  # applied axis i is stored axis perm[i]
+        stored[source] = applied[axis]
+    return "".join(stored) if "".join(stored) in _SAME_KIND.get(applied, ()) else None
+
+
+def const_ints(buf, node: Node) -> tuple[int, ...] | None:
+    """The values of a small integer Const (a Transpose's ``perm``), or None."""
+    span = node.attrs.get("value")
+    tensor = protos.first(buf, span, 8, "Const") if span else None
+    if tensor is None:
+        return None
+    dtype = protos.dtype_name(protos.varint(buf, tensor, 1, "Const"))
+    content = protos.first(buf, tensor, 4, "Const")
+    if content is not None and dtype in ("int32", "int64") and content[1] - content[0] <= 64:
+        size = 4 if dtype == "int32" else 8
+        raw = bytes(buf[content[0]:content[1]])
+        return struct.unpack(f"<{len(raw) // size}{'iq'[size == 8]}", raw[:len(raw) // size * size])
+    packed = [(a, b) for n, w, a, b in protos.fields(buf, tensor, "Const") if n == 7 and w == LEN]
+    return tuple(packed_varints(buf, *packed[-1], "int_val")) if packed and packed[-1][1] - packed[-1][0] <= 64 else None
 
 

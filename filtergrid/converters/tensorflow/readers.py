@@ -77,7 +77,8 @@ def _weight_info(name: str, shape: tuple[int, ...], dtype: str, role: str, candi
 def _hit_info(name: str, shape: tuple[int, ...], dtype: str, hit: Hit) -> TensorInfo:
     where = f" in function {hit.function}" if hit.function else ""
     stored = layout(hit, len(shape))
-    via = " (through ExpandDims: a Conv1D)" if hit.expanded else ""
+    via = " (through ExpandDims: a Conv1D)" if hit.via.expanded else ""
+    via += f" (stored transposed: Transpose perm {list(hit.via.perm)})" if hit.via.perm else ""
     if stored is None:
         return TensorInfo(name, shape, dtype, "auto", "HWC",
                           f"weight of {hit.op} node {hit.node!r}{where}, the first layer the input meets, "
@@ -184,6 +185,7 @@ class SavedModelReader(_Listing):
         super().__init__()
         self._map = map_whole(pb)
         self.checkpoint: CheckpointReader | None = None
+        self._constants: dict[int, Node] = {}
         try:
             self._open(pb)
         except BaseException:
@@ -204,7 +206,9 @@ class SavedModelReader(_Listing):
         if index.is_file():
             self.checkpoint = CheckpointReader(index)
         walk = Walk(buf, parser.functions)
-        walk.captures = _bound_inputs(buf, protos.first(buf, meta, 7, "MetaGraphDef"))
+        object_graph = protos.first(buf, meta, 7, "MetaGraphDef")
+        walk.captures = _bound_inputs(buf, object_graph)
+        self._constants = _saved_constants(buf, object_graph, nodes)
         hit = walk.first(nodes, {n: FED for n in _signature_inputs(buf, meta, nodes)})
         found = self._add_hit(hit, buf) if hit is not None else False
         checkpoint = self.checkpoint
@@ -222,6 +226,8 @@ class SavedModelReader(_Listing):
         weight, checkpoint = hit.weight, self.checkpoint
         if not weight:
             return False
+        if weight[0] == "object" and weight[1] in self._constants:  # a captured constant, not a variable
+            weight = ("const", self._constants[weight[1]])
         if weight[0] == "const":
             name, shape, dtype, read = _const(buf, weight[1])
             self.add(_hit_info(name, shape, dtype, hit), read)
@@ -310,6 +316,23 @@ def _inputs(buf, nodes: list[Node]) -> dict[str, tuple]:
         if dtype in dtypes.STORAGE and dtype != "bool" and shape != ():
             seeds[node.name] = FED
     return seeds
+
+
+def _saved_constants(buf, object_graph: tuple[int, int] | None, nodes: list[Node]) -> dict[int, Node]:
+    """Object graph node id -> the MetaGraph's Const node, for the SavedConstant objects: tensors a
+    function captured (``tf.constant`` filter banks such as basic-pitch's CQT kernels) are saved as
+    Const ops and bound to the function like variables are."""
+    out: dict[int, Node] = {}
+    if object_graph is None:
+        return out
+    consts = {node.name: node for node in nodes if node.op == "Const"}
+    objects_ = (span for n, w, *span in protos.fields(buf, object_graph, "SavedObjectGraph") if n == 1 and w == LEN)
+    for node_id, (a, b) in enumerate(objects_):
+        constant = protos.first(buf, (a, b), 9, "SavedObject")  # SavedConstant
+        operation = protos.strings(buf, constant, 1, "SavedConstant") if constant else []
+        if operation and operation[-1] in consts:
+            out[node_id] = consts[operation[-1]]
+    return out
 
 
 def _bound_inputs(buf, object_graph: tuple[int, int] | None) -> dict[str, list[int]]:
