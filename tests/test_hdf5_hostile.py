@@ -210,3 +210,15 @@ def test_small_keras_archive_reads_the_first_kernel(tmp_path, compression):
     path = keras_archive(tmp_path / "small.keras", json.dumps(keras3_config()).encode(), weights, compression)
     result, _ = convert(path, tmp_path / "out.npy")
     assert_kernel(result, tmp_path / "out.npy")
+
+
+def test_variable_length_type_with_reserved_bits_is_refused_before_libhdf5_reads_it(tmp_path):
+    """Found by fuzzing: one byte of a Keras file's ``weight_names`` datatype set to a reserved
+    variable-length kind segfaulted libhdf5 as it read the attribute; the heap guard refuses it."""
+    data = (ROOT / "fixtures/keras/conv12.h5").read_bytes()
+    vlen_string = b"weight_names\x00\x00\x00\x00\x19\x01"  # name padded to 8, VLEN v1, string
+    assert vlen_string in data
+    bad = tmp_path / "reserved.h5"
+    bad.write_bytes(data.replace(vlen_string, vlen_string[:-1] + b"\x1b"))
+    result, _ = convert(bad, tmp_path / "out.npy")
+    assert_refused(result, "damaged", "reserved")

@@ -185,7 +185,10 @@ class HeapGuard:
             raise Unparsed("datatype that may hold heap IDs")
         if kind != VLEN:
             return 0
-        if datatype[1] & 0x0F == 0:  # a sequence: its base type must be plain too
+        sequence_or_string, padding, charset = datatype[1] & 0x03, datatype[1] >> 2 & 0x03, datatype[1] >> 4
+        if sequence_or_string > 1 or padding > 2 or charset > 1:  # reserved values crash libhdf5 (fuzzing)
+            raise CorruptFileError("a variable-length type has reserved bits set")
+        if sequence_or_string == 0:  # a sequence: its base type must be plain too
             base = datatype[8:]
             if len(base) < 1 or base[0] & 0x0F in HIDES_HEAP_IDS | {VLEN}:
                 raise Unparsed("nested variable-length type")
