@@ -76,6 +76,19 @@ def test_one_by_one_kernels_are_a_heatmap_and_a_long_row_is_wrapped():
     assert prime.array.shape[1] * prime.array.shape[2] >= 1031 and np.isnan(prime.array).sum() == prime.array.size - 1031
 
 
+def test_a_long_row_wraps_at_the_divisor_search_bounds_else_pads_with_nan():
+    """A row of 64 stays a strip; a longer one wraps into rows of a divisor between its square root
+    and a quarter of it (at least 2), else into rows of isqrt + 1 padded with NaN."""
+    assert place(np.arange(64.0), "matrix").array.shape == (1, 1, 64, 1)
+    two = place(np.arange(74.0), "matrix")  # 74 = 2 x 37: 2 is the last divisor searched (isqrt 8)
+    assert two.array.shape == (1, 2, 37, 1) and two.notes == ("a single row of 74 values wrapped into 2 rows of 37",)
+    padded = place(np.arange(412.0), "matrix")  # 412 = 4 x 103, and 4 < isqrt(412) // 4 = 5 is not searched
+    assert padded.array.shape == (1, 20, 21, 1)
+    np.testing.assert_array_equal(padded.array.ravel()[:412], np.arange(412.0))
+    assert np.isnan(padded.array.ravel()[412:]).all()
+    assert padded.notes == ("a single row of 412 values wrapped into rows of 21; the last 8 cells are padding (NaN colour)",)
+
+
 def test_dense_out_in_and_chw_flatten():
     w = rng.standard_normal((10, 3 * 4 * 4))
     out = place(w, "OI", flatten="CHW", image_shape=(4, 4, 3)).array
