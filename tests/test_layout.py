@@ -63,11 +63,16 @@ def test_dense_without_image_evidence_is_a_heatmap_whatever_its_size():
     """768 inputs are 16x16x3 by arithmetic only: no evidence, no fake RGB tiles."""
     placed = place(rng.standard_normal((64, 768)), "OI", image_why="not the input layer")
     assert placed.kind == "matrix" and "not the input layer" in placed.notes[0]
+    unexplained = place(rng.standard_normal((64, 768)), "OI")
+    assert unexplained.notes == ("dense: no evidence that its inputs form an image; "
+                                 "shown as a heatmap (--image-shape HxWxC draws images)",)
 
 
 def test_one_by_one_kernels_are_a_heatmap_and_a_long_row_is_wrapped():
     pointwise = place(rng.standard_normal((8, 5, 1, 1)), "OIHW")
     assert pointwise.kind == "matrix" and pointwise.array.shape == (1, 8, 5, 1)
+    assert pointwise.layout == "OIHW 1x1 as matrix"
+    assert pointwise.notes == ("1x1 kernels: shown as a filters x input-channels heatmap",)
     row = rng.standard_normal((1, 1475, 1, 1)).astype(np.float32)
     wrapped = place(row, "OIHW")
     assert wrapped.array.shape == (1, 25, 59, 1)
