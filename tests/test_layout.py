@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from filtergrid.errors import UsageError
-from filtergrid.layout import guess_layout, image_shape_for, parse_image_shape, place
+from filtergrid.layout import CHANNELS_FIRST, CHANNELS_LAST, guess_layout, image_shape_for, parse_image_shape, place
 
 rng = np.random.default_rng(0)
 
@@ -79,6 +79,12 @@ def test_one_by_one_kernels_are_a_heatmap_and_a_long_row_is_wrapped():
     np.testing.assert_array_equal(wrapped.array.ravel(), row.ravel())
     prime = place(rng.standard_normal((1, 1031)), "matrix")
     assert prime.array.shape[1] * prime.array.shape[2] >= 1031 and np.isnan(prime.array).sum() == prime.array.size - 1031
+
+
+def test_a_convention_names_the_layout_of_each_rank_it_knows_and_auto_for_the_rest():
+    """``auto`` is what listings show for biases and the like, and what guess_layout guesses from."""
+    assert [CHANNELS_FIRST.layout_for((2,) * r) for r in range(1, 6)] == ["auto", "OI", "OIK", "OIHW", "OIDHW"]
+    assert [CHANNELS_LAST.layout_for((2,) * r) for r in range(1, 6)] == ["auto", "IO", "KIO", "HWIO", "auto"]
 
 
 def test_a_long_row_wraps_at_the_divisor_search_bounds_else_pads_with_nan():
