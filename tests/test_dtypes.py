@@ -90,3 +90,30 @@ def test_per_axis_scales_with_one_zero_point_and_first_rows():
     first = dtypes.dequantize(q[:1], [1.0, 0.5], [4, 8], axis=0, length=2)  # row 0 uses scale 1, zero 4
     assert first.shape == (1, 2)
     np.testing.assert_array_equal(first, [[-4, 6]])
+
+
+def test_scale_offset_is_per_slice_along_axis_0_by_default_and_float32():
+    """Core ML linear quantization: q * scale + bias per output channel (axis 0), or one of each."""
+    q = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    out = dtypes.scale_offset(q, [1.0, 10.0], [0.0, 0.5])
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, [[0, 1, 2], [30.5, 40.5, 50.5]])
+    np.testing.assert_array_equal(dtypes.scale_offset(q, [2.0], [1.0]), q * 2 + 1)  # one scale, one bias
+    np.testing.assert_array_equal(dtypes.scale_offset(q, [1.0, 10.0], [1.0]), [[1, 2, 3], [31, 41, 51]])
+    np.testing.assert_array_equal(dtypes.scale_offset(q, [1.0, 2.0, 3.0], [0.0], axis=1), [[0, 2, 6], [3, 8, 15]])
+
+
+@pytest.mark.parametrize("scale, offset", [([1.0, 2.0, 3.0], [0.0]), ([1.0, 2.0], [0.0, 1.0, 2.0])])
+def test_scale_offset_refuses_counts_that_match_no_axis(scale, offset):
+    with pytest.raises(CorruptFileError, match=rf"{len(scale)} scales and {len(offset)} offsets for axis 0 of length 2"):
+        dtypes.scale_offset(np.zeros((2, 2), np.uint8), scale, offset)
+
+
+def test_lookup_gives_float32_table_values_and_refuses_a_code_past_the_table():
+    codes = np.array([[0, 3], [1, 1]], np.uint8)
+    palette = np.array([0.5, -1.0, 2.0, 4.0], np.float16)  # Core ML palettes may be float16
+    out = dtypes.lookup(codes, palette)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, [[0.5, 4.0], [-1.0, -1.0]])
+    with pytest.raises(CorruptFileError, match="a code 4 indexes a table of 4 values"):
+        dtypes.lookup(np.array([4], np.uint8), palette)
