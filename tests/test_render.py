@@ -602,3 +602,95 @@ def test_a_colormap_on_rgb_tiles_is_reported_not_recorded(tmp_path):
     assert result.options.cmap is None and "not applied: the tiles are RGB" in result.notes[0]
     text = Image.open(save(result, bank, tmp_path / "g.png")).text
     assert text["cmap"] == "none (RGB tiles)" and "viridis" in text["notes"]
+
+
+# --- annotate: the geometry and placement of the words, not the glyphs ----------------------------
+
+def _ink_rows(region: np.ndarray, background) -> list[int]:
+    return [y for y in range(region.shape[0]) if (region[y] != background).any()]
+
+
+def test_ink_is_dark_on_light_and_light_on_dark_at_luminance_140():
+    from filtergrid.renderer.annotate import ink_for
+
+    assert ink_for((0, 0, 0)) == (235, 235, 235) and ink_for((255, 255, 255)) == (20, 20, 20)
+    assert ink_for((140, 140, 140)) == (235, 235, 235) and ink_for((141, 141, 141)) == (20, 20, 20)
+    assert ink_for((0, 255, 0)) == (20, 20, 20) and ink_for((255, 0, 0)) == (235, 235, 235)  # green counts most
+
+
+def test_fit_text_keeps_the_longest_end_that_fits_after_an_ellipsis():
+    from PIL import ImageDraw
+
+    from filtergrid.renderer.annotate import _font, fit_text
+
+    draw, font = ImageDraw.Draw(Image.new("RGB", (1, 1))), _font()
+    path = "/models/some/deep/folder/conv1.weight"
+    assert fit_text(draw, path, font, 1000) == path and fit_text(draw, "abc", font, 1) == "abc"
+    width = int(draw.textlength("…conv1.weight", font=font))
+    cut = fit_text(draw, path, font, width)
+    assert cut == "…conv1.weight"  # one character more would not fit
+    assert draw.textlength("…" + path[-(len(cut)):], font=font) > width
+
+
+def test_colorbar_ticks_sit_at_the_ends_and_at_zero_only_away_from_them():
+    from filtergrid.renderer.annotate import _ticks
+
+    bank = bank_of(rows_of([[-2, 0, 2]]))
+    result = render_result(bank, RenderOptions(normalize="symmetric", pad=0, scale=1))
+    assert _ticks(result) == [(1.0, "2"), (0.5, "0"), (0.0, "-2")]
+    assert _ticks(render_result(bank, RenderOptions(pad=0, scale=1))) == [(1.0, "max"), (0.5, "per filter"), (0.0, "min")]
+    for low, high, zero_shown in [(-12, 88, False), (-13, 87, True), (-88, 12, False), (-87, 13, True)]:
+        fixed = render_result(bank, RenderOptions(value_range=(low, high), pad=0, scale=1))
+        assert [label for _, label in _ticks(fixed)] == ([str(high), "0", str(low)] if zero_shown else [str(high), str(low)])
+
+
+def test_split_labels_put_filter_indices_left_of_rows_and_channel_indices_above_columns():
+    from PIL import ImageDraw
+
+    from filtergrid.renderer import annotate
+
+    bank = bank_of(np.random.default_rng(0).normal(size=(12, 3, 3, 4)))
+    options = dict(channels="split", colorbar=False, background="black", scale=4, pad=2)
+    plain = render_result(bank, RenderOptions(**options))
+    labelled = render_result(bank, RenderOptions(labels=True, **options))
+    margin = int(ImageDraw.Draw(plain.image).textlength("11", font=annotate._font())) + 8
+    top = annotate.LABEL_BAND
+    assert labelled.image.size == (plain.image.width + margin, plain.image.height + top)
+    image = np.asarray(labelled.image)
+    np.testing.assert_array_equal(image[top:, margin:], np.asarray(plain.image))  # tiles untouched
+    g = plain.geometry
+    cell_h, cell_w = g.tile_h * g.scale + g.pad, g.tile_w * g.scale + g.pad
+    black = [0, 0, 0]
+    # one index per row (cell_h 14 >= FONT_PX + 2), centred on the row, right-aligned 4 px from the tiles
+    left = image[:, : margin]
+    centres = [top + g.pad + r * cell_h + (cell_h - g.pad) // 2 for r in range(g.rows)]
+    ink = _ink_rows(left, black)
+    assert all(min(abs(y - c) for c in centres) <= annotate.FONT_PX // 2 + 1 for y in ink)
+    assert all(any(abs(y - c) <= 2 for y in ink) for c in centres)
+    assert not (left[:, margin - 2:] != black).any()  # right-aligned 4 px from the tiles (1 px of antialiasing)
+    # c0..c3 above the columns, each starting at its column
+    band = image[:top, margin:]
+    for c in range(4):
+        columns = band[:, c * cell_w + g.pad: c * cell_w + g.pad + 8]
+        assert (columns != black).any(), f"no channel index above column {c}"
+    assert not (band[:, : g.pad] != black).any()
+
+
+def test_thin_rows_are_labelled_every_few_rows_so_labels_never_overlap():
+    from filtergrid.renderer import annotate
+
+    taps = np.random.default_rng(0).normal(size=(40, 1, 30, 1)).astype(np.float32)
+    options = dict(colorbar=False, background="black", scale=1)
+    plain = render_result(bank_of(taps), RenderOptions(**options))
+    labelled = render_result(bank_of(taps), RenderOptions(labels=True, **options))
+    assert plain.arrangement == "rows" and labelled.image.height == plain.image.height
+    g = plain.geometry
+    cell_h = g.tile_h * g.scale + g.pad
+    step = -(-(annotate.FONT_PX + 2) // cell_h)
+    assert step > 1
+    margin = labelled.image.width - plain.image.width
+    np.testing.assert_array_equal(np.asarray(labelled.image)[:, margin:], np.asarray(plain.image))
+    ink = _ink_rows(np.asarray(labelled.image)[:, :margin], [0, 0, 0])
+    centres = [g.pad + r * cell_h + (cell_h - g.pad) // 2 for r in range(0, g.rows, step)]
+    assert ink and all(min(abs(y - c) for c in centres) <= annotate.FONT_PX // 2 + 1 for y in ink)
+    assert all(any(abs(y - c) <= 2 for y in ink) for c in centres)
