@@ -117,3 +117,21 @@ def test_lookup_gives_float32_table_values_and_refuses_a_code_past_the_table():
     np.testing.assert_array_equal(out, [[0.5, 4.0], [-1.0, -1.0]])
     with pytest.raises(CorruptFileError, match="a code 4 indexes a table of 4 values"):
         dtypes.lookup(np.array([4], np.uint8), palette)
+
+
+def test_integer_fields_are_cut_to_the_element_width_and_bools_are_nonzero():
+    np.testing.assert_array_equal(dtypes.from_integer_fields(np.array([0, 1, 2]), "bool"), [False, True, True])
+    assert dtypes.from_integer_fields(np.array([0, 5]), "bool").dtype == np.bool_
+    halves = dtypes.from_integer_fields(np.array([0x3C00, 0xC000]), "float16")  # float16 bits in int32_data
+    assert halves.dtype == np.float16 and halves.tolist() == [1.0, -2.0]
+
+
+def test_unpack_bits_from_one_to_eight_bits_and_refuses_short_data():
+    np.testing.assert_array_equal(dtypes.unpack_bits(bytes([0b10110000]), 1, 4), [1, 0, 1, 1])
+    np.testing.assert_array_equal(dtypes.unpack_bits(bytes([0x12, 0x34, 0x50]), 4, 5), [1, 2, 3, 4, 5])
+    np.testing.assert_array_equal(dtypes.unpack_bits(bytes([0xFF, 7]), 8, 2), [255, 7])
+    with pytest.raises(CorruptFileError, match="9-bit codes are not supported"):
+        dtypes.unpack_bits(bytes(9), 9, 1)
+    with pytest.raises(CorruptFileError, match="9 codes of 4 bits need 5 bytes, 4 are stored"):
+        dtypes.unpack_bits(bytes(4), 4, 9)
+    assert dtypes.unpack_bits(bytes(5), 4, 9).tolist() == [0] * 9  # exactly enough

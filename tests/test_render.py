@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import cmap
@@ -431,6 +432,22 @@ def test_png_records_provenance_in_text_chunks(tmp_path):
     assert text["chosen_by"] == "weight of the first Conv node"
     assert text["normalization"] == "symmetric"
     assert text["filtergrid_version"] == filtergrid.__version__
+    assert text["Software"] == f"filtergrid {filtergrid.__version__}"
+    assert text["channels"] == "split" and text["scale"] == str(result.scale) and text["cmap"] == "none (RGB tiles)"
+    assert "notes" not in text
+
+
+def test_png_text_names_the_gray_ramp_and_joins_notes(tmp_path):
+    bank = bank_of(np.random.default_rng(0).normal(size=(2, 3, 3, 1)))
+    result = render_result(bank, RenderOptions(scale=1, pad=0))
+    assert Image.open(save(result, bank, tmp_path / "g.png")).text["cmap"] == "gray"
+    noted = dataclasses.replace(result, notes=("first", "second"))
+    assert Image.open(save(noted, bank, tmp_path / "n.png")).text["notes"] == "first; second"
+
+
+def test_an_unknown_colormap_suggests_the_four_closest_names():
+    with pytest.raises(UsageError, match=r"unknown colormap 'Bluez'; try Blues, (\w+, ){2}\w+ \(any colormap"):
+        colormaps.lut("Bluez")
 
 
 def test_png_text_survives_a_non_latin_source_path(tmp_path):
