@@ -380,7 +380,7 @@ def test_a_large_bank_renders_in_one_vectorized_pass():
     ({"cmap": "no-such-map-at-all"}, "gray, viridis"),
     ({"background": "blurple"}, "background"),
     ({"nan_color": "#12"}, "nan colour"),
-    ({"colour": "red"}, "unknown render option 'colour'"),
+    ({"colour": "red"}, "unknown render option 'colour'; choose from background, bgr, channels, cmap, "),
 ])
 def test_bad_options_are_one_line_usage_errors(options, message):
     with pytest.raises(UsageError, match=message) as info:
@@ -466,7 +466,7 @@ def test_other_formats_follow_the_suffix(tmp_path, name, fmt):
             np.testing.assert_array_equal(np.asarray(im.convert("RGB")), np.asarray(result.image))
 
 
-@pytest.mark.parametrize("name", ["grid.xyz", "grid", "grid.npy"])
+@pytest.mark.parametrize("name", ["grid.xyz", "grid", "grid.npy", "grid.fits"])  # FITS: Pillow reads, never writes
 def test_unknown_suffix_is_a_usage_error(tmp_path, name):
     result, bank = _result_and_bank()
     with pytest.raises(UsageError, match="suffix"):
@@ -711,3 +711,17 @@ def test_thin_rows_are_labelled_every_few_rows_so_labels_never_overlap():
     centres = [g.pad + r * cell_h + (cell_h - g.pad) // 2 for r in range(0, g.rows, step)]
     assert ink and all(min(abs(y - c) for c in centres) <= annotate.FONT_PX // 2 + 1 for y in ink)
     assert all(any(abs(y - c) <= 2 for y in ink) for c in centres)
+
+
+def test_a_write_error_without_words_is_named_by_its_type(tmp_path, monkeypatch):
+    import importlib
+
+    save_module = importlib.import_module("filtergrid.renderer.save")  # the package's ``save`` is the function
+
+    def refuse(path, write):
+        raise OSError()
+
+    monkeypatch.setattr(save_module, "atomic_write", refuse)
+    result, bank = _result_and_bank()
+    with pytest.raises(FiltergridError, match=r"cannot write PNG image .*grid.png: OSError$"):
+        save(result, bank, tmp_path / "grid.png")
