@@ -84,6 +84,16 @@ def test_dequantize_defaults_and_scalar_scales():
         dtypes.dequantize(q, [0.5, 1.0], 10)  # several scales need an axis
 
 
+def test_dequantized_values_are_float32_in_the_shape_of_q_whatever_the_rank_of_one_scale():
+    """A single scale or zero point stored as a (1, 1, 1) tensor still applies per tensor."""
+    q = np.array([[0, 10], [20, 30]], dtype=np.int8)
+    one = np.full((1, 1, 1), 0.5)
+    for out in (dtypes.dequantize(q, one, np.zeros((1, 1, 1), np.int64)),
+                dtypes.dequantize(q, [0.5, 0.5], np.zeros((1, 1, 1), np.int64), axis=0)):
+        assert out.shape == (2, 2) and out.dtype == np.float32
+        np.testing.assert_array_equal(out, [[0, 5], [10, 15]])
+
+
 def test_per_axis_scales_with_one_zero_point_and_first_rows():
     q = np.array([[0, 10], [20, 30]], dtype=np.int8)
     np.testing.assert_array_equal(dtypes.dequantize(q, [1.0, 0.5], 0, axis=0), [[0, 10], [10, 15]])

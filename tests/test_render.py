@@ -515,7 +515,7 @@ def test_enlarged_small_kernels_get_a_wider_gutter():
     result = render_result(bank_of(np.random.default_rng(0).normal(size=(4, 3, 3, 1))), RenderOptions())
     assert result.scale > 1 and result.geometry.pad >= 2
     gutter = np.asarray(result.image)[0, 0]
-    assert gutter.tolist() == [43, 76, 126]
+    assert gutter.tolist() == [43, 76, 126] and result.options.background == "#2b4c7e"
 
 
 def test_max_filters_draws_the_first_n_and_says_so():
@@ -725,3 +725,8 @@ def test_a_write_error_without_words_is_named_by_its_type(tmp_path, monkeypatch)
     result, bank = _result_and_bank()
     with pytest.raises(FiltergridError, match=r"cannot write PNG image .*grid.png: OSError$"):
         save(result, bank, tmp_path / "grid.png")
+
+
+def test_near_square_columns_for_one_tile_and_for_wide_strips_is_one():
+    assert grid.near_square_cols(1, 3, 3) == 1 and grid.near_square_cols(4, 1, 100) == 1
+    assert grid.near_square_cols(64, 3, 3) == 8 and grid.near_square_cols(10, 4, 1) == 7
