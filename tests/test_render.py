@@ -730,3 +730,11 @@ def test_a_write_error_without_words_is_named_by_its_type(tmp_path, monkeypatch)
 def test_near_square_columns_for_one_tile_and_for_wide_strips_is_one():
     assert grid.near_square_cols(1, 3, 3) == 1 and grid.near_square_cols(4, 1, 100) == 1
     assert grid.near_square_cols(64, 3, 3) == 8 and grid.near_square_cols(10, 4, 1) == 7
+
+
+def test_channel_mean_is_float32_and_does_not_overflow_near_the_float32_limit():
+    from filtergrid.renderer import channels
+
+    big = np.full((1, 1, 1, 4), 3e38, np.float32)
+    mean = channels.select(big, "mean", bgr=False)
+    assert mean.dtype == np.float32 and mean.shape == (1, 1, 1, 1) and mean[0, 0, 0, 0] == np.float32(3e38)
