@@ -738,3 +738,10 @@ def test_channel_mean_is_float32_and_does_not_overflow_near_the_float32_limit():
     big = np.full((1, 1, 1, 4), 3e38, np.float32)
     mean = channels.select(big, "mean", bgr=False)
     assert mean.dtype == np.float32 and mean.shape == (1, 1, 1, 1) and mean[0, 0, 0, 0] == np.float32(3e38)
+
+
+def test_one_d_kernels_are_scaled_like_one_lone_image_of_all_strips():
+    """Six 40-tap strips (4 px rows each) in one column, enlarged until the stack is 512 px wide."""
+    result = render_result(bank_of(np.random.default_rng(0).normal(size=(6, 1, 40, 1))), RenderOptions())
+    assert result.arrangement == "rows" and (result.cols, result.rows) == (1, 6)
+    assert result.scale == 13 and result.geometry.tile_h == 4 and result.geometry.pad == 1
