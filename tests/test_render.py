@@ -745,3 +745,10 @@ def test_one_d_kernels_are_scaled_like_one_lone_image_of_all_strips():
     result = render_result(bank_of(np.random.default_rng(0).normal(size=(6, 1, 40, 1))), RenderOptions())
     assert result.arrangement == "rows" and (result.cols, result.rows) == (1, 6)
     assert result.scale == 13 and result.geometry.tile_h == 4 and result.geometry.pad == 1
+
+
+def test_automatic_gutter_is_one_pixel_unscaled_and_grows_with_the_enlarged_tile():
+    big = render_result(bank_of(np.zeros((4, 64, 64, 1))), RenderOptions())
+    assert big.scale == 1 and big.geometry.pad == 1
+    lone = render_result(bank_of(np.zeros((1, 3, 3, 1))), RenderOptions())
+    assert lone.scale == 171 and lone.geometry.pad == 8  # 513 px tile -> the widest gutter
