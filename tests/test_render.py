@@ -752,3 +752,8 @@ def test_automatic_gutter_is_one_pixel_unscaled_and_grows_with_the_enlarged_tile
     assert big.scale == 1 and big.geometry.pad == 1
     lone = render_result(bank_of(np.zeros((1, 3, 3, 1))), RenderOptions())
     assert lone.scale == 171 and lone.geometry.pad == 8  # 513 px tile -> the widest gutter
+
+
+def test_an_automatic_scale_shrinks_down_to_1_to_meet_the_pixel_target(monkeypatch):
+    monkeypatch.setattr(grid, "TARGET_OUTPUT_PIXELS", 100)
+    assert render_result(bank_of(np.zeros((4, 3, 3, 1))), RenderOptions()).scale == 1
