@@ -757,3 +757,21 @@ def test_automatic_gutter_is_one_pixel_unscaled_and_grows_with_the_enlarged_tile
 def test_an_automatic_scale_shrinks_down_to_1_to_meet_the_pixel_target(monkeypatch):
     monkeypatch.setattr(grid, "TARGET_OUTPUT_PIXELS", 100)
     assert render_result(bank_of(np.zeros((4, 3, 3, 1))), RenderOptions()).scale == 1
+
+
+def test_pixel_target_and_limit_boundaries_and_how_each_refusal_says_to_fix_it(monkeypatch):
+    """Four 3x3 tiles in 2 columns with a 2 px gutter: 12x12 px at scale 1, 18x18 at scale 2."""
+    bank = bank_of(np.zeros((4, 3, 3, 1)))
+    monkeypatch.setattr(grid, "TARGET_OUTPUT_PIXELS", 18 * 18)
+    assert render_result(bank, RenderOptions()).scale == 2  # exactly at the target: no further shrinking
+    monkeypatch.setattr(limits, "MAX_OUTPUT_PIXELS", 12 * 12)
+    assert render_result(bank, RenderOptions(scale=1, pad=2)).image.size == (12, 12)  # exactly at the limit
+    with pytest.raises(LimitError, match=r"18x18 pixels \(lower --scale or pad, change --cols\) \(324\) is over"):
+        render(bank, scale=2, pad=2)
+    monkeypatch.setattr(limits, "MAX_OUTPUT_PIXELS", 100)
+    with pytest.raises(LimitError, match=r"12x12 pixels \(even at scale 1; lower --max-filters\) \(144\) is over"):
+        render(bank)
+
+
+def test_a_column_of_two_weights_is_drawn_as_a_row():
+    assert render_result(bank_of(np.zeros((3, 2, 1, 1))), RenderOptions()).arrangement == "rows"
