@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import Literal
 
 import numpy as np
 
 from . import limits
-from .errors import CorruptFileError
+from .errors import CorruptFileError, UnreadableFeatureError
 
 #: Storage dtype of each element type filtergrid can decode (bit patterns for the ones NumPy lacks).
 STORAGE: dict[str, np.dtype] = {
@@ -170,7 +171,7 @@ def unpack_bits(packed, nbits: int, count: int) -> np.ndarray:
     The packed bytes must hold them all; the result is uint8 (nbits <= 8).
     """
     if not 1 <= nbits <= 8:
-        raise CorruptFileError(f"{nbits}-bit codes are not supported (1 to 8 bits)")
+        raise UnreadableFeatureError(f"{nbits}-bit codes are not supported (1 to 8 bits)")
     data = np.frombuffer(packed, dtype=np.uint8)
     if data.size * 8 < count * nbits:
         raise CorruptFileError(f"{count:,} codes of {nbits} bits need {math.ceil(count * nbits / 8):,} bytes, "
@@ -204,3 +205,13 @@ def lookup(codes: np.ndarray, table) -> np.ndarray:
     if codes.size and int(codes.max()) >= table.size:
         raise CorruptFileError(f"a code {int(codes.max())} indexes a table of {table.size} values")
     return table[codes]
+
+
+#: The byte orders a pickled ``numpy.dtype`` records in its state, spelled as ``newbyteorder`` takes them
+#: ('|' marks one-byte types, which have none).
+PICKLED_BYTE_ORDERS: dict[str, Literal["<", ">", "="]] = {"<": "<", ">": ">", "=": "=", "|": "="}
+
+
+def pickled_dtype(code: str, order: str) -> np.dtype:
+    """The dtype a pickle's ``numpy.dtype(code)`` plus its state's byte order stand for."""
+    return np.dtype(code).newbyteorder(PICKLED_BYTE_ORDERS[order])

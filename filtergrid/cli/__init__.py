@@ -14,7 +14,7 @@ import sys
 import click
 
 from .._version import __version__
-from ..errors import FiltergridError
+from ..errors import FiltergridError, plain
 from ..untrusted import terminal
 from . import deadline
 
@@ -47,7 +47,7 @@ class LazyGroup(click.Group):
         limit = formatter.width - 6 - max(map(len, names), default=0)
         rows = []
         for name in names:
-            rows.append((name, click.utils.make_default_short_help(COMMANDS[name][1], limit)))
+            rows.append((name, click.Command(name, help=COMMANDS[name][1]).get_short_help_str(limit)))
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
@@ -136,5 +136,6 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # a bug of ours: still one line, with a way to see more
         if os.environ.get("FILTERGRID_DEBUG"):
             raise
-        fail(f"internal error ({type(e).__name__}: {e}); rerun with FILTERGRID_DEBUG=1 and report it")
+        fail(f"filtergrid failed on something it did not expect ({plain(e)}); rerun with FILTERGRID_DEBUG=1 "
+             "to see where, and report it")
     sys.exit(0)

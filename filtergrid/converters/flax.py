@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import dtypes, limits
 from ..bank import TensorInfo
-from ..errors import CorruptFileError, TensorNotFoundError
+from ..errors import CorruptFileError, TensorNotFoundError, UnreadableFeatureError, plain
 from ..layout import CHANNELS_LAST
 from ..safeio import ModelPath, model_path
 from .base import Probe, natural_key, prefer_layer_weights, tensor_info
@@ -54,7 +54,7 @@ def _ext_hook(code: int, payload: bytes):
     try:
         fields = msgpack.unpackb(payload, raw=False, max_bin_len=len(payload), max_array_len=64)
     except (ValueError, msgpack.UnpackException) as e:
-        raise CorruptFileError(f"flax array record is malformed ({type(e).__name__})") from None
+        raise CorruptFileError(f"an array record is malformed: {plain(e)}") from None
     if code == _NPSCALAR:
         fields = ((), *fields) if isinstance(fields, (list, tuple)) and len(fields) == 2 else None
     if not isinstance(fields, (list, tuple)) or len(fields) != 3 or not isinstance(fields[2], bytes):
@@ -77,7 +77,7 @@ def _leaves(tree, prefix: str = "", depth: int = 0):
         yield prefix, tree
     elif isinstance(tree, dict):
         if tree.get("__msgpack_chunked_array__"):
-            raise CorruptFileError(f"{prefix!r} is a chunked array (over 1 GiB); filtergrid does not join chunks")
+            raise UnreadableFeatureError(f"{prefix!r} is a chunked array (over 1 GiB); filtergrid does not join chunks")
         for key, value in tree.items():
             yield from _leaves(value, f"{prefix}/{key}" if prefix else str(key)[:256], depth + 1)
     elif isinstance(tree, (list, tuple)):
@@ -154,7 +154,7 @@ def open(path: ModelPath) -> FlaxReader:  # noqa: A001 - the registry's verb
     except CorruptFileError:
         raise
     except (ValueError, TypeError, msgpack.UnpackException) as e:
-        raise CorruptFileError(f"not a valid msgpack file ({type(e).__name__}: {str(e)[:200]})") from None
+        raise CorruptFileError(f"not a valid msgpack file: {plain(e)}") from None
     if not isinstance(tree, dict):
         raise CorruptFileError("flax checkpoint is not a msgpack map")
     return FlaxReader(tree)
