@@ -773,5 +773,6 @@ def test_pixel_target_and_limit_boundaries_and_how_each_refusal_says_to_fix_it(m
         render(bank)
 
 
-def test_a_column_of_two_weights_is_drawn_as_a_row():
+def test_a_column_of_two_weights_is_drawn_as_a_row_and_single_weights_as_tiles():
     assert render_result(bank_of(np.zeros((3, 2, 1, 1))), RenderOptions()).arrangement == "rows"
+    assert render_result(bank_of(np.zeros((4, 1, 1, 1))), RenderOptions()).arrangement == "tiles"
