@@ -37,14 +37,14 @@ def report(model: str, **load_options) -> dict:
     import numpy as np
 
     from .. import api
+    from ..stats import moments
     from ..safeio import model_path
 
     with api.open_model(model, load_options.get("format")) as (fmt, reader):
         infos = reader.tensors()
     bank = api.load(model, **load_options)
-    values = bank.array[np.isfinite(bank.array)]
-    stats = {"min": float(values.min()), "max": float(values.max()), "mean": float(values.mean()),
-             "std": float(values.std()), "nonfinite": int(bank.array.size - values.size)} if values.size else None
+    finite = np.isfinite(bank.array)
+    stats = {**moments(bank.array, finite), "nonfinite": int(finite.size - finite.sum())} if finite.any() else None
     return {
         "path": str(bank.provenance.source),
         "format": fmt,

@@ -111,7 +111,7 @@ class FlaxReader:
         modules = list(tree["params"] if self._params else tree)
         #: JAX sorts dict keys whenever a tree passes through jit/tree_map, which erases flax's
         #: creation order; keys already in sorted order may be that.
-        self._sorted = len(modules) > 1 and modules == sorted(modules)
+        self._sorted = len(modules) > 1 and modules == sorted(modules, key=str)  # msgpack keys need not be text
 
     def _why(self) -> str:
         if self._sorted:
