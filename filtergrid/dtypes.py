@@ -172,7 +172,7 @@ def dequantize(q: np.ndarray, scale, zero_point=0, axis: int | None = None, *,
         raise CorruptFileError(f"per-tensor quantization with {scale.size} scales and {zero.size} zero points")
     else:
         scale, zero = scale.reshape(()), zero.reshape(())
-    return ((q.astype(np.float32) - zero) * scale).astype(np.float32, copy=False)
+    return (q.astype(np.float32) - zero) * scale  # float32 throughout: scale and zero are float32
 
 
 def _per_axis(q: np.ndarray, scale: np.ndarray, zero: np.ndarray, axis: int,

@@ -71,7 +71,7 @@ class Placement:
 
 def guess_layout(shape: tuple[int, ...], hint: str = "auto") -> str:
     """The layout of a stored tensor: the converter's hint when it fits the rank, else a guess."""
-    if hint != "auto" and (hint == "matrix" or LAYOUTS.get(hint, (-1,))[0] == len(shape)):
+    if hint == "matrix" or LAYOUTS.get(hint, (-1,))[0] == len(shape):  # "auto" is no layout: guessed
         return hint
     rank = len(shape)
     if rank == 4:
@@ -91,7 +91,7 @@ def guess_layout(shape: tuple[int, ...], hint: str = "auto") -> str:
     return "matrix"
 
 
-def image_shape_for(size: int, flatten: str = "HWC") -> tuple[int, int, int] | None:
+def image_shape_for(size: int) -> tuple[int, int, int] | None:
     """A square image with 3 or 1 channels whose pixels number ``size`` (3072 -> 32x32x3), or None."""
     for channels in (3, 1):
         if size % channels == 0:

@@ -84,6 +84,16 @@ def test_dequantize_defaults_and_scalar_scales():
         dtypes.dequantize(q, [0.5, 1.0], 10)  # several scales need an axis
 
 
+def test_dequantized_values_are_float32_in_the_shape_of_q_whatever_the_rank_of_one_scale():
+    """A single scale or zero point stored as a (1, 1, 1) tensor still applies per tensor."""
+    q = np.array([[0, 10], [20, 30]], dtype=np.int8)
+    one = np.full((1, 1, 1), 0.5)
+    for out in (dtypes.dequantize(q, one, np.zeros((1, 1, 1), np.int64)),
+                dtypes.dequantize(q, [0.5, 0.5], np.zeros((1, 1, 1), np.int64), axis=0)):
+        assert out.shape == (2, 2) and out.dtype == np.float32
+        np.testing.assert_array_equal(out, [[0, 5], [10, 15]])
+
+
 def test_per_axis_scales_with_one_zero_point_and_first_rows():
     q = np.array([[0, 10], [20, 30]], dtype=np.int8)
     np.testing.assert_array_equal(dtypes.dequantize(q, [1.0, 0.5], 0, axis=0), [[0, 10], [10, 15]])
@@ -155,3 +165,47 @@ def test_vector_tables_are_bounded_before_they_expand(monkeypatch):
     codes = np.zeros((10, 10), dtype=np.uint8)  # 400 float32 bytes: under the limit
     with pytest.raises(LimitError, match="MAX_TENSOR_BYTES"):
         dtypes.lookup(codes, np.zeros((1, 1, 1, 100)), vector_axis=0)  # 100 values per code: 40,000 bytes
+
+
+def test_scale_offset_is_per_slice_along_axis_0_by_default_and_float32():
+    """Core ML linear quantization: q * scale + bias per output channel (axis 0), or one of each."""
+    q = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    out = dtypes.scale_offset(q, [1.0, 10.0], [0.0, 0.5])
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, [[0, 1, 2], [30.5, 40.5, 50.5]])
+    np.testing.assert_array_equal(dtypes.scale_offset(q, [2.0], [1.0]), q * 2 + 1)  # one scale, one bias
+    np.testing.assert_array_equal(dtypes.scale_offset(q, [1.0, 10.0], [1.0]), [[1, 2, 3], [31, 41, 51]])
+    np.testing.assert_array_equal(dtypes.scale_offset(q, [1.0, 2.0, 3.0], [0.0], axis=1), [[0, 2, 6], [3, 8, 15]])
+
+
+@pytest.mark.parametrize("scale, offset", [([1.0, 2.0, 3.0], [0.0]), ([1.0, 2.0], [0.0, 1.0, 2.0])])
+def test_scale_offset_refuses_counts_that_match_no_axis(scale, offset):
+    with pytest.raises(CorruptFileError, match=rf"{len(scale)} scales and {len(offset)} offsets for axis 0 of length 2"):
+        dtypes.scale_offset(np.zeros((2, 2), np.uint8), scale, offset)
+
+
+def test_lookup_gives_table_values_and_refuses_a_code_past_the_table():
+    codes = np.array([[0, 3], [1, 1]], np.uint8)
+    palette = np.array([0.5, -1.0, 2.0, 4.0], np.float16)  # Core ML palettes may be float16
+    out = dtypes.lookup(codes, palette)
+    np.testing.assert_array_equal(out, [[0.5, 4.0], [-1.0, -1.0]])
+    with pytest.raises(CorruptFileError, match="a code 4 indexes a table of 4 values"):
+        dtypes.lookup(np.array([4], np.uint8), palette)
+
+
+def test_integer_fields_are_cut_to_the_element_width_and_bools_are_nonzero():
+    np.testing.assert_array_equal(dtypes.from_integer_fields(np.array([0, 1, 256]), "bool"), [False, True, True])
+    assert dtypes.from_integer_fields(np.array([0, 5]), "bool").dtype == np.bool_
+    halves = dtypes.from_integer_fields(np.array([0x3C00, 0xC000]), "float16")  # float16 bits in int32_data
+    assert halves.dtype == np.float16 and halves.tolist() == [1.0, -2.0]
+
+
+def test_unpack_bits_from_one_to_eight_bits_and_refuses_short_data():
+    np.testing.assert_array_equal(dtypes.unpack_bits(bytes([0b10110000]), 1, 4), [1, 0, 1, 1])
+    np.testing.assert_array_equal(dtypes.unpack_bits(bytes([0x12, 0x34, 0x50]), 4, 5), [1, 2, 3, 4, 5])
+    np.testing.assert_array_equal(dtypes.unpack_bits(bytes([0xFF, 7]), 8, 2), [255, 7])
+    with pytest.raises(CorruptFileError, match="9-bit codes are not supported"):
+        dtypes.unpack_bits(bytes(9), 9, 1)
+    with pytest.raises(CorruptFileError, match="9 codes of 4 bits need 5 bytes, 4 are stored"):
+        dtypes.unpack_bits(bytes(4), 4, 9)
+    assert dtypes.unpack_bits(bytes(5), 4, 9).tolist() == [0] * 9  # exactly enough

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from filtergrid.errors import UsageError
-from filtergrid.layout import guess_layout, image_shape_for, parse_image_shape, place
+from filtergrid.layout import CHANNELS_FIRST, CHANNELS_LAST, guess_layout, image_shape_for, parse_image_shape, place
 
 rng = np.random.default_rng(0)
 
@@ -63,17 +63,41 @@ def test_dense_without_image_evidence_is_a_heatmap_whatever_its_size():
     """768 inputs are 16x16x3 by arithmetic only: no evidence, no fake RGB tiles."""
     placed = place(rng.standard_normal((64, 768)), "OI", image_why="not the input layer")
     assert placed.kind == "matrix" and "not the input layer" in placed.notes[0]
+    unexplained = place(rng.standard_normal((64, 768)), "OI")
+    assert unexplained.notes == ("dense: no evidence that its inputs form an image; "
+                                 "shown as a heatmap (--image-shape HxWxC draws images)",)
 
 
 def test_one_by_one_kernels_are_a_heatmap_and_a_long_row_is_wrapped():
     pointwise = place(rng.standard_normal((8, 5, 1, 1)), "OIHW")
     assert pointwise.kind == "matrix" and pointwise.array.shape == (1, 8, 5, 1)
+    assert pointwise.layout == "OIHW 1x1 as matrix"
+    assert pointwise.notes == ("1x1 kernels: shown as a filters x input-channels heatmap",)
     row = rng.standard_normal((1, 1475, 1, 1)).astype(np.float32)
     wrapped = place(row, "OIHW")
     assert wrapped.array.shape == (1, 25, 59, 1)
     np.testing.assert_array_equal(wrapped.array.ravel(), row.ravel())
     prime = place(rng.standard_normal((1, 1031)), "matrix")
     assert prime.array.shape[1] * prime.array.shape[2] >= 1031 and np.isnan(prime.array).sum() == prime.array.size - 1031
+
+
+def test_a_convention_names_the_layout_of_each_rank_it_knows_and_auto_for_the_rest():
+    """``auto`` is what listings show for biases and the like, and what guess_layout guesses from."""
+    assert [CHANNELS_FIRST.layout_for((2,) * r) for r in range(1, 6)] == ["auto", "OI", "OIK", "OIHW", "OIDHW"]
+    assert [CHANNELS_LAST.layout_for((2,) * r) for r in range(1, 6)] == ["auto", "IO", "KIO", "HWIO", "auto"]
+
+
+def test_a_long_row_wraps_at_the_divisor_search_bounds_else_pads_with_nan():
+    """A row of 64 stays a strip; a longer one wraps into rows of a divisor between its square root
+    and a quarter of it (at least 2), else into rows of isqrt + 1 padded with NaN."""
+    assert place(np.arange(64.0), "matrix").array.shape == (1, 1, 64, 1)
+    two = place(np.arange(74.0), "matrix")  # 74 = 2 x 37: 2 is the last divisor searched (isqrt 8)
+    assert two.array.shape == (1, 2, 37, 1) and two.notes == ("a single row of 74 values wrapped into 2 rows of 37",)
+    padded = place(np.arange(412.0), "matrix")  # 412 = 4 x 103, and 4 < isqrt(412) // 4 = 5 is not searched
+    assert padded.array.shape == (1, 20, 21, 1)
+    np.testing.assert_array_equal(padded.array.ravel()[:412], np.arange(412.0))
+    assert np.isnan(padded.array.ravel()[412:]).all()
+    assert padded.notes == ("a single row of 412 values wrapped into rows of 21; the last 8 cells are padding (NaN colour)",)
 
 
 def test_dense_out_in_and_chw_flatten():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import cmap
@@ -390,7 +391,7 @@ def test_a_large_bank_renders_in_one_vectorized_pass():
     ({"cmap": "no-such-map-at-all"}, "gray, viridis"),
     ({"background": "blurple"}, "background"),
     ({"nan_color": "#12"}, "nan colour"),
-    ({"colour": "red"}, "unknown render option 'colour'"),
+    ({"colour": "red"}, "unknown render option 'colour'; choose from background, bgr, channels, cmap, "),
 ])
 def test_bad_options_are_one_line_usage_errors(options, message):
     with pytest.raises(UsageError, match=message) as info:
@@ -442,6 +443,22 @@ def test_png_records_provenance_in_text_chunks(tmp_path):
     assert text["chosen_by"] == "weight of the first Conv node"
     assert text["normalization"] == "symmetric"
     assert text["filtergrid_version"] == filtergrid.__version__
+    assert text["Software"] == f"filtergrid {filtergrid.__version__}"
+    assert text["channels"] == "split" and text["scale"] == str(result.scale) and text["cmap"] == "none (RGB tiles)"
+    assert "notes" not in text
+
+
+def test_png_text_names_the_gray_ramp_and_joins_notes(tmp_path):
+    bank = bank_of(np.random.default_rng(0).normal(size=(2, 3, 3, 1)))
+    result = render_result(bank, RenderOptions(scale=1, pad=0))
+    assert Image.open(save(result, bank, tmp_path / "g.png")).text["cmap"] == "gray"
+    noted = dataclasses.replace(result, notes=("first", "second"))
+    assert Image.open(save(noted, bank, tmp_path / "n.png")).text["notes"] == "first; second"
+
+
+def test_an_unknown_colormap_suggests_the_four_closest_names():
+    with pytest.raises(UsageError, match=r"unknown colormap 'Bluez'; try Blues, (\w+, ){2}\w+ \(any colormap"):
+        colormaps.lut("Bluez")
 
 
 def test_png_text_survives_a_non_latin_source_path(tmp_path):
@@ -460,7 +477,7 @@ def test_other_formats_follow_the_suffix(tmp_path, name, fmt):
             np.testing.assert_array_equal(np.asarray(im.convert("RGB")), np.asarray(result.image))
 
 
-@pytest.mark.parametrize("name", ["grid.xyz", "grid", "grid.npy"])
+@pytest.mark.parametrize("name", ["grid.xyz", "grid", "grid.npy", "grid.fits"])  # FITS: Pillow reads, never writes
 def test_unknown_suffix_is_a_usage_error(tmp_path, name):
     result, bank = _result_and_bank()
     with pytest.raises(UsageError, match="suffix"):
@@ -509,7 +526,7 @@ def test_enlarged_small_kernels_get_a_wider_gutter():
     result = render_result(bank_of(np.random.default_rng(0).normal(size=(4, 3, 3, 1))), RenderOptions())
     assert result.scale > 1 and result.geometry.pad >= 2
     gutter = np.asarray(result.image)[0, 0]
-    assert gutter.tolist() == [43, 76, 126]
+    assert gutter.tolist() == [43, 76, 126] and result.options.background == "#2b4c7e"
 
 
 def test_max_filters_draws_the_first_n_and_says_so():
@@ -613,3 +630,160 @@ def test_a_colormap_on_rgb_tiles_is_reported_not_recorded(tmp_path):
     assert result.options.cmap is None and "not applied: the tiles are RGB" in result.notes[0]
     text = Image.open(save(result, bank, tmp_path / "g.png")).text
     assert text["cmap"] == "none (RGB tiles)" and "viridis" in text["notes"]
+
+
+# --- annotate: the geometry and placement of the words, not the glyphs ----------------------------
+
+def _ink_rows(region: np.ndarray, background) -> list[int]:
+    return [y for y in range(region.shape[0]) if (region[y] != background).any()]
+
+
+def test_ink_is_dark_on_light_and_light_on_dark_at_luminance_140():
+    from filtergrid.renderer.annotate import ink_for
+
+    assert ink_for((0, 0, 0)) == (235, 235, 235) and ink_for((255, 255, 255)) == (20, 20, 20)
+    assert ink_for((140, 140, 140)) == (235, 235, 235) and ink_for((141, 141, 141)) == (20, 20, 20)
+    assert ink_for((0, 255, 0)) == (20, 20, 20) and ink_for((255, 0, 0)) == (235, 235, 235)  # green counts most
+
+
+def test_fit_text_keeps_the_longest_end_that_fits_after_an_ellipsis():
+    from PIL import ImageDraw
+
+    from filtergrid.renderer.annotate import _font, fit_text
+
+    draw, font = ImageDraw.Draw(Image.new("RGB", (1, 1))), _font()
+    path = "/models/some/deep/folder/conv1.weight"
+    assert fit_text(draw, path, font, 1000) == path and fit_text(draw, "abc", font, 1) == "abc"
+    width = int(draw.textlength("…conv1.weight", font=font))
+    cut = fit_text(draw, path, font, width)
+    assert cut == "…conv1.weight"  # one character more would not fit
+    assert draw.textlength("…" + path[-(len(cut)):], font=font) > width
+
+
+def test_colorbar_ticks_sit_at_the_ends_and_at_zero_only_away_from_them():
+    from filtergrid.renderer.annotate import _ticks
+
+    bank = bank_of(rows_of([[-2, 0, 2]]))
+    result = render_result(bank, RenderOptions(normalize="symmetric", pad=0, scale=1))
+    assert _ticks(result) == [(1.0, "2"), (0.5, "0"), (0.0, "-2")]
+    assert _ticks(render_result(bank, RenderOptions(pad=0, scale=1))) == [(1.0, "max"), (0.5, "per filter"), (0.0, "min")]
+    for low, high, zero_shown in [(-12, 88, False), (-13, 87, True), (-88, 12, False), (-87, 13, True)]:
+        fixed = render_result(bank, RenderOptions(value_range=(low, high), pad=0, scale=1))
+        assert [label for _, label in _ticks(fixed)] == ([str(high), "0", str(low)] if zero_shown else [str(high), str(low)])
+
+
+def test_split_labels_put_filter_indices_left_of_rows_and_channel_indices_above_columns():
+    from PIL import ImageDraw
+
+    from filtergrid.renderer import annotate
+
+    bank = bank_of(np.random.default_rng(0).normal(size=(12, 3, 3, 4)))
+    options = dict(channels="split", colorbar=False, background="black", scale=4, pad=2)
+    plain = render_result(bank, RenderOptions(**options))
+    labelled = render_result(bank, RenderOptions(labels=True, **options))
+    margin = int(ImageDraw.Draw(plain.image).textlength("11", font=annotate._font())) + 8
+    top = annotate.LABEL_BAND
+    assert labelled.image.size == (plain.image.width + margin, plain.image.height + top)
+    image = np.asarray(labelled.image)
+    np.testing.assert_array_equal(image[top:, margin:], np.asarray(plain.image))  # tiles untouched
+    g = plain.geometry
+    cell_h, cell_w = g.tile_h * g.scale + g.pad, g.tile_w * g.scale + g.pad
+    black = [0, 0, 0]
+    # one index per row (cell_h 14 >= FONT_PX + 2), centred on the row, right-aligned 4 px from the tiles
+    left = image[:, : margin]
+    centres = [top + g.pad + r * cell_h + (cell_h - g.pad) // 2 for r in range(g.rows)]
+    ink = _ink_rows(left, black)
+    assert all(min(abs(y - c) for c in centres) <= annotate.FONT_PX // 2 + 1 for y in ink)
+    assert all(any(abs(y - c) <= 2 for y in ink) for c in centres)
+    assert not (left[:, margin - 2:] != black).any()  # right-aligned 4 px from the tiles (1 px of antialiasing)
+    # c0..c3 above the columns, each starting at its column
+    band = image[:top, margin:]
+    for c in range(4):
+        columns = band[:, c * cell_w + g.pad: c * cell_w + g.pad + 8]
+        assert (columns != black).any(), f"no channel index above column {c}"
+    assert not (band[:, : g.pad] != black).any()
+
+
+def test_thin_rows_are_labelled_every_few_rows_so_labels_never_overlap():
+    from filtergrid.renderer import annotate
+
+    taps = np.random.default_rng(0).normal(size=(40, 1, 30, 1)).astype(np.float32)
+    options = dict(colorbar=False, background="black", scale=1)
+    plain = render_result(bank_of(taps), RenderOptions(**options))
+    labelled = render_result(bank_of(taps), RenderOptions(labels=True, **options))
+    assert plain.arrangement == "rows" and labelled.image.height == plain.image.height
+    g = plain.geometry
+    cell_h = g.tile_h * g.scale + g.pad
+    step = -(-(annotate.FONT_PX + 2) // cell_h)
+    assert step > 1
+    margin = labelled.image.width - plain.image.width
+    np.testing.assert_array_equal(np.asarray(labelled.image)[:, margin:], np.asarray(plain.image))
+    ink = _ink_rows(np.asarray(labelled.image)[:, :margin], [0, 0, 0])
+    centres = [g.pad + r * cell_h + (cell_h - g.pad) // 2 for r in range(0, g.rows, step)]
+    assert ink and all(min(abs(y - c) for c in centres) <= annotate.FONT_PX // 2 + 1 for y in ink)
+    assert all(any(abs(y - c) <= 2 for y in ink) for c in centres)
+
+
+def test_a_write_error_without_words_is_named_by_its_type(tmp_path, monkeypatch):
+    import importlib
+
+    save_module = importlib.import_module("filtergrid.renderer.save")  # the package's ``save`` is the function
+
+    def refuse(path, write):
+        raise OSError()
+
+    monkeypatch.setattr(save_module, "atomic_write", refuse)
+    result, bank = _result_and_bank()
+    with pytest.raises(FiltergridError, match=r"cannot write PNG image .*grid.png: OSError$"):
+        save(result, bank, tmp_path / "grid.png")
+
+
+def test_near_square_columns_for_one_tile_and_for_wide_strips_is_one():
+    assert grid.near_square_cols(1, 3, 3) == 1 and grid.near_square_cols(4, 1, 100) == 1
+    assert grid.near_square_cols(64, 3, 3) == 8 and grid.near_square_cols(10, 4, 1) == 7
+
+
+def test_channel_mean_is_float32_and_does_not_overflow_near_the_float32_limit():
+    from filtergrid.renderer import channels
+
+    big = np.full((1, 1, 1, 4), 3e38, np.float32)
+    mean = channels.select(big, "mean", bgr=False)
+    assert mean.dtype == np.float32 and mean.shape == (1, 1, 1, 1) and mean[0, 0, 0, 0] == np.float32(3e38)
+
+
+def test_one_d_kernels_are_scaled_like_one_lone_image_of_all_strips():
+    """Six 40-tap strips (4 px rows each) in one column, enlarged until the stack is 512 px wide."""
+    result = render_result(bank_of(np.random.default_rng(0).normal(size=(6, 1, 40, 1))), RenderOptions())
+    assert result.arrangement == "rows" and (result.cols, result.rows) == (1, 6)
+    assert result.scale == 13 and result.geometry.tile_h == 4 and result.geometry.pad == 1
+
+
+def test_automatic_gutter_is_one_pixel_unscaled_and_grows_with_the_enlarged_tile():
+    big = render_result(bank_of(np.zeros((4, 64, 64, 1))), RenderOptions())
+    assert big.scale == 1 and big.geometry.pad == 1
+    lone = render_result(bank_of(np.zeros((1, 3, 3, 1))), RenderOptions())
+    assert lone.scale == 171 and lone.geometry.pad == 8  # 513 px tile -> the widest gutter
+
+
+def test_an_automatic_scale_shrinks_down_to_1_to_meet_the_pixel_target(monkeypatch):
+    monkeypatch.setattr(grid, "TARGET_OUTPUT_PIXELS", 100)
+    assert render_result(bank_of(np.zeros((4, 3, 3, 1))), RenderOptions()).scale == 1
+
+
+def test_pixel_target_and_limit_boundaries_and_how_each_refusal_says_to_fix_it(monkeypatch):
+    """Four 3x3 tiles in 2 columns with a 2 px gutter: 12x12 px at scale 1, 18x18 at scale 2."""
+    bank = bank_of(np.zeros((4, 3, 3, 1)))
+    monkeypatch.setattr(grid, "TARGET_OUTPUT_PIXELS", 18 * 18)
+    assert render_result(bank, RenderOptions()).scale == 2  # exactly at the target: no further shrinking
+    monkeypatch.setattr(limits, "MAX_OUTPUT_PIXELS", 12 * 12)
+    assert render_result(bank, RenderOptions(scale=1, pad=2)).image.size == (12, 12)  # exactly at the limit
+    with pytest.raises(LimitError, match=r"18x18 pixels \(lower --scale or pad, change --cols\) \(324\) is over"):
+        render(bank, scale=2, pad=2)
+    monkeypatch.setattr(limits, "MAX_OUTPUT_PIXELS", 100)
+    with pytest.raises(LimitError, match=r"12x12 pixels \(even at scale 1; lower --max-filters\) \(144\) is over"):
+        render(bank)
+
+
+def test_a_column_of_two_weights_is_drawn_as_a_row_and_single_weights_as_tiles():
+    assert render_result(bank_of(np.zeros((3, 2, 1, 1))), RenderOptions()).arrangement == "rows"
+    assert render_result(bank_of(np.zeros((4, 1, 1, 1))), RenderOptions()).arrangement == "tiles"

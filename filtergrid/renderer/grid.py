@@ -56,17 +56,15 @@ def auto_pad(tile_px: int, scale: int) -> int:
     return 1 if scale == 1 else max(2, min(8, tile_px // 32))
 
 
-def fit(tiles: int, cols: int, tile_h: int, tile_w: int, pad: int, scale: int | None,
-        automatic: int | None = None) -> Geometry:
+def fit(tiles: int, cols: int, tile_h: int, tile_w: int, pad: int, scale: int | None, automatic: int) -> Geometry:
     """The geometry, decided before any pixel is allocated.
 
-    An automatic scale (``automatic``, else :func:`auto_scale`) shrinks until the image is under
+    Without an explicit ``scale``, ``automatic`` shrinks until the image is under
     ``TARGET_OUTPUT_PIXELS``; an explicit one is honoured up to ``limits.MAX_OUTPUT_PIXELS`` or refused.
     """
     rows = math.ceil(tiles / cols)
-    target = limits.MAX_OUTPUT_PIXELS if scale is not None else min(TARGET_OUTPUT_PIXELS, limits.MAX_OUTPUT_PIXELS)
-    chosen = scale if scale is not None else automatic or auto_scale(tile_h, tile_w, tiles)
-    geometry = Geometry(rows, cols, tile_h, tile_w, chosen, pad)
+    target = min(TARGET_OUTPUT_PIXELS, limits.MAX_OUTPUT_PIXELS)  # for the automatic scale only
+    geometry = Geometry(rows, cols, tile_h, tile_w, scale if scale is not None else automatic, pad)
     while scale is None and geometry.scale > 1 and geometry.width * geometry.height > target:
         geometry = Geometry(rows, cols, tile_h, tile_w, geometry.scale - 1, pad)
     pixels = geometry.width * geometry.height
