@@ -34,6 +34,7 @@ from typing import Any, BinaryIO
 
 from . import limits
 from .errors import CorruptFileError, FiltergridError, LimitError, UnsafeFileError
+from .safeio import MappedFile
 
 
 @dataclass(frozen=True)
@@ -266,7 +267,8 @@ def _describe(value: Any) -> str:
 
 
 class _Budget:
-    """File reads for the unpickler, refused past ``limit`` bytes (a pickle has no declared length)."""
+    """File reads for the unpickler, refused past ``limit`` bytes copied (a pickle has no declared
+    length); views of a mapped file copy nothing and are bounded by the file."""
 
     def __init__(self, file: BinaryIO, limit: int):
         self._file = file
@@ -280,6 +282,8 @@ class _Budget:
         return data
 
     def read(self, n: int = -1) -> bytes:
+        if isinstance(self._file, MappedFile) and n >= MappedFile.VIEW_BYTES:
+            return self._file.read(n)  # a view of the mapped file: nothing is copied
         # A declared length past the budget reads one byte more than the budget: a short file
         # then fails as truncated, a long one as over the limit.
         return self._take(self._file.read(n if 0 <= n <= self._left else self._left + 1))
