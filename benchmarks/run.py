@@ -1,20 +1,24 @@
-"""filtergrid's speed benchmark (issue 5): time to a first layer, whatever the size of the checkpoint.
+"""filtergrid's speed benchmark (issues 5 and 11): time to a first layer, whatever the size of the checkpoint.
 
-    python benchmarks/run.py [--framework-python /path/to/python-with-torch] [--markdown]
+    python benchmarks/run.py [--framework-python PYTHON ...] [--only KIND ...] [--markdown]
 
-Builds its inputs in a temporary folder (deleted as it goes; at most one 1 GiB file at a time): the
-same small CNN saved as ONNX (conv1 stored first, and stored after ~1 GiB of other initializers),
-safetensors, a PyTorch zip and a legacy PyTorch pickle, each at ~1 GiB and as a ~100 KB twin. Every
-measurement is a whole fresh process (``filtergrid convert FILE -o out.npy`` and the naive framework
-load of the same tensor): its wall time and peak RSS. Each command runs once to warm up, then
-``--repeat`` times in rounds that interleave all commands of an input, and the median is kept;
-ratios are medians of per-round ratios, so load from other processes hits both sides alike.
+Builds its inputs in a temporary folder (deleted as it goes; at most one 1 GiB input at a time), the
+same small CNN written by each framework at ~1 GiB and as a ~100 KB twin: ONNX (conv1 stored first,
+and stored after ~1 GiB of other initializers), safetensors, a PyTorch zip and a legacy pickle,
+Keras, GGUF, and issue 11's formats (TensorFlow SavedModel, checkpoint and frozen graph, TFLite,
+TF.js, Core ML, OpenVINO, Paddle, Caffe, Darknet, ncnn, scikit-learn, Flax; see make_input.py for
+where each stores conv1). Every measurement is a whole fresh process (``filtergrid convert FILE -o
+out.npy`` and the naive framework load of the same tensor): its wall time and peak RSS. Each command
+runs once to warm up, then ``--repeat`` times in rounds that interleave all commands of an input, and
+the median is kept; ratios are medians of per-round ratios, so load from other processes hits both
+sides alike.
 
 The floor is ``python -c "import numpy"`` with ``OPENBLAS_NUM_THREADS=1``: the filtergrid command sets
 that for itself (it multiplies no matrices), and the naive loaders get it too, so no side gains from
-it. The naive loaders run in ``--framework-python`` (which needs onnx / safetensors / torch),
-filtergrid in ``--filtergrid-python`` with this checkout first on its path. Not a test: the targets
-are checked and printed, and the exit code is 0 either way.
+it. Frameworks often need venvs of their own: give ``--framework-python`` once per venv; each input is
+written, and its naive load run, by the first one that has its framework (default: this Python).
+filtergrid runs in ``--filtergrid-python`` with this checkout first on its path. Not a test: the
+targets are checked and printed, and the exit code is 0 either way.
 """
 
 from __future__ import annotations
@@ -153,7 +157,7 @@ CASES = (
     Case("keras-h5-weights", "Keras 2 weights-only .h5", ".h5", "keras-weights", "keras-h5"),
     Case("keras-h5", "Keras legacy full-model .h5 (model.save)", ".h5", "keras", "keras-h5"),
     Case("keras", "Keras 3 .keras archive", ".keras", "keras", "keras"),
-    Case("gguf", "GGUF, a float16 token embedding of ~1 GiB", ".gguf", "gguf", "gguf"),
+    Case("gguf", "GGUF, a float16 token embedding takes the bytes", ".gguf", "gguf", "gguf"),
     Case("tf-savedmodel", "TensorFlow SavedModel, conv1 stored after the dense kernels", "", "tf-savedmodel",
          "tensorflow"),
     Case("tf-checkpoint", "TF2 checkpoint (.index + .data), conv1 stored after the dense kernels", ".ckpt",
@@ -499,11 +503,13 @@ def main(argv: list[str] | None = None) -> int:
         bench.run_startup()
         for case in CASES:
             if not args.only or case.kind in args.only:
+                done = len(bench.rows)
                 try:
                     bench.run_case(case)
                 except Failed as error:  # one input that cannot be built or read costs its row, not the run
                     log(f"{case.title}: {error}")
                     bench.rows.append(Row(case.title, None, f"failed: {str(error)[-200:]}"))
+                log(f"{case.title}: done\n{markdown(table_rows(bench.rows[done:]))}")  # kept if the run is cut short
         bench.run_render()
         bench.add_floor()
     rows = table_rows(bench.rows)
