@@ -92,7 +92,7 @@ def choose(infos: list[TensorInfo], tensor: str | None) -> tuple[TensorInfo, str
 
 
 def load(
-    path: str | os.PathLike,
+    path: str | os.PathLike | RemotePath,
     tensor: str | None = None,
     *,
     layout: str | None = None,

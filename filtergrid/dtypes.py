@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import Literal
 
 import numpy as np
 
@@ -204,3 +205,13 @@ def lookup(codes: np.ndarray, table) -> np.ndarray:
     if codes.size and int(codes.max()) >= table.size:
         raise CorruptFileError(f"a code {int(codes.max())} indexes a table of {table.size} values")
     return table[codes]
+
+
+#: The byte orders a pickled ``numpy.dtype`` records in its state, spelled as ``newbyteorder`` takes them
+#: ('|' marks one-byte types, which have none).
+PICKLED_BYTE_ORDERS: dict[str, Literal["<", ">", "="]] = {"<": "<", ">": ">", "=": "=", "|": "="}
+
+
+def pickled_dtype(code: str, order: str) -> np.dtype:
+    """The dtype a pickle's ``numpy.dtype(code)`` plus its state's byte order stand for."""
+    return np.dtype(code).newbyteorder(PICKLED_BYTE_ORDERS[order])

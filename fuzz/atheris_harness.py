@@ -107,6 +107,20 @@ def seed_files(fmt: str, extra_dirs: list[Path]) -> list[Path]:
     return [p for p in candidates if detected(p) == fmt]
 
 
+#: Formats whose model file is read together with a companion file (weights beside a graph).
+COMPANION_FORMATS = ("openvino", "ncnn", "darknet", "paddle-inference")
+
+
+def place_companions(seed: Path, folder: Path) -> Path:
+    """Copy ``seed``'s companions (siblings sharing its name up to the first dot, e.g. conv.xml's
+    conv.bin) into ``folder`` as ``model.*``; return where the mutated seed goes."""
+    prefix = seed.name.split(".")[0]
+    for sibling in seed.parent.glob(f"{prefix}.*"):
+        if sibling != seed and not sibling.name.endswith(".expected.npz"):
+            shutil.copyfile(sibling, folder / ("model" + sibling.name[len(prefix):]))
+    return folder / ("model" + seed.name[len(prefix):])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("format", choices=[f.name for f in converters.FORMATS])
@@ -134,6 +148,8 @@ def main() -> None:
         shutil.copyfile(path, corpus / f"seed{i}{path.suffix}")
     target = work / "input" / f"model{fmt.suffixes[0] if fmt.suffixes else seeds[0].suffix}"
     target.parent.mkdir()
+    if fmt.name in COMPANION_FORMATS:  # the mutated file is read with the first seed's real companions
+        target = place_companions(seeds[0], target.parent)
     recorder = Recorder(ours.findings, fmt.name)
 
     page = os.sysconf("SC_PAGE_SIZE")

@@ -1,6 +1,6 @@
 """A fuzzing campaign: the atheris harness on every single-file format, a time budget each.
 
-    python fuzz/campaign.py OUTDIR [--minutes 4] [--formats numpy safetensors ...]
+    nice python fuzz/campaign.py OUTDIR [--minutes 4] [--formats numpy safetensors ...]
 
 libFuzzer stops at the first input that hangs or crashes native code (libhdf5 has such bugs);
 the campaign records that input under OUTDIR/artifacts and restarts the format with the time
@@ -21,9 +21,11 @@ from pathlib import Path
 
 HARNESS = Path(__file__).resolve().parent / "atheris_harness.py"
 ROOT = HARNESS.parent.parent
-#: Formats a single mutated file can exercise (a Hugging Face model is a folder).
+#: Formats one mutated file can exercise (beside its real companion file where it has one;
+#: a Hugging Face model and a TF.js model are folders of many files).
 FORMATS = ("safetensors", "numpy", "keras", "keras-h5", "onnx", "pytorch", "torchscript", "tflite", "gguf",
-           "coreml", "caffe", "flax", "sklearn", "paddle", "tensorflow")
+           "coreml", "caffe", "flax", "sklearn", "paddle", "tensorflow", "openvino", "ncnn", "darknet",
+           "paddle-inference")
 #: What libFuzzer saves an input as when it stops on it.
 ARTIFACT_KINDS = ("crash", "timeout", "oom", "leak", "slow")
 
@@ -40,7 +42,7 @@ def run_format(fmt: str, seconds: float, out: Path) -> dict:
     while (left := int(deadline - time.monotonic())) > 10:
         before = set(artifacts.iterdir())
         code = subprocess.call(
-            ["nice", "-n", "19", sys.executable, str(HARNESS), fmt, "--findings", str(out / "findings"),
+            [sys.executable, str(HARNESS), fmt, "--findings", str(out / "findings"),
              "--corpus", str(out / "corpus" / fmt), f"-max_total_time={left}", "-timeout=20",
              "-rss_limit_mb=2048", "-max_len=262144", f"-artifact_prefix={artifacts}/{fmt}-",
              f"-seed={restarts + 1}"],

@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 from conftest import FIXTURES, assert_one_line_error, moto_bucket, run_cli
+from filtergrid.audit.walk import HEAD_BYTES
 from rangeserver import Behaviour, serve
 from safetensors.numpy import save_file
 
@@ -109,6 +110,10 @@ def test_each_file_is_read_by_ranges_not_downloaded(remote, models, bucket):
         # What identifies the bytes instead of a hash: the store's ETag (a file's; a folder has none) and the size.
         assert bool(r["etag"]) == (name != HF_FOLDER), name
     assert records[HF_FOLDER]["format"] == "huggingface"
+    # The file with no suffix cost its twin's reads plus the parent's one look at its first bytes.
+    twin, no_suffix = records["safetensors/cnn.safetensors"], records[NO_SUFFIX]
+    assert no_suffix["requests"] == twin["requests"] + 1
+    assert no_suffix["bytes_read"] == twin["bytes_read"] + min(twin["size"], HEAD_BYTES)
 
 
 def test_reports_show_what_was_fetched(remote):

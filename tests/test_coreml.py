@@ -109,3 +109,13 @@ def test_blob_name_outside_the_package_is_refused(tmp_path: Path) -> None:
     (tmp_path / "secret").write_bytes(BLOB.read_bytes())
     with pytest.raises(UnsafeFileError, match="outside"):
         filtergrid.load(package)
+
+
+def test_sniff_of_a_description_longer_than_any_file_says_no(tmp_path: Path) -> None:
+    """Found by fuzzing: a Core ML-like start whose description length is 2^63 - 1 made the sniffer
+    seek past what an offset can hold (ValueError) instead of saying 'not Core ML'."""
+    path = tmp_path / "model.pdparams"
+    path.write_bytes(b"\x08\x0b\x12" + b"\xff" * 8 + b"\x7f" + bytes(40))
+    assert not converters.BY_NAME["coreml"].load_module().sniff(Probe.of(path))
+    with pytest.raises(FiltergridError):
+        filtergrid.load(path)

@@ -60,6 +60,7 @@ class _Lister:
             return
         size = int(info.get("size") or 0)
         claimed = posixpath.splitext(key)[1].lower() in self.suffixes
+        head = b""
         if not claimed:
             try:
                 head = self.transport.fetch(self.url(key), 0, min(size, HEAD_BYTES)) if size else b""
@@ -69,7 +70,7 @@ class _Lister:
             if not has_signature(head, size):
                 self.result.skipped.append((redact(self.url(key)), NOT_A_MODEL))
                 return
-        self.result.models.append(Found(self.url(key), claimed=claimed, size=size, etag=_etag(info)))
+        self.result.models.append(Found(self.url(key), claimed=claimed, size=size, etag=_etag(info), probed=len(head)))
 
     def add_folder(self, folder: str, prefix: str, listing: dict[str, dict[str, Any]]) -> None:
         relative = folder[len(prefix):]

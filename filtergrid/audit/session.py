@@ -79,8 +79,9 @@ def plan(models: list[Found], options: AuditOptions, report: Report) -> list[dic
         remote = isinstance(found.path, str)
         try:
             size = _size(found)
-            known = previous and size in sizes and not remote  # a remote file is never downloaded to hash it
-            sha = size_and_sha256(found.path, found.is_folder)[1] if known else None
+            sha = None
+            if previous and size in sizes and isinstance(found.path, Path):  # a remote file is never hashed
+                sha = size_and_sha256(found.path, found.is_folder)[1]
         except OSError:
             size, sha = 0, None  # the worker will report why
         if sha in previous:
@@ -90,7 +91,7 @@ def plan(models: list[Found], options: AuditOptions, report: Report) -> list[dic
                 "out": os.path.abspath(options.out), "grid": grid_name(path), "render": options.render,
                 "max_memory_text": options.max_memory_text}
         if remote:  # the worker reads the store itself; the URL keeps any credentials it was given
-            task.update(url=found.path, size=found.size, etag=found.etag)
+            task.update(url=found.path, size=found.size, etag=found.etag, probed=found.probed)
         tasks.append((size, task))
     tasks.sort(key=lambda sized: -sized[0])
     return [task for _, task in tasks]

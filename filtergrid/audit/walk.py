@@ -44,7 +44,8 @@ class Found:
 
     ``claimed``: named on the command line or by a model suffix, so a worker that recognises no
     format reports an error (a broken ``model.onnx``); otherwise it sets the file aside as skipped.
-    A remote model's ``path`` is its URL (a str), with the ``size`` and ``etag`` its store listed.
+    A remote model's ``path`` is its URL (a str), with the ``size`` and ``etag`` its store listed, and
+    ``probed``: the bytes the parent fetched to see its first bytes (counted in the model's record).
     """
 
     path: Path | str
@@ -52,6 +53,7 @@ class Found:
     claimed: bool = True
     size: int | None = None
     etag: str | None = None
+    probed: int = 0
 
 
 @dataclass

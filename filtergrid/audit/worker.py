@@ -151,9 +151,12 @@ def _failure(record: dict[str, Any], error: Exception, step: str, task: dict[str
 
 
 def _remote_facts(record: dict[str, Any], source: Any, task: dict[str, Any]) -> None:
-    """What a remote model cost: range requests and bytes fetched (no sha256: that would download it)."""
+    """What a remote model cost: range requests and bytes fetched, the parent's look at its first bytes
+    included (no sha256: that would download it)."""
     record["etag"] = task.get("etag")
-    record["requests"], record["bytes_read"] = source.transfer.requests, source.transfer.bytes
+    probed = task.get("probed", 0)
+    record["requests"] = source.transfer.requests + (1 if probed else 0)
+    record["bytes_read"] = source.transfer.bytes + probed
 
 
 def audit_file(task: dict[str, Any]) -> dict[str, Any]:
@@ -178,7 +181,7 @@ def audit_file(task: dict[str, Any]) -> dict[str, Any]:
             record["size"] = source.stat().st_size  # known even when nothing else is
         record["format"] = converters.detect(source).name
         step = "reading"
-        if not remote:
+        if not isinstance(source, RemotePath):
             record["size"], record["sha256"] = size_and_sha256(source, task.get("is_folder", False))
         step = "loading"
         bank = api.load(source, format=record["format"])

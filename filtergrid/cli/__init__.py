@@ -47,7 +47,7 @@ class LazyGroup(click.Group):
         limit = formatter.width - 6 - max(map(len, names), default=0)
         rows = []
         for name in names:
-            rows.append((name, click.utils.make_default_short_help(COMMANDS[name][1], limit)))
+            rows.append((name, click.Command(name, help=COMMANDS[name][1]).get_short_help_str(limit)))
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)

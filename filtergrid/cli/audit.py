@@ -164,7 +164,8 @@ def failure_lines(failures: list[tuple[dict[str, Any], list[str]]], conditions: 
               help="Worker processes (default: one per CPU core).")
 @click.option("--scheduler", metavar="ADDR", default=None,
               help="Run on a Dask cluster, e.g. tcp://host:8786 (pip install 'filtergrid[dask]'); "
-                   "models and --out must be on a filesystem the workers share.")
+                   "--out, and local models, must be on a filesystem the workers share (models in "
+                   "s3:// and other stores are read by each worker from the store).")
 @click.option("--resume", is_flag=True, help="Keep models already ok (same sha256) in DIR/report.json.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=300, show_default=True,
               metavar="SECONDS", help="Time limit per model; a model past it is an error record.")

@@ -57,10 +57,10 @@ def _dtype(value, name: str) -> np.dtype:
         raise CorruptFileError(f"array {name!r} has no NumPy dtype")
     order = value.state[1] if isinstance(value.state, tuple) and len(value.state) > 1 else "|"
     code = value.args[0]
-    if len(code) > 4 or order not in ("<", ">", "|", "="):
+    if len(code) > 4 or order not in dtypes.PICKLED_BYTE_ORDERS:
         raise CorruptFileError(f"array {name!r} has dtype {code[:10]!r}")
     try:
-        dt = np.dtype(code).newbyteorder(order if order != "|" else "=")
+        dt = dtypes.pickled_dtype(code, order)
     except (TypeError, ValueError):
         raise CorruptFileError(f"array {name!r} has dtype {code[:10]!r}") from None
     if dt.kind not in _KINDS:

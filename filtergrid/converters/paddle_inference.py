@@ -20,7 +20,6 @@ import math
 import re
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -73,7 +72,7 @@ def _is_program_desc(head: bytes) -> bool:
     return head[start:start + 3] == b"\x08\x00\x10"
 
 
-def open(path: Path) -> PaddleInferenceReader:
+def open(path: ModelPath) -> PaddleInferenceReader:
     path = model_path(path)  # a local Path or a RemotePath: both have parent, name, stat, read_bytes
     stem = path.name[:len(path.name) - len(path.suffix)]
     if path.suffix.lower() != ".pdiparams":

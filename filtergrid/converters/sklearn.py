@@ -42,9 +42,9 @@ class _DtypeStub(Placeholder):
     def resolve(self) -> np.dtype:
         code = self.args[0] if self.args else None
         order = self.state[1] if isinstance(self.state, tuple) and len(self.state) > 1 else "="
-        if not isinstance(code, str) or not _NUMERIC_DTYPE.match(code) or order not in ("<", ">", "|", "="):
+        if not isinstance(code, str) or not _NUMERIC_DTYPE.match(code) or order not in dtypes.PICKLED_BYTE_ORDERS:
             raise UnsafeFileError(f"pickle asks for NumPy dtype {str(code)[:40]!r}; only numeric dtypes are read")
-        return np.dtype(code).newbyteorder(order)
+        return dtypes.pickled_dtype(code, order)
 
 
 def _kind(value: Any) -> str:

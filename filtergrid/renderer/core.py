@@ -117,6 +117,7 @@ def render_result(bank: FilterBank, options: RenderOptions) -> RenderResult:
     geometry = _geometry(plan, opts)
 
     shown = channels.select(plan.array, opts.channels, opts.bgr)
+    assert opts.normalize is not None  # resolve() chose it
     normalized = normalize(shown, opts.normalize, opts.value_range)
     unit = channels.split(normalized.unit) if plan.arrangement == "split" else normalized.unit
     if plan.arrangement == "rows":

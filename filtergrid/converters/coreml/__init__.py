@@ -55,6 +55,8 @@ def _looks_like_spec(probe: Probe) -> bool:
     try:
         length, pos = read_varint(head, 3, len(head), "probe")
         after = head[pos + length:pos + length + 2 * MAX_VARINT_BYTES]
+        if pos + length >= probe.size:  # a description longer than the file: not a spec
+            return False
         if len(after) < 2 * MAX_VARINT_BYTES:
             with probe.path.open("rb") as f:
                 f.seek(pos + length)
