@@ -111,11 +111,11 @@ def array_at(buffer: mmap.mmap | RangeFile, dtype, count: int, offset: int) -> n
 
 
 class MappedFile:
-    """A read-only file over :func:`map_readonly` whose large reads are views of the map, not copies:
-    an unpickler walks a pickle that holds its arrays inline (Paddle ``.pdparams``, joblib) and only
-    the array that is shown is ever read. Small reads are ``bytes``, as a file gives them."""
+    """A read-only file over :func:`map_readonly` that can hand out views of the map instead of copies
+    (:meth:`view`): an unpickler walks a pickle that holds its arrays inline (Paddle ``.pdparams``,
+    joblib) and only the array that is shown is ever read."""
 
-    #: Reads of this many bytes or more are views (a remote file's are ranged reads either way).
+    #: Payloads of this many bytes or more are worth a view (a remote file's are ranged reads anyway).
     VIEW_BYTES = 1 << 20
     LINE_CHUNK = 4096
 
@@ -123,11 +123,15 @@ class MappedFile:
         self._buf = map_readonly(path)
         self._size, self._pos = len(self._buf), 0
 
-    def read(self, n: int = -1) -> bytes | memoryview:
-        n = self._size - self._pos if n < 0 else min(n, self._size - self._pos)
+    def view(self, n: int) -> memoryview | bytes:
+        """The next ``n`` bytes (fewer at the end) as a view of the mapped file."""
+        n = max(0, min(n, self._size - self._pos))
         data = window(self._buf, self._pos, n)
         self._pos += n
-        return data if n >= self.VIEW_BYTES else bytes(data)
+        return data
+
+    def read(self, n: int = -1) -> bytes:
+        return bytes(self.view(self._size - self._pos if n < 0 else n))
 
     def readline(self, limit: int = -1) -> bytes:
         """Up to and including the next newline (at most ``limit`` bytes), read a chunk at a time."""

@@ -36,6 +36,9 @@ from . import limits
 from .errors import CorruptFileError, FiltergridError, LimitError, UnsafeFileError
 from .safeio import MappedFile
 
+#: What the unpickler reads: a file, or a mapped one whose large reads are views (array payloads).
+PickleFile = BinaryIO | MappedFile
+
 
 @dataclass(frozen=True)
 class Global:
@@ -270,7 +273,7 @@ class _Budget:
     """File reads for the unpickler, refused past ``limit`` bytes copied (a pickle has no declared
     length); views of a mapped file copy nothing and are bounded by the file."""
 
-    def __init__(self, file: BinaryIO, limit: int):
+    def __init__(self, file: PickleFile, limit: int):
         self._file = file
         self._left = limit
         self._limit = limit
@@ -282,8 +285,10 @@ class _Budget:
         return data
 
     def read(self, n: int = -1) -> bytes:
-        if isinstance(self._file, MappedFile) and n >= MappedFile.VIEW_BYTES:
-            return self._file.read(n)  # a view of the mapped file: nothing is copied
+        if n >= MappedFile.VIEW_BYTES and isinstance(self._file, MappedFile):  # most reads are 1-9 bytes
+            # A view of the mapped file, nothing copied: the pure unpickler only pushes a large
+            # read (a bytes payload) or decodes it, which a memoryview supports as bytes do.
+            return self._file.view(n)  # type: ignore[return-value]
         # A declared length past the budget reads one byte more than the budget: a short file
         # then fails as truncated, a long one as over the limit.
         return self._take(self._file.read(n if 0 <= n <= self._left else self._left + 1))
@@ -330,7 +335,7 @@ class SafeUnpickler(pickle._Unpickler):
     append: Callable[[Any], None]
     pop_mark: Callable[[], list[Any]]
 
-    def __init__(self, file: BinaryIO, allowed: Mapping[str, Any] = BASE_ALLOWED,
+    def __init__(self, file: PickleFile, allowed: Mapping[str, Any] = BASE_ALLOWED,
                  persistent_load: Callable[[Any], Any] | None = None,
                  build_ignored: tuple[type, ...] = (dict,)):
         super().__init__(_Budget(file, limits.MAX_PICKLE_BYTES), encoding="utf-8")
@@ -484,7 +489,7 @@ _MALFORMED = (pickle.UnpicklingError, EOFError, ValueError, KeyError, IndexError
               AttributeError, struct.error, UnicodeError, OverflowError, RecursionError)
 
 
-def load(file: BinaryIO, allowed: Mapping[str, Any] = BASE_ALLOWED,
+def load(file: PickleFile, allowed: Mapping[str, Any] = BASE_ALLOWED,
          persistent_load: Callable[[Any], Any] | None = None,
          build_ignored: tuple[type, ...] = (dict,), what: str = "pickle") -> Any:
     """One pickle from ``file`` (left positioned right after its STOP), built without running code."""

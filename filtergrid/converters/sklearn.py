@@ -112,7 +112,7 @@ class _JoblibUnpickler(safepickle.SafeUnpickler):
 
     dispatch = type(safepickle.SafeUnpickler.dispatch)(safepickle.SafeUnpickler.dispatch)
 
-    def __init__(self, file: BinaryIO, size: int):
+    def __init__(self, file: safepickle.PickleFile, size: int):
         super().__init__(file, SKLEARN_ALLOWED)
         self._size = size
 
