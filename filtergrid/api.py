@@ -11,7 +11,8 @@ import numpy as np
 
 from . import converters, export, limits
 from .bank import FilterBank, Provenance, TensorInfo
-from .errors import CorruptFileError, FiltergridError, LimitError, TensorNotFoundError
+from .converters.base import producer_of
+from .errors import CorruptFileError, FiltergridError, LimitError, TensorNotFoundError, plain
 from .firstlayer import dense_image, guessed_image
 from .layout import guess_layout, parse_image_shape, place
 from .remote import RemotePath
@@ -24,16 +25,25 @@ def _guarded(path: ModelPath, format: str | None) -> Iterator[None]:
     try:
         yield
     except FiltergridError as e:
-        if e.path is None:
-            e.path, e.format = str(path), e.format or format
-            e.args = (e._compose(),)
+        _placed(e, path, format)
         raise
     except MemoryError:
         raise LimitError("ran out of memory decoding the file", path=str(path), format=format) from None
     except Exception as e:  # a safety net: converters raise typed errors (tests fail when this catches)
-        detail = " ".join(str(e).split())[:300] or "no detail"
-        raise CorruptFileError(f"cannot be read ({type(e).__name__}: {detail})",
-                               path=str(path), format=format) from None
+        if os.environ.get("FILTERGRID_DEBUG"):
+            raise
+        raise _placed(CorruptFileError(f"{plain(e)} (filtergrid did not expect this; FILTERGRID_DEBUG=1 shows "
+                                       "where)"), path, format) from None
+
+
+def _placed(error: FiltergridError, path: ModelPath, format: str | None) -> FiltergridError:
+    """``error`` naming the file and its format, the way every format words it (errors.CorruptFileError)."""
+    if error.path is None:
+        error.path, error.format = str(path), error.format or format
+    fmt = converters.BY_NAME.get(error.format or "")
+    error.kind = error.kind or (fmt.kind if fmt else None)
+    error.args = (error._compose(),)
+    return error
 
 
 def _existing(path: str | os.PathLike | RemotePath) -> ModelPath:
@@ -115,6 +125,7 @@ def load(
         resolved = layout or guess_layout(info.shape, info.layout)  # an explicit --layout is obeyed or refused
         rows = limits.MAX_HEATMAP_ROWS if resolved == "matrix" else None
         stored = reader.read(info.name, rows=rows)
+        producer = producer_of(reader)
         if resolved != "matrix" and tuple(stored.shape) != tuple(info.shape):
             raise CorruptFileError(f"tensor {info.name!r} listed as {list(info.shape)} reads as {list(stored.shape)}")
         saved = export.saved_bank(getattr(reader, "bank_record", None), info.name, stored, layout)
@@ -133,6 +144,7 @@ def load(
         chosen_by=why,
         notes=(f"layout {resolved} {how}", *placed.notes,
                *([source.transfer.describe()] if isinstance(source, RemotePath) else [])),
+        producer=producer,
     )
     return FilterBank(placed.array, provenance, placed.kind)
 

@@ -13,6 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from .untrusted import MAX_NAME_CHARS, terminal
+
+#: Details (description, backend, byte order, ...) kept of what a file says wrote it.
+MAX_PRODUCER_DETAILS = 6
+
 
 @dataclass(frozen=True)
 class TensorInfo:
@@ -37,6 +42,49 @@ class TensorInfo:
 
 
 @dataclass(frozen=True)
+class Producer:
+    """What wrote the file, as the file itself records it (``pytorch 2.13.0``, ONNX IR 8, opset 17).
+
+    Every field is text from the file: made safe for a terminal and bounded when the Producer is
+    made (each surface still escapes it for its markup: rich, HTML, CSV). Empty means not recorded.
+    """
+
+    name: str = ""
+    version: str = ""
+    format_version: str = ""
+    opset: str = ""
+    details: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for key in ("name", "version", "format_version", "opset"):
+            object.__setattr__(self, key, _field_text(getattr(self, key)))
+        shown = tuple(d for d in map(_field_text, self.details[:MAX_PRODUCER_DETAILS]) if d)
+        object.__setattr__(self, "details", shown)
+
+    @classmethod
+    def recorded(cls, name: object = "", version: object = "", format_version: object = "", opset: object = "",
+                 details: tuple[object, ...] = ()) -> Producer | None:
+        """The Producer, or None when the file recorded none of it (a reader's ``producer()`` result)."""
+        made = cls(str(name or ""), str(version or ""), str(format_version or ""), str(opset or ""),
+                   tuple(str(d) for d in details if d))
+        return made if any((made.name, made.version, made.format_version, made.opset, made.details)) else None
+
+    def describe(self) -> str:
+        """One line: ``pytorch 2.13.0, ONNX IR version 8, opset ai.onnx 17``."""
+        parts = [" ".join(p for p in (self.name, self.version) if p), self.format_version,
+                 f"opset {self.opset}" if self.opset else "", *self.details]
+        return ", ".join(p for p in parts if p)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "details": list(self.details)}
+
+
+def _field_text(value: object) -> str:
+    """One line of file text: control characters escaped, whitespace runs folded, bounded."""
+    return terminal(" ".join(str(value).split()), MAX_NAME_CHARS)
+
+
+@dataclass(frozen=True)
 class Provenance:
     """Where a FilterBank came from and every choice made on the way."""
 
@@ -48,11 +96,14 @@ class Provenance:
     layout: str
     chosen_by: str
     notes: tuple[str, ...] = ()
+    #: What the file says wrote it; None when it records nothing (or the format has no such field).
+    producer: Producer | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["original_shape"] = list(self.original_shape)
         d["notes"] = list(self.notes)
+        d["producer"] = self.producer.to_dict() if self.producer else None
         return d
 
 

@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 
 from . import limits
-from .errors import CorruptFileError
+from .errors import CorruptFileError, UnreadableFeatureError
 
 #: Storage dtype of each element type filtergrid can decode (bit patterns for the ones NumPy lacks).
 STORAGE: dict[str, np.dtype] = {
@@ -171,7 +171,7 @@ def unpack_bits(packed, nbits: int, count: int) -> np.ndarray:
     The packed bytes must hold them all; the result is uint8 (nbits <= 8).
     """
     if not 1 <= nbits <= 8:
-        raise CorruptFileError(f"{nbits}-bit codes are not supported (1 to 8 bits)")
+        raise UnreadableFeatureError(f"{nbits}-bit codes are not supported (1 to 8 bits)")
     data = np.frombuffer(packed, dtype=np.uint8)
     if data.size * 8 < count * nbits:
         raise CorruptFileError(f"{count:,} codes of {nbits} bits need {math.ceil(count * nbits / 8):,} bytes, "

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import limits
-from .bank import FilterBank, Provenance, TensorInfo
+from .bank import FilterBank, Producer, Provenance, TensorInfo
 from .dtypes import to_float32
 from .errors import CorruptFileError, UsageError
 from .safeio import atomic_write
@@ -89,8 +89,20 @@ def saved_bank(record: dict | None, name: str, stored: np.ndarray, layout: str |
         raise CorruptFileError(f"{MARKER} record says {record['shape']}, the array is {list(stored.shape)}")
     prov = record["provenance"]
     provenance = Provenance(prov["source"], prov["format"], prov["tensor"], tuple(prov["original_shape"]),
-                            prov["original_dtype"], prov["layout"], prov["chosen_by"], tuple(prov["notes"]))
+                            prov["original_dtype"], prov["layout"], prov["chosen_by"], tuple(prov["notes"]),
+                            _producer(prov.get("producer")))
     return FilterBank(np.ascontiguousarray(to_float32(stored)), provenance, record["kind"])
+
+
+def _producer(value: object) -> Producer | None:
+    """The original file's producer as the record keeps it (untrusted: its text fields only)."""
+    if not isinstance(value, dict):
+        return None
+    name, version, format_version, opset = (value.get(k) if isinstance(value.get(k), str) else ""
+                                            for k in ("name", "version", "format_version", "opset"))
+    details = value.get("details")
+    return Producer.recorded(name, version, format_version, opset,
+                             tuple(d for d in details if isinstance(d, str)) if isinstance(details, list) else ())
 
 
 def bank_listing(entries: list[tuple[str, tuple[int, ...], str]]) -> list[TensorInfo]:

@@ -15,7 +15,7 @@ from typing import IO, BinaryIO, TypeAlias
 
 import numpy as np
 
-from .errors import CorruptFileError, UnsafeFileError, UsageError
+from .errors import CorruptFileError, UnsafeFileError, UsageError, plain
 from .remote import RangeFile, RemotePath, is_url
 
 ModelPath: TypeAlias = "Path | RemotePath"  # what a reader is given: a local file/folder or one in a remote store
@@ -227,5 +227,4 @@ def zip_errors(what: str) -> Iterator[None]:
     try:
         yield
     except ZIP_ERRORS as e:
-        detail = " ".join(str(e).split())[:200] or "no detail"
-        raise CorruptFileError(f"{what}: damaged zip archive ({type(e).__name__}: {detail})") from None
+        raise CorruptFileError(f"{what}: damaged zip archive ({plain(e)})") from None

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from . import limits
-from .errors import CorruptFileError, FiltergridError, LimitError, UnsafeFileError
+from .errors import CorruptFileError, FiltergridError, LimitError, UnreadableFeatureError, UnsafeFileError, plain
 from .safeio import MappedFile
 
 #: What the unpickler reads: a file, or a mapped one whose large reads are views (array payloads).
@@ -299,7 +299,7 @@ class _Budget:
 
 class _Opcodes(dict):
     def __missing__(self, code: int):
-        raise CorruptFileError(f"pickle uses opcode 0x{code:02x}, which filtergrid does not read")
+        raise UnreadableFeatureError(f"pickle uses opcode 0x{code:02x}, which filtergrid does not read")
 
 
 #: Opcodes that only build data (numbers, strings, containers, memo and stack moves); the others
@@ -407,7 +407,7 @@ class SafeUnpickler(pickle._Unpickler):
         if isinstance(inst, Placeholder):
             inst.state = state
         elif not isinstance(inst, self._build_ignored):
-            raise CorruptFileError(f"pickle sets the state of {_describe(inst)}, which filtergrid does not do")
+            raise UnreadableFeatureError(f"pickle sets the state of {_describe(inst)}, which filtergrid does not do")
 
     def _nesting(self, value: Any) -> int:
         known = self._tuple_depths.get(id(value))
@@ -453,7 +453,7 @@ class SafeUnpickler(pickle._Unpickler):
         self.append(bytearray(data))
 
     def load_ext(self) -> None:
-        raise CorruptFileError("pickle uses the copyreg extension registry (EXT opcodes), which filtergrid does not read")
+        raise UnreadableFeatureError("pickle uses the copyreg extension registry (EXT opcodes), which filtergrid does not read")
 
     dispatch = _Opcodes()
 
@@ -505,8 +505,7 @@ def run(unpickler: SafeUnpickler, what: str = "pickle") -> Any:
     except MemoryError:
         raise LimitError(f"{what} needs more memory than is available") from None
     except _MALFORMED as e:
-        detail = " ".join(str(e).split())[:200] or "the data ends early"
-        raise CorruptFileError(f"{what} is malformed ({type(e).__name__}: {detail})") from None
+        raise CorruptFileError(f"{what} is malformed: {plain(e)}") from None
 
 
 def loads(data: bytes, allowed: Mapping[str, Any] = BASE_ALLOWED,

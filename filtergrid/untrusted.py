@@ -46,6 +46,19 @@ def markup(text: object, limit: int = MAX_LINE_CHARS) -> str:
     return escape(terminal(text, limit))
 
 
+#: Characters XML 1.0 forbids that :func:`terminal` leaves alone (it escapes controls and surrogates).
+_NOT_XML = re.compile("[\ufffe\uffff]")
+
+
+def xml_text(text: object, limit: int = MAX_NAME_CHARS) -> str:
+    """For SVG/XML text and attribute values: escaped for the terminal, bounded, every character
+    allowed by XML 1.0, and ``& < > " '`` as entities."""
+    from xml.sax.saxutils import escape
+
+    safe = _NOT_XML.sub(_escape, terminal(text, limit))
+    return escape(safe, {'"': "&quot;", "'": "&apos;"})
+
+
 #: A spreadsheet reads a cell starting with these as a formula (OWASP "CSV injection").
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 

@@ -97,3 +97,13 @@ def test_version_and_help():
     helptext = run_cli("--help").stdout
     for command in ("render", "inspect", "convert", "demo"):
         assert command in helptext
+
+
+def test_inspect_of_huge_weights_prints_no_numpy_warning(tmp_path):
+    """Found by fuzzing: float32 statistics of weights near 3e38 overflowed and numpy's warning reached
+    stderr; they are computed in float64 now (shared with the audit's health record)."""
+    path = tmp_path / "huge.npy"
+    np.save(path, np.full((4, 3, 3, 3), 3e38, dtype=np.float32))
+    result = run_cli("inspect", path)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert "std 0" in result.stdout and "mean 3e+38" in result.stdout, result.stdout

@@ -82,3 +82,15 @@ def test_bytes_after_the_map_are_corrupt(tmp_path):
     path.write_bytes(msgpack.packb({"params": {"Dense_0": {"kernel": _array_ext((2, 2), "float32", b"\0" * 16)}}}) + b"\0")
     with pytest.raises(CorruptFileError, match="after its msgpack map"):
         filtergrid.load(path)
+
+
+def test_keys_that_are_not_text_are_named_not_compared(tmp_path):
+    """Found by fuzzing: a msgpack map with a number key beside a text key made the sorted-keys check
+    compare int with str (TypeError)."""
+    kernel = np.arange(12, dtype=np.float32).reshape(3, 4)
+    path = tmp_path / "mixed.msgpack"
+    path.write_bytes(msgpack.packb({"params": {7: {"kernel": _array_ext((3, 4), "float32", kernel.tobytes())},
+                                               "Dense_0": {"kernel": _array_ext((3, 4), "float32", kernel.tobytes())}}}))
+    with filtergrid.open_model(path) as (_, reader):
+        assert len(reader.tensors()) == 2
+        np.testing.assert_array_equal(reader.read(reader.tensors()[0].name), kernel)

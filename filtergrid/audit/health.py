@@ -8,14 +8,13 @@ moments, and for quantized sources the share of weights pinned at the ends of th
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
 import numpy as np
 
 from ..bank import FilterBank
-from ..stats import filters_of
+from ..stats import filters_of, json_number, moments
 
 #: A filter is dead when every |weight| is below this fraction of the bank's largest |weight|.
 DEAD_RELATIVE = 1e-3
@@ -32,12 +31,6 @@ LISTED_DEAD = 64
 
 _INTEGER_DTYPES = re.compile(r"^u?int\d+$")
 _BLOCK_QUANT = re.compile(r"^(i?q\d|tq\d)", re.IGNORECASE)  # GGUF Q8_0, Q4_K, IQ2_XS, TQ1_0, ...
-
-
-def _number(x: float) -> float | None:
-    """A JSON-safe float: NaN and infinities become null."""
-    x = float(x)
-    return x if math.isfinite(x) else None
 
 
 def duplicate_pairs(unit: np.ndarray, live: np.ndarray) -> tuple[int, int, list[list[int]], bool]:
@@ -87,19 +80,6 @@ def _integer_range(dtype: str) -> tuple[int, int]:
     return int(info.min), int(info.max)
 
 
-def _moments(values: np.ndarray, finite: np.ndarray) -> dict[str, float | None]:
-    """min, max, mean, std over the finite weights (masked reductions: no copy of the bank)."""
-    if not finite.any():
-        return dict.fromkeys(("min", "max", "mean", "std"))
-    mask = None if finite.all() else finite
-    return {
-        "min": _number(np.min(values, where=mask, initial=np.inf) if mask is not None else values.min()),
-        "max": _number(np.max(values, where=mask, initial=-np.inf) if mask is not None else values.max()),
-        "mean": _number(np.mean(values, where=mask, dtype=np.float64) if mask is not None else values.mean(dtype=np.float64)),
-        "std": _number(np.std(values, where=mask, dtype=np.float64) if mask is not None else values.std(dtype=np.float64)),
-    }
-
-
 def assess(bank: FilterBank) -> dict[str, Any]:
     """The health record of one bank (JSON-ready; see docs/audit-report.md for each field).
 
@@ -111,7 +91,7 @@ def assess(bank: FilterBank) -> dict[str, Any]:
     finite = np.isfinite(values)
     nan = int(np.isnan(values).sum())
     health: dict[str, Any] = {"filters": n, "weights_per_filter": d, "nan": nan,
-                              "inf": int(finite.size - finite.sum()) - nan, **_moments(values, finite)}
+                              "inf": int(finite.size - finite.sum()) - nan, **moments(values, finite)}
     clean = np.where(finite, values, np.float32(0))
     del finite
     health["saturated_fraction"] = saturation(clean, bank.provenance.original_dtype)
@@ -128,9 +108,9 @@ def assess(bank: FilterBank) -> dict[str, Any]:
         "duplicate_pairs": dup_pairs,
         "duplicate_examples": listed,
         "duplicates_sampled": sampled,
-        "l2_min": _number(norms.min()) if n else None,
-        "l2_median": _number(np.median(norms)) if n else None,
-        "l2_max": _number(norms.max()) if n else None,
+        "l2_min": json_number(norms.min()) if n else None,
+        "l2_median": json_number(np.median(norms)) if n else None,
+        "l2_max": json_number(norms.max()) if n else None,
     })
     health["flags"] = flags(health)
     return health

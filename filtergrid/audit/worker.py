@@ -33,7 +33,7 @@ HASH_CHUNK = 1 << 20
 THUMB_PIXELS = 256
 THUMB_MAX_BYTES = 64 * 1024
 
-RECORD_FIELDS = ("path", "size", "sha256", "etag", "bytes_read", "requests", "format", "status", "error",
+RECORD_FIELDS = ("path", "size", "sha256", "etag", "bytes_read", "requests", "format", "producer", "status", "error",
                  "tensor", "chosen_by", "original_shape", "original_dtype", "layout", "canonical_shape", "kind",
                  "health", "grid", "thumbnail", "seconds")
 
@@ -90,7 +90,7 @@ def _describe(record: dict[str, Any], bank: FilterBank) -> None:
     p = bank.provenance
     record.update(tensor=p.tensor, chosen_by=p.chosen_by, original_shape=list(p.original_shape),
                   original_dtype=p.original_dtype, layout=p.layout, canonical_shape=list(bank.shape),
-                  kind=bank.kind)
+                  kind=bank.kind, producer=p.producer.describe() if p.producer else None)
 
 
 def thumbnail_bytes(image: Image) -> bytes:

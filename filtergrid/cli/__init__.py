@@ -14,7 +14,7 @@ import sys
 import click
 
 from .._version import __version__
-from ..errors import FiltergridError
+from ..errors import FiltergridError, plain
 from ..untrusted import terminal
 from . import deadline
 
@@ -136,5 +136,6 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # a bug of ours: still one line, with a way to see more
         if os.environ.get("FILTERGRID_DEBUG"):
             raise
-        fail(f"internal error ({type(e).__name__}: {e}); rerun with FILTERGRID_DEBUG=1 and report it")
+        fail(f"filtergrid failed on something it did not expect ({plain(e)}); rerun with FILTERGRID_DEBUG=1 "
+             "to see where, and report it")
     sys.exit(0)

@@ -32,7 +32,7 @@ def _label(which: str, path: str, bank) -> str:
 @click.argument("a", type=click.Path(exists=True, path_type=str))
 @click.argument("b", type=click.Path(exists=True, path_type=str))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Image to write (default: A-vs-B.png here).")
+              help="Image to write (.png, .svg, .pdf, .jpg, ...; default: A-vs-B.png here).")
 @click.option("--tensor", "-t", metavar="NAME", help="Compare this tensor (in both files) instead of the first layer.")
 @click.option("--tensor-b", metavar="NAME", help="A different tensor name in B (default: --tensor, or B's first layer).")
 @click.option("--layout", type=click.Choice(list(LAYOUTS), case_sensitive=False), default=None,
@@ -45,17 +45,19 @@ def command(a, b, output, tensor, tensor_b, layout, image_shape, quiet, **params
     from .. import api
     from ..compare import compare, side_by_side
     from ..renderer import RenderOptions
-    from ..safeio import atomic_write, refuse_overwriting_input
+    from ..renderer.save import image_format, save_image
+    from ..safeio import refuse_overwriting_input
 
     out = output or Path(f"{Path(a.rstrip('/')).stem}-vs-{Path(b.rstrip('/')).stem}.png")
     refuse_overwriting_input(out, a, b)
+    image_format(out)  # an unknown suffix is refused before the models are read
     bank_a = api.load(a, tensor, layout=layout, image_shape=image_shape)
     bank_b = api.load(b, tensor_b or tensor, layout=layout, image_shape=image_shape)
     comparison = compare(bank_a, bank_b)
     options = RenderOptions(**render_kwargs(params))
     top = comparison.most_changed(TOP)
     image = side_by_side(bank_a, bank_b, options, (_label("A", a, bank_a), _label("B", b, bank_b)), top)
-    atomic_write(out, lambda f: image.save(f, format="PNG"))
+    save_image(image, out, title=f"{_label('A', a, bank_a)} vs {_label('B', b, bank_b)}")
     if quiet:
         return
     n, h, w, c = bank_a.shape

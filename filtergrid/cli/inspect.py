@@ -37,14 +37,14 @@ def report(model: str, **load_options) -> dict:
     import numpy as np
 
     from .. import api
+    from ..stats import moments
     from ..safeio import model_path
 
     with api.open_model(model, load_options.get("format")) as (fmt, reader):
         infos = reader.tensors()
     bank = api.load(model, **load_options)
-    values = bank.array[np.isfinite(bank.array)]
-    stats = {"min": float(values.min()), "max": float(values.max()), "mean": float(values.mean()),
-             "std": float(values.std()), "nonfinite": int(bank.array.size - values.size)} if values.size else None
+    finite = np.isfinite(bank.array)
+    stats = {**moments(bank.array, finite), "nonfinite": int(finite.size - finite.sum())} if finite.any() else None
     return {
         "path": str(bank.provenance.source),
         "format": fmt,
@@ -59,6 +59,7 @@ def report(model: str, **load_options) -> dict:
         "kind": bank.kind,
         "stats": stats,
         "notes": list(bank.provenance.notes),
+        "producer": bank.provenance.producer.to_dict() if bank.provenance.producer else None,
         "tensors": [i.to_dict() for i in infos],
     }
 
@@ -68,6 +69,13 @@ def shown_as(data: dict) -> str:
     if data["kind"] == "matrix":
         return f"a heatmap of {h} x {w}"
     return f"{n} filters of {h}x{w}x{c}"
+
+
+def written_by(producer: dict | None) -> str:
+    """What the file says wrote it, or that it does not say."""
+    from ..bank import Producer
+
+    return Producer(**producer).describe() if producer else "not recorded in the file"
 
 
 @click.command("inspect")
@@ -88,6 +96,7 @@ def command(model, tensor, layout, image_shape, flatten, format_name, as_json, s
     size = f", {human_bytes(data['file_bytes'])}" if data["file_bytes"] is not None else ""
     console.print(f"[bold]{markup(data['path'])}[/bold]: {data['format']}{size}, {len(data['tensors'])} tensors, "
                   f"{data['parameters']:,} parameters")
+    console.print(f"written by: {markup(written_by(data['producer']))}")
     console.print(f"first layer: [bold]{markup(data['chosen'])}[/bold] "
                   f"{'x'.join(map(str, data['original_shape']))} {markup(data['original_dtype'])}, "
                   f"stored as {markup(data['layout'])}, shown as {shown_as(data)}")

@@ -40,7 +40,7 @@ def describe(bank, result, out: Path) -> str:
 @render_options
 @title_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Image to write (.png, .jpg, .webp, ...). Default: MODEL-filters.png here.")
+              help="Image to write (.png; .svg or .pdf for slides; .jpg, .webp, ...). Default: MODEL-filters.png here.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing on success.")
 def command(model, tensor, layout, image_shape, flatten, format_name, title, no_title, output, quiet, **params):
     """Render the first layer of MODEL (or --tensor NAME) as a grid of images."""

@@ -39,12 +39,13 @@ class Format:
     #: (``.bin``, ``.pt``, ``.h5``) never sends a file to a reader whose content check says no.
     suffix_decides: bool = False
 
+    @property
+    def kind(self) -> str:
+        """The format as a sentence names it: "this ONNX file is damaged" (see errors.CorruptFileError)."""
+        return KINDS.get(self.name, f"{self.title} file")
+
     def load_module(self) -> ModuleType:
         return importlib.import_module(self.module)
-
-    def cannot_read(self, reason: str) -> str:
-        """The message for a file of this format filtergrid recognises but will not read."""
-        return f"this is a {self.title} file; filtergrid cannot read it because {reason}"
 
     def could_be(self, probe: Probe) -> bool:
         return not self.heads or probe.head.startswith(self.heads)
@@ -97,6 +98,16 @@ FORMATS: tuple[Format, ...] = (
 )
 
 BY_NAME = {f.name: f for f in FORMATS}
+
+#: Short names for messages, where a title says more than a sentence needs.
+KINDS = {
+    "huggingface": "Hugging Face model folder", "safetensors": "safetensors file", "numpy": "NumPy file",
+    "keras": "Keras file", "keras-h5": "Keras HDF5 file", "tflite": "TensorFlow Lite file", "gguf": "GGUF file",
+    "coreml": "Core ML model", "openvino": "OpenVINO model", "paddle": "PaddlePaddle file",
+    "paddle-inference": "PaddlePaddle model", "torchscript": "TorchScript file", "pytorch": "PyTorch file",
+    "sklearn": "scikit-learn pickle", "flax": "Flax checkpoint", "ncnn": "ncnn model", "darknet": "Darknet model",
+    "tensorflow": "TensorFlow model", "tfjs": "TensorFlow.js model", "caffe": "Caffe model", "onnx": "ONNX file",
+}
 
 
 def detect(path: str | os.PathLike | RemotePath) -> Format:

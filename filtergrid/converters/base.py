@@ -14,15 +14,15 @@ import dataclasses
 import importlib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Protocol, TypeVar
 
 import numpy as np
 
-from ..bank import TensorInfo
-from ..errors import MissingExtraError, TensorNotFoundError
+from ..bank import Producer, TensorInfo
+from ..errors import CorruptFileError, MissingExtraError, TensorNotFoundError, plain
 from ..layout import Convention
 from ..safeio import ZIP_ERRORS, ModelPath, open_zip
 
@@ -61,7 +61,7 @@ class Probe:
             with open_zip(self.path) as z:
                 return tuple(z.namelist())
         except ZIP_ERRORS as e:
-            self.notes.append(f"zip: {' '.join(str(e).split())[:200]}")
+            self.notes.append(f"zip: {plain(e)}")
             return ()
 
 
@@ -78,7 +78,12 @@ def sibling_pair(path, first: str, second: str):
 
 
 class Reader(Protocol):
-    """An open model: its tensors in model order, and one tensor's stored values on demand."""
+    """An open model: its tensors in model order, and one tensor's stored values on demand.
+
+    A reader may also have ``producer() -> Producer | None``: what the file records about the
+    program that wrote it, from what the reader already parsed (no extra pass over the file).
+    Call it through :func:`producer_of`, which gives None for readers without one.
+    """
 
     def tensors(self) -> list[TensorInfo]: ...
 
@@ -93,6 +98,27 @@ class Reader(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def producer_of(reader: object) -> Producer | None:
+    """The reader's ``producer()``: what wrote the file, or None (not recorded or not read by this format)."""
+    method = getattr(reader, "producer", None)
+    return written_by(method) if callable(method) else None
+
+
+def written_by(read: Callable[[], Producer | None]) -> Producer | None:
+    """``read()``, or None when the writer fields are damaged: they are no reason to refuse weights
+    that read fine."""
+    try:
+        return read()
+    except CorruptFileError:
+        return None
+
+
+def text_value(mapping: object, key: str) -> str:
+    """``mapping[key]`` when the (untrusted, parsed) mapping holds text or a number there, else ""."""
+    value = mapping.get(key) if isinstance(mapping, dict) else None
+    return str(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else ""
 
 
 _T = TypeVar("_T")

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import dtypes, limits
-from ..bank import TensorInfo
-from ..errors import CorruptFileError, TensorNotFoundError
+from ..bank import Producer, TensorInfo
+from ..errors import CorruptFileError, FiltergridError, TensorNotFoundError
 from ..safeio import ModelPath, map_whole, model_path, resolve_inside
 from .base import Probe, sibling_pair
 
@@ -157,6 +157,11 @@ class DarknetReader:
         major, minor, _ = struct.unpack_from("<3i", self._buf)
         return 20 if major * 10 + minor >= 2 and major < 1000 and minor < 1000 else 16
 
+    def producer(self) -> Producer | None:
+        """The weights header's major.minor.revision: the darknet version that wrote the file."""
+        major, minor, revision = struct.unpack_from("<3i", self._buf)
+        return Producer.recorded(format_version=f"Darknet weights header {major}.{minor}.{revision}")
+
     def tensors(self) -> list[TensorInfo]:
         infos: list[TensorInfo] = []
         for name, s in self._stored.items():
@@ -181,6 +186,6 @@ def open(path: ModelPath) -> DarknetReader:  # noqa: A001 - the registry's verb
     path = model_path(path)
     pair = sibling_pair(path, ".cfg", ".weights")
     if pair is None:
-        raise CorruptFileError("a Darknet model is a .cfg and a .weights file of the same name, side by side")
+        raise FiltergridError("a Darknet model is a .cfg and a .weights file of the same name, side by side: one is missing")
     cfg, weights = (resolve_inside(path.parent, p.name, "Darknet file") for p in pair)
     return DarknetReader(cfg, weights)

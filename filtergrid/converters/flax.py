@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import dtypes, limits
 from ..bank import TensorInfo
-from ..errors import CorruptFileError, TensorNotFoundError
+from ..errors import CorruptFileError, TensorNotFoundError, UnreadableFeatureError, plain
 from ..layout import CHANNELS_LAST
 from ..safeio import ModelPath, map_readonly, model_path, window
 from .base import Probe, natural_key, prefer_layer_weights, tensor_info
@@ -119,7 +119,7 @@ def _scalar(data: bytes):
     try:
         return msgpack.unpackb(data, raw=False)
     except (ValueError, msgpack.UnpackException) as e:
-        raise CorruptFileError(f"msgpack value is malformed ({type(e).__name__})") from None
+        raise CorruptFileError(f"a msgpack value is malformed: {plain(e)}") from None
 
 
 def _ext(buf, code: int, start: int, stop: int, depth: int) -> _Array:
@@ -150,7 +150,7 @@ def _leaves(tree, prefix: str = "", depth: int = 0):
         yield prefix, tree
     elif isinstance(tree, dict):
         if tree.get("__msgpack_chunked_array__"):
-            raise CorruptFileError(f"{prefix!r} is a chunked array (over 1 GiB); filtergrid does not join chunks")
+            raise UnreadableFeatureError(f"{prefix!r} is a chunked array (over 1 GiB); filtergrid does not join chunks")
         for key, value in tree.items():
             yield from _leaves(value, f"{prefix}/{key}" if prefix else str(key)[:256], depth + 1)
     elif isinstance(tree, (list, tuple)):
@@ -185,7 +185,7 @@ class FlaxReader:
         modules = list(tree["params"] if self._params else tree)
         #: JAX sorts dict keys whenever a tree passes through jit/tree_map, which erases flax's
         #: creation order; keys already in sorted order may be that.
-        self._sorted = len(modules) > 1 and modules == sorted(modules)
+        self._sorted = len(modules) > 1 and modules == sorted(modules, key=str)  # msgpack keys need not be text
 
     def _why(self) -> str:
         if self._sorted:

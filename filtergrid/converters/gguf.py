@@ -21,13 +21,11 @@ from typing import Any
 import numpy as np
 
 from .. import dtypes, limits
-from ..bank import TensorInfo
-from ..errors import CorruptFileError
+from ..bank import Producer, TensorInfo
+from ..errors import CorruptFileError, UnreadableFeatureError
 from ..safeio import array_at, check_extent, map_readonly
-from . import BY_NAME
 from .base import Probe, is_weight, lookup, require
 
-_FORMAT = BY_NAME["gguf"]
 MAGIC = b"GGUF"
 VERSIONS = (2, 3)
 DEFAULT_ALIGNMENT = 32
@@ -37,6 +35,8 @@ MIN_KV_BYTES = 8 + 4 + 1
 #: Metadata value types: fixed sizes of the scalars, and the two variable-length ones.
 SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
 UINT32, STRING, ARRAY = 4, 8, 9
+#: Metadata that says what the file is and what wrote it, kept for ``producer()`` (type: value type).
+WRITER_KEYS = {b"general.architecture": STRING, b"general.name": STRING, b"general.file_type": UINT32}
 #: GGML types that are plain arrays, by their dtypes name; every other type is dequantized by gguf.
 PLAIN = {"F32": "float32", "F16": "float16", "F64": "float64", "I8": "int8", "I16": "int16",
          "I32": "int32", "I64": "int64"}
@@ -126,6 +126,7 @@ class GGUFFile:
     def __init__(self, path: Path):
         self._gguf = require("gguf", "gguf")
         self._map = map_readonly(path)
+        self._about: dict[bytes, Any] = {}
         try:
             self._tensors = self._index(_Header(self._map, len(self._map)))
         except BaseException:
@@ -136,11 +137,11 @@ class GGUFFile:
         if bytes(self._map[:4]) != MAGIC:
             raise CorruptFileError("not a GGUF file (magic)")
         h.take(4, "magic")
-        file_version = h.u32("version")
+        file_version = self._about[b"version"] = h.u32("version")
         if file_version & 0xFFFF == 0:
-            raise CorruptFileError(_FORMAT.cannot_read("it is big-endian (only little-endian GGUF is supported)"))
+            raise UnreadableFeatureError("it is big-endian (only little-endian GGUF is supported)")
         if file_version not in VERSIONS:
-            raise CorruptFileError(_FORMAT.cannot_read(f"its version {file_version} is not supported (only {VERSIONS})"))
+            raise UnreadableFeatureError(f"its version {file_version} is not supported (only {VERSIONS})")
         n_tensors, n_kv = h.u64("tensor count"), h.u64("metadata count")
         limits.check("MAX_TENSORS", n_tensors, "tensors the GGUF header declares")
         h.count(n_kv, MIN_KV_BYTES, "metadata entries")
@@ -155,6 +156,8 @@ class GGUFFile:
                 alignment = h.u32("general.alignment")
                 if alignment == 0 or alignment & (alignment - 1):
                     raise CorruptFileError(f"general.alignment {alignment} is not a power of two")
+            elif WRITER_KEYS.get(key) == vtype:
+                self._about[key] = h.u32(what) if vtype == UINT32 else h.string(what).decode("utf-8", "replace")
             else:
                 h.skip_value(vtype, what)
 
@@ -191,6 +194,17 @@ class GGUFFile:
         return _Tensor(name, tuple(reversed(ne)), qtype, offset)
 
     # -- Reader -----------------------------------------------------------------------------
+
+    def producer(self) -> Producer | None:
+        """GGUF records no writer program: its version, the model's architecture, name and file type."""
+        about = self._about
+        file_type = about.get(b"general.file_type")
+        if file_type is not None:
+            names = {t.value: t.name for t in self._gguf.LlamaFileType}
+            file_type = f"file type {names.get(file_type, file_type)}"
+        return Producer.recorded(format_version=f"GGUF version {about[b'version']}", details=(
+            f"architecture {about[b'general.architecture']}" if b"general.architecture" in about else "",
+            f'model "{about[b"general.name"]}"' if b"general.name" in about else "", file_type))
 
     def _first_layer(self) -> str | None:
         """The model's input layer: a vision tower's patch embedding, else the token embedding."""

@@ -13,11 +13,11 @@ import json
 import numpy as np
 
 from .. import limits
-from ..bank import TensorInfo
-from ..errors import CorruptFileError
+from ..bank import Producer, TensorInfo
+from ..errors import CorruptFileError, plain
 from ..firstlayer import order_by_evidence
 from ..safeio import ModelPath, resolve_inside
-from .base import Probe, Reader, lookup, natural_key
+from .base import Probe, Reader, lookup, natural_key, producer_of, text_value
 
 #: Weight files by preference: a sharded index wins over a single file of the same kind.
 WEIGHT_FILES = (
@@ -50,7 +50,7 @@ def shard_files(folder: ModelPath) -> tuple[str, list[ModelPath]]:
         try:
             weight_map = json.loads(path.read_text("utf-8"))["weight_map"]
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
-            raise CorruptFileError(f"{name} has no valid weight_map ({type(e).__name__})") from None
+            raise CorruptFileError(f"{name} has no valid weight_map: {plain(e)}") from None
         if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
             raise CorruptFileError(f"{name}: weight_map must map tensor names to shard file names")
         shards = list(dict.fromkeys(weight_map.values()))  # index order, each shard once
@@ -67,7 +67,7 @@ def read_config(folder: ModelPath) -> dict:
         with path.open("rb") as f:  # a local or a remote folder alike
             config = json.loads(f.read(limits.MAX_HEADER_BYTES))
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise CorruptFileError(f"config.json is not valid JSON ({type(e).__name__})") from None
+        raise CorruptFileError(f"config.json is not valid JSON: {plain(e)}") from None
     return config if isinstance(config, dict) else {}
 
 
@@ -109,6 +109,13 @@ class HuggingFaceReader:
 
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
         return lookup(self._owner, name).read(name, rows=rows)
+
+    def producer(self) -> Producer | None:
+        """``transformers_version`` of config.json, with what the first weight file records."""
+        version, model_type = text_value(self.config, "transformers_version"), text_value(self.config, "model_type")
+        shard = producer_of(self._readers[0]) if self._readers else None
+        return Producer.recorded("transformers" if version else "", version, details=(
+            f"model type {model_type}" if model_type else "", shard.describe() if shard else ""))
 
     def close(self) -> None:
         for reader in self._readers:

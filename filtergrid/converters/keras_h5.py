@@ -22,8 +22,8 @@ from typing import BinaryIO, cast
 import numpy as np
 
 from .. import dtypes, limits
-from ..bank import TensorInfo
-from ..errors import CorruptFileError, FiltergridError, UnsafeFileError
+from ..bank import Producer, TensorInfo
+from ..errors import CorruptFileError, FiltergridError, UnreadableFeatureError, UnsafeFileError, plain
 from ..firstlayer import order_by_evidence
 from ..layout import CHANNELS_LAST
 from ..remote import RemotePath
@@ -50,8 +50,7 @@ def hdf5_errors() -> Iterator[None]:
     except FiltergridError:
         raise
     except HDF5_ERRORS as e:
-        detail = " ".join(str(e).split())[:200] or "no detail"
-        raise CorruptFileError(f"damaged HDF5 structure ({type(e).__name__}: {detail})") from None
+        raise CorruptFileError(f"its HDF5 structure is damaged ({plain(e)})") from None
 
 #: Stored layout of a layer's kernel by Keras class (others follow the channels-last convention).
 KERNEL_LAYOUTS = {
@@ -75,6 +74,11 @@ class Variable:
 
 def _text(value) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _scalar_text(value) -> str:
+    """An attribute that should be one string; anything else (an array, a number) counts as not recorded."""
+    return _text(value) if isinstance(value, (str, bytes)) else ""
 
 
 def _names(attr) -> list[str]:
@@ -154,7 +158,7 @@ def checked_dataset(ds, name: str):
     variable-length type means reading a global heap.
     """
     if ds.dtype.kind not in "fiub":
-        raise CorruptFileError(f"dataset {name!r} has non-numeric type {ds.dtype}")
+        raise UnreadableFeatureError(f"dataset {name!r} has non-numeric type {ds.dtype}")
     if ds.external:
         raise UnsafeFileError(f"dataset {name!r} keeps its data in other files ({ds.external[0][0]!r}); "
                               "filtergrid reads nothing outside the model file")
@@ -302,10 +306,11 @@ class KerasH5Reader:
                 self._file = h5py.File(fileobj if fileobj is not None else path, "r")  # libhdf5 reads a path itself
             except OSError as e:  # libhdf5's "file signature not found", "truncated file", ...
                 self._raw.close()
-                raise CorruptFileError(f"not a readable HDF5 file ({' '.join(str(e).split())[:200]})") from None
+                raise CorruptFileError(f"not a readable HDF5 file ({plain(e)})") from None
             try:
                 self._tree = H5Tree(self._file, self._raw)
                 self._variables = self._list_variables(config_json)
+                self._producer = self._written_by()
             except BaseException:
                 self.close()
                 raise
@@ -334,6 +339,14 @@ class KerasH5Reader:
             raise unsupported.refusal(*unsupported.KERAS1)
         self._ordered = bool(order) or self.variant.startswith("Keras 2")
         return {v.name: v for v in variables}
+
+    def _written_by(self) -> Producer | None:
+        """``keras_version`` and ``backend``, attributes of a Keras 2/3 full model or legacy weights file."""
+        version, backend = (_scalar_text(self._tree.attr(self._file, key, "")) for key in ("keras_version", "backend"))
+        return Producer.recorded("keras" if version else "", version, details=(f"backend {backend}" if backend else "",))
+
+    def producer(self) -> Producer | None:
+        return self._producer
 
     def tensors(self) -> list[TensorInfo]:
         with self._errors():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import shutil
 import struct
@@ -21,13 +22,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .. import limits
+from ..bank import Producer
 from ..errors import CorruptFileError, UnsafeFileError
 from ..remote import RangeFile
 from ..safeio import check_extent, check_member_name, open_zip, zip_errors
 from .base import Probe
 from .keras_h5 import KerasH5Reader
 
-CONFIG, WEIGHTS = "config.json", "model.weights.h5"
+CONFIG, WEIGHTS, METADATA = "config.json", "model.weights.h5", "metadata.json"
 LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., name length, extra field length
 INFLATE_BLOCK = 1 << 20
 
@@ -79,12 +81,12 @@ class MemberWindow(io.RawIOBase):
 
 
 def read_config(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> str:
-    """``config.json``, bounded by MAX_CONFIG_BYTES: the central directory's size first, then the
-    bytes actually inflated (a directory can understate them)."""
-    limits.check("MAX_CONFIG_BYTES", info.file_size, f"{CONFIG} (its declared size)")
+    """``config.json`` (or ``metadata.json``), bounded by MAX_CONFIG_BYTES: the central directory's size
+    first, then the bytes actually inflated (a directory can understate them)."""
+    limits.check("MAX_CONFIG_BYTES", info.file_size, f"{info.filename} (its declared size)")
     with archive.open(info) as member:
         data = member.read(limits.MAX_CONFIG_BYTES + 1)
-    limits.check("MAX_CONFIG_BYTES", len(data), f"{CONFIG} (inflated)")
+    limits.check("MAX_CONFIG_BYTES", len(data), f"{info.filename} (inflated)")
     return data.decode("utf-8", "replace")
 
 
@@ -130,8 +132,20 @@ class KerasZipReader(KerasH5Reader):
                     raise CorruptFileError(f"a .keras archive holds {CONFIG} and {WEIGHTS}; this one has "
                                            f"{', '.join(list(members)[:8]) or 'no members'}")
                 config = read_config(archive, members[CONFIG])
+                self._metadata = read_config(archive, members[METADATA]) if METADATA in members else ""
                 weights = open_weights(path, archive, members[WEIGHTS])
         super().__init__(fileobj=weights, config_json=config)
+
+    def _written_by(self) -> Producer | None:
+        """``keras_version`` (and ``date_saved``) of the archive's ``metadata.json``."""
+        try:
+            metadata = json.loads(self._metadata or "{}")
+        except (ValueError, RecursionError):
+            return None  # a damaged note about the writer is no reason to refuse the weights
+        if not isinstance(metadata, dict):
+            return None
+        version, saved = (v if isinstance(v, str) else "" for v in map(metadata.get, ("keras_version", "date_saved")))
+        return Producer.recorded("keras" if version else "", version, details=(f"saved {saved}" if saved else "",))
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import dtypes, limits
 from ..bank import TensorInfo
-from ..errors import CorruptFileError, TensorNotFoundError
+from ..errors import CorruptFileError, FiltergridError, TensorNotFoundError
 from ..safeio import ModelPath, map_whole, model_path, resolve_inside
 from .base import Probe, sibling_pair
 
@@ -202,6 +202,6 @@ def open(path: ModelPath) -> NcnnReader:  # noqa: A001 - the registry's verb
     path = model_path(path)
     pair = sibling_pair(path, ".param", ".bin")
     if pair is None:
-        raise CorruptFileError("an ncnn model is a .param and a .bin file of the same name, side by side")
+        raise FiltergridError("an ncnn model is a .param and a .bin file of the same name, side by side: one is missing")
     param, weights = (resolve_inside(path.parent, p.name, "ncnn file") for p in pair)
     return NcnnReader(param, weights)

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import dtypes, limits
 from ..bank import TensorInfo
-from ..errors import CorruptFileError, FiltergridError, UnsafeFileError
+from ..errors import CorruptFileError, FiltergridError, UnreadableFeatureError, UnsafeFileError, plain
 from ..export import ARRAY, MARKER, bank_listing, parse_record, sidecar_name
 from ..firstlayer import order_by_evidence
 from ..layout import ARRAYS
@@ -52,12 +52,11 @@ def _header(f: IO[bytes], available: int, what: str) -> tuple[np.dtype, tuple[in
     except FiltergridError:
         raise
     except Exception as e:  # noqa: BLE001 - NumPy's literal parser raises ValueError, SyntaxError, TokenError, ...
-        detail = " ".join(str(e).split())[:200] or type(e).__name__
-        raise CorruptFileError(f"{what}: bad .npy header ({detail})") from None
+        raise CorruptFileError(f"{what}: bad .npy header ({plain(e)})") from None
     if dtype.hasobject:
         raise UnsafeFileError(f"{what} holds Python objects (dtype {dtype}); they need pickle, which filtergrid never runs")
     if dtype.kind not in "fiub":
-        raise CorruptFileError(f"{what} has non-numeric dtype {dtype}")
+        raise UnreadableFeatureError(f"{what} has non-numeric dtype {dtype}")
     used = f.tell() - start
     shape = dtypes.check_shape(shape)
     need = int(np.prod(shape, dtype=object)) * dtype.itemsize

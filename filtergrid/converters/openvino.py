@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import dtypes, limits
-from ..bank import TensorInfo
-from ..errors import CorruptFileError, UnsafeFileError
+from ..bank import Producer, TensorInfo
+from ..errors import CorruptFileError, FiltergridError, UnreadableFeatureError, UnsafeFileError
 from ..safeio import (
     ModelPath,
     check_extent,
@@ -87,6 +87,24 @@ def _parse_xml(path: ModelPath) -> ET.Element:
         return ET.fromstring(data)
     except ET.ParseError as e:
         raise CorruptFileError(f"malformed XML ({e})") from None
+
+
+def _writer(root: ET.Element) -> Producer | None:
+    """The IR version (``<net version>``) and what ``<rt_info>`` says wrote it: the runtime's version
+    (``Runtime_version``, or ``MO_version`` of the older Model Optimizer), the source framework and NNCF."""
+    info = root.find("rt_info")
+    runtime, optimizer, framework, nncf = (_rt_value(info, tag) for tag in (
+        "Runtime_version", "MO_version", "conversion_parameters/framework", "nncf/version"))
+    return Producer.recorded("OpenVINO" if runtime or optimizer else "", runtime or optimizer,
+                             f"IR version {root.get('version')}" if root.get("version") else "",
+                             details=(f"converted from {framework}" if framework else "",
+                                      "Model Optimizer" if optimizer and not runtime else "",
+                                      f"compressed by NNCF {nncf}" if nncf else ""))
+
+
+def _rt_value(info: ET.Element | None, tag: str) -> str:
+    found = info.find(tag) if info is not None else None
+    return found.get("value", "") if found is not None else ""
 
 
 @dataclass(frozen=True)
@@ -166,6 +184,7 @@ class OpenVINOReader:
         root = _parse_xml(xml_path)
         if root.tag != "net":
             raise CorruptFileError(f"the XML's root is <{root.tag[:40]}>, not <net>")
+        self._written_by = _writer(root)
         self._layers = _layers(root)
         self._sources = _edges(root, self._layers)
         order = _topological(self._layers, self._sources)
@@ -237,7 +256,7 @@ class OpenVINOReader:
         element = layer.data.get("element_type", "")
         dtype = ELEMENT_TYPES.get(element)
         if dtype is None:
-            raise CorruptFileError(f"Const {layer.name!r} has element type {element[:20]!r}, not supported")
+            raise UnreadableFeatureError(f"Const {layer.name!r} has element type {element[:20]!r}, not supported")
         text = layer.data.get("shape", "")
         try:
             shape = tuple(int(d) for d in text.split(",") if d.strip())
@@ -250,7 +269,7 @@ class OpenVINOReader:
     def _const(self, layer: _Layer) -> np.ndarray:
         shape, dtype = self._const_shape(layer)
         if self._map is None:
-            raise CorruptFileError("the model's .bin file (its constants) is missing")
+            raise FiltergridError("the model's .bin file (its constants) is missing: it must lie beside the .xml, with the same name")
         try:
             offset, size = int(layer.data["offset"]), int(layer.data["size"])
         except (KeyError, ValueError):
@@ -287,6 +306,9 @@ class OpenVINOReader:
         raise CorruptFileError(f"cannot evaluate a {layer.type[:40]} layer with {len(args)} inputs")
 
     # -- Reader ---------------------------------------------------------------------------------
+
+    def producer(self) -> Producer | None:
+        return self._written_by
 
     def tensors(self) -> list[TensorInfo]:
         return list(self._infos)

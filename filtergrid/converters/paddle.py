@@ -73,7 +73,7 @@ class PaddleParamsReader:
 
     def __init__(self, path: ModelPath):
         with MappedFile(path) as f:  # the arrays' bytes stay views of the file until one is read
-            state = safepickle.load(f, what="Paddle .pdparams pickle")
+            state = safepickle.load(f, what="its pickled state dict")
         if not isinstance(state, dict):
             raise CorruptFileError("a .pdparams file holds a dict of arrays; this one holds something else")
         self._arrays: dict[str, np.ndarray] = {}

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import dtypes, limits
-from ..bank import TensorInfo
-from ..errors import CorruptFileError, FiltergridError
+from ..bank import Producer, TensorInfo
+from ..errors import CorruptFileError, FiltergridError, plain
 from ..layout import PADDLE
 from ..safeio import ModelPath, array_at, check_extent, map_readonly, model_path, resolve_inside, window
-from .base import Probe, lookup, tensor_info
+from .base import Probe, lookup, tensor_info, written_by
 from .protomessage import Message
 from .protowire import read_varint
 
@@ -104,14 +104,17 @@ class _Program:
     params: dict[str, _Param]
     ops: list[_Op]
     feeds: set[str]
+    #: What the program file says wrote it: ProgramDesc ``version``, PIR ``base_code.version``.
+    written_by: Producer | None = None
 
 
 # -- ProgramDesc (.pdmodel) ------------------------------------------------------------------------
 
 def _read_program_desc(data: bytes) -> _Program:
-    blocks = Message.parse(data, 0, len(data), "ProgramDesc").messages(1, "block")
+    desc = Message.parse(data, 0, len(data), "ProgramDesc")
+    blocks = desc.messages(1, "block")
     if not blocks:
-        raise CorruptFileError("the ProgramDesc has no blocks")
+        raise CorruptFileError("the program has no blocks")
     block = blocks[0]
     params, feeds = {}, set()
     for var in block.messages(3, "var"):
@@ -124,13 +127,22 @@ def _read_program_desc(data: bytes) -> _Program:
             feeds.add(var.string(1))
     ops = [_proto_op(op) for op in block.messages(4, "op")]
     feeds.update(name for op in ops if op.type == "feed" for name in op.outputs)
-    return _Program(params, ops, feeds)
+    return _Program(params, ops, feeds, written_by(lambda: _program_version(desc.message(4, "version"))))
+
+
+def _program_version(version: Message | None) -> Producer | None:
+    """ProgramDesc ``version`` (Version, field 1): the writing Paddle's MAJOR * 10**6 + MINOR * 10**3 + PATCH."""
+    number = version.int(1) if version else 0
+    if number <= 0:
+        return None
+    shown = f"{number // 10**6}.{number // 10**3 % 1000}.{number % 1000}"
+    return Producer.recorded("paddlepaddle", shown, "ProgramDesc")
 
 
 def _proto_param(kind: Message) -> _Param:
     desc = (kind.message(3, "dense tensor") or Message(kind.buf, "", {})).message(1, "tensor desc")
     if desc is None:
-        raise CorruptFileError("a persistable dense tensor has no TensorDesc")
+        raise CorruptFileError("a stored tensor has no tensor description")
     return _Param(tuple(desc.ints(2)), _proto_dtype(desc.int(1)))
 
 
@@ -153,7 +165,8 @@ def _proto_op(op: Message) -> _Op:
 
 def _read_pir(data: bytes) -> _Program:
     try:
-        ops = json.loads(data)["program"]["regions"][0]["blocks"][0]["ops"]
+        document = json.loads(data)
+        ops = document["program"]["regions"][0]["blocks"][0]["ops"]
         params, program_ops, feeds = {}, [], set[str]()
         for op in ops:
             kind = str(op["#"]).split(".", 1)[-1]
@@ -165,8 +178,10 @@ def _read_pir(data: bytes) -> _Program:
             else:
                 program_ops.append(_pir_op(kind, op, outputs))
     except (ValueError, RecursionError, KeyError, IndexError, TypeError) as e:
-        raise CorruptFileError(f"not a PIR program ({type(e).__name__}: {str(e)[:80]})") from None
-    return _named(params, program_ops, feeds)
+        raise CorruptFileError(f"not a PIR program: {plain(e)}") from None
+    version = document["base_code"].get("version") if isinstance(document.get("base_code"), dict) else None
+    return _named(params, program_ops, feeds,
+                  Producer.recorded(format_version=f"PIR version {version}" if isinstance(version, int) else ""))
 
 
 def _pir_param(value_type: dict) -> _Param:
@@ -185,12 +200,13 @@ def _pir_op(kind: str, op: dict, outputs: list) -> _Op:
                any(attrs.get(a) is True for a in _TRANSPOSE_ATTRS))
 
 
-def _named(params: dict[str, tuple[str, _Param]], ops: list[_Op], feeds: set[str]) -> _Program:
+def _named(params: dict[str, tuple[str, _Param]], ops: list[_Op], feeds: set[str],
+           written_by: Producer | None) -> _Program:
     """PIR values are numbered; parameters get their names back so both formats read alike."""
     names = {value: name for value, (name, _) in params.items()}
     renamed = [_Op(op.type, {slot: [names.get(v, v) for v in vs] for slot, vs in op.inputs.items()},
                    op.outputs, op.transposed) for op in ops]
-    return _Program(dict(params.values()), renamed, feeds)
+    return _Program(dict(params.values()), renamed, feeds, written_by)
 
 
 # -- the first layer --------------------------------------------------------------------------------
@@ -237,6 +253,10 @@ class PaddleInferenceReader:
         self._map = map_readonly(params_path)
         self._records = _index_params(self._map, len(self._map), program.params)
         self._infos = _listing(program)
+        self._written_by = program.written_by
+
+    def producer(self) -> Producer | None:
+        return self._written_by
 
     def tensors(self) -> list[TensorInfo]:
         return list(self._infos)

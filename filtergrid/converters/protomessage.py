@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import CorruptFileError
 from ..remote import RangeFile
-from .protowire import I32, LEN, VARINT, iter_fields, packed_varints, signed, text
+from .protowire import I32, LEN, VARINT, iter_fields, packed_varints, part, signed, text
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Message:
         spans = []
         for w, a, b in self.fields.get(number, ()):
             if w != wire:
-                raise CorruptFileError(f"{self.what} field {number} has wire type {w}, expected {wire}")
+                raise CorruptFileError(f"{part(self.what)} holds a value of the wrong kind at byte {a:,}")
             spans.append((a, b))
         return spans
 
@@ -66,17 +66,17 @@ class Message:
             if wire == VARINT:
                 values.append(signed(a))
             elif wire == LEN:
-                values.extend(int(v) for v in packed_varints(self.buf, a, b, f"{self.what} field {number}"))
+                values.extend(int(v) for v in packed_varints(self.buf, a, b, self.what))
             else:
-                raise CorruptFileError(f"{self.what} field {number} has wire type {wire}, expected integers")
+                raise CorruptFileError(f"{part(self.what)} holds a value of the wrong kind where numbers belong")
         return values
 
     def string(self, number: builtins.int, default: str = "") -> str:
         spans = self._spans(number, LEN)
-        return text(self.buf, *spans[-1], f"{self.what} field {number}") if spans else default
+        return text(self.buf, *spans[-1], self.what) if spans else default
 
     def strings(self, number: builtins.int) -> list[str]:
-        return [text(self.buf, a, b, f"{self.what} field {number}") for a, b in self._spans(number, LEN)]
+        return [text(self.buf, a, b, self.what) for a, b in self._spans(number, LEN)]
 
     def span(self, number: builtins.int) -> tuple[builtins.int, builtins.int] | None:
         """Where a singular bytes field's payload lies in the file, or None."""
@@ -88,6 +88,6 @@ class Message:
         parts = []
         for wire, a, b in self.fields.get(number, ()):
             if wire not in (LEN, I32) or (b - a) % 4:
-                raise CorruptFileError(f"{self.what} field {number} does not hold float32 values")
+                raise CorruptFileError(f"{part(self.what)} holds a value of the wrong kind where float32 values belong")
             parts.append(np.frombuffer(self.buf[a:b], dtype="<f4"))
         return np.concatenate(parts) if parts else np.empty(0, np.float32)

@@ -3,12 +3,13 @@
 Plain protobuf parses a whole message into memory and refuses anything over 2 GiB. Walking the
 wire format (tag, varint length, payload) over an ``mmap`` lists a message's fields as byte spans,
 so a reader can skip gigabytes of tensor payload by its length and decode only the field it needs.
-Every step checks what it reads against the bytes that exist and raises ``CorruptFileError`` naming
-the message and field; nothing here trusts a length.
+Every step checks what it reads against the bytes that exist and raises ``CorruptFileError`` saying
+in a model user's words which part is damaged and at which byte; nothing here trusts a length.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import numpy as np
@@ -34,8 +35,8 @@ def read_varint(buf, pos: int, end: int, what: str) -> tuple[int, int]:
             return value & 0xFFFFFFFFFFFFFFFF, i + 1
         shift += 7
     if end - pos >= MAX_VARINT_BYTES:
-        raise CorruptFileError(f"{what}: varint at byte {pos:,} is longer than {MAX_VARINT_BYTES} bytes")
-    raise CorruptFileError(f"{what}: file ends inside a varint at byte {pos:,}")
+        raise CorruptFileError(f"unreadable number in {part(what)} at byte {pos:,}")
+    raise CorruptFileError(_cut_short(buf, what, pos, end))
 
 
 def signed(value: int) -> int:
@@ -58,7 +59,7 @@ def iter_fields(buf, start: int, end: int, what: str) -> Iterator[tuple[int, int
             key, pos = read_varint(buf, pos, end, what)
         number, wire = key >> 3, key & 7
         if number == 0:
-            raise CorruptFileError(f"{what}: field number 0 at byte {pos:,}")
+            raise CorruptFileError(f"unreadable bytes in {part(what)} at byte {pos:,}")
         if wire in (VARINT, LEN):  # a varint: the value, or the payload's length
             value = buf[pos] if pos < end else 0x80
             if value < 0x80:
@@ -72,12 +73,9 @@ def iter_fields(buf, start: int, end: int, what: str) -> Iterator[tuple[int, int
         elif wire in _FIXED_SIZE:
             length = _FIXED_SIZE[wire]
         else:
-            raise CorruptFileError(f"{what} field {number}: unsupported wire type {wire} at byte {pos:,}")
+            raise CorruptFileError(f"unreadable bytes in {part(what)} at byte {pos:,}")
         if length > end - pos:
-            raise CorruptFileError(
-                f"{what} field {number}: {length:,} bytes at byte {pos:,} run past the end of "
-                f"the message ({end - pos:,} bytes left)"
-            )
+            raise CorruptFileError(_cut_short(buf, what, pos, end, length))
         yield number, wire, pos, pos + length
         pos += length
 
@@ -87,7 +85,16 @@ def text(buf, start: int, end: int, what: str) -> str:
     try:
         return buf[start:end].decode("utf-8")  # slicing an mmap or bytes copies just this field
     except UnicodeDecodeError:
-        raise CorruptFileError(f"{what} is not valid UTF-8") from None
+        raise CorruptFileError(f"{part(what)} is not valid text (UTF-8)") from None
+
+
+#: Bytes of a string read for display only (a producer name): the rest is never shown.
+MAX_SHORT_TEXT_BYTES = 1024
+
+
+def short_text(buf, start: int, end: int) -> str:
+    """The first bytes of a UTF-8 string field, for display only (invalid bytes replaced, not refused)."""
+    return bytes(buf[start:min(end, start + MAX_SHORT_TEXT_BYTES)]).decode("utf-8", "replace")
 
 
 #: Bytes of packed varints decoded at a time (bounds the temporary arrays to ~32x this).
@@ -111,12 +118,48 @@ def packed_varints(buf, start: int, end: int, what: str) -> np.ndarray:
 def _decode_varints(chunk: bytes, what: str) -> np.ndarray:
     data = np.frombuffer(chunk, dtype=np.uint8)
     if data[-1] & 0x80:
-        raise CorruptFileError(f"{what}: packed varints end inside a value")
+        raise CorruptFileError(f"{part(what)} ends in the middle of a number")
     last = np.flatnonzero(data < 0x80)
     first = np.concatenate(([0], last[:-1] + 1))
     lengths = last - first + 1
     if int(lengths.max()) > MAX_VARINT_BYTES:
-        raise CorruptFileError(f"{what}: a packed varint is longer than {MAX_VARINT_BYTES} bytes")
+        raise CorruptFileError(f"unreadable numbers in {part(what)}")
     position = np.arange(data.size) - np.repeat(first, lengths)
     parts = (data & 0x7F).astype(np.uint64) << (7 * position).astype(np.uint64)
     return np.bitwise_or.reduceat(parts, first).view(np.int64)
+
+
+def _cut_short(buf, what: str, pos: int, end: int, length: int | None = None) -> str:
+    """A part whose bytes stop before it does: the file cut short when it is the file's end."""
+    piece = f"a number at byte {pos:,}" if length is None else \
+        f"a piece of {length:,} bytes at byte {pos:,}, {end - pos:,} bytes left"
+    if end >= len(buf):
+        return f"it ends in the middle of {part(what)} ({piece}, in a file of {len(buf):,} bytes)"
+    return f"{part(what)} is cut short ({piece})"
+
+
+#: Protobuf message names in the walkers' ``what`` as a model user knows the thing they hold.
+_PART_NAMES = {
+    "ModelProto": "the model", "GraphProto": "the graph", "NodeProto": "a node", "AttributeProto": "a node attribute",
+    "FunctionProto": "a model function", "TensorProto": "a tensor", "SparseTensorProto": "a sparse tensor",
+    "StringStringEntryProto": "an external-data entry", "ValueInfoProto": "an input or output",
+    "NetParameter": "the network", "LayerParameter": "a layer", "V1LayerParameter": "a layer",
+    "BlobProto": "a weight blob", "BlobShape": "a blob shape", "InnerProductParameter": "a fully connected layer",
+    "ConvolutionParameter": "a convolution layer", "GraphDef": "the graph", "NodeDef": "a node",
+    "FunctionDef": "a graph function", "OpDef": "a function signature", "SavedModel": "the SavedModel",
+    "MetaGraphDef": "the meta graph", "SignatureDef": "a serving signature", "SavedObjectGraph": "the object graph",
+    "BundleHeaderProto": "the checkpoint header", "BundleEntryProto": "a checkpoint entry",
+    "ProgramDesc": "the program", "TensorDesc": "tensor description", "Core ML Model": "the model",
+    "NeuralNetwork": "the network", "WeightParams": "weights", "mlProgram": "ML program", "Program": "the program",
+    "Function": "a function", "Block": "a block", "innerProduct": "fully connected settings",
+    "tensorType": "tensor type", "blobFileValue": "stored value", "immediateValue": "value",
+}
+_PART_NAME = re.compile(f"({'|'.join(sorted(map(re.escape, _PART_NAMES), key=len, reverse=True))})((?:\\.[a-z_]+)*)")
+_INDEXED = re.compile(r"(\w+?)s?\[(\d+)\]")
+
+
+def part(what: str) -> str:
+    """A walker's ``what`` ("NeuralNetwork.layers[3]", "NodeProto.input") in a user's words
+    ("the network layer 3", "a node input"): protobuf message names become what they describe."""
+    words = _PART_NAME.sub(lambda m: _PART_NAMES[m.group(1)] + m.group(2).replace(".", " "), what)
+    return _INDEXED.sub(r"\1 \2", words)

@@ -22,8 +22,8 @@ from typing import BinaryIO, Protocol
 import numpy as np
 
 from .. import dtypes, limits, safepickle
-from ..bank import TensorInfo
-from ..errors import CorruptFileError
+from ..bank import Producer, TensorInfo
+from ..errors import CorruptFileError, UnreadableFeatureError
 from ..layout import CHANNELS_FIRST
 from ..safeio import (
     ModelPath,
@@ -90,12 +90,17 @@ class TorchReader:
     what: str
     source: StorageSource
     big_endian: bool = False
+    #: What the file records of its writer: format version, byte order (torch writes no version of itself).
+    written_by: Producer | None = None
     by_name: dict[str, TensorRef] = field(init=False)
 
     def __post_init__(self) -> None:
         self.by_name = {}
         for item in self.found:
             self.by_name.setdefault(item.name, item.tensor)
+
+    def producer(self) -> Producer | None:
+        return self.written_by
 
     def tensors(self) -> list[TensorInfo]:
         infos = []
@@ -127,7 +132,7 @@ class TorchReader:
         """The strided view ``ref`` describes, as a (read-only) NumPy array of its stored element type."""
         element = QUANTIZED.get(ref.dtype, ref.dtype)
         if element not in dtypes.STORAGE:
-            raise CorruptFileError(f"element type {ref.dtype} is not supported")
+            raise UnreadableFeatureError(f"element type {ref.dtype} is not supported")
         dims = dtypes.check_shape(size)
         stored = dtypes.STORAGE[element].newbyteorder(">" if self.big_endian else "<")
         if math.prod(dims) == 0:
@@ -225,19 +230,31 @@ def open_archive(path: ModelPath, module_kind: str = "pickled module") -> TorchR
         root = safepickle.loads(data, TORCH_ALLOWED, lambda pid: storage_of(pid, legacy=False),
                                 BUILD_IGNORED, what="data.pkl")
         found, found_in = model_tensors(root, module_kind, len(data))
-        return TorchReader(found, found_in, _ArchiveStorages(path, archive, prefix), big_endian)
+        version = _record(archive, prefix, "version") or _record(archive, prefix, ".data/version")
+        written_by = Producer.recorded(format_version=f"torch zip format version {version}" if version else "",
+                                       details=(f"byteorder {'big' if big_endian else 'little'}",
+                                                # a torch.jit.save archive says what it is; torch.save's does not
+                                                module_kind if module_kind.startswith("TorchScript") else ""))
+        return TorchReader(found, found_in, _ArchiveStorages(path, archive, prefix), big_endian, written_by)
     except BaseException:
         archive.close()
         raise
 
 
-def _byteorder(archive: zipfile.ZipFile, prefix: str) -> str:
+def _record(archive: zipfile.ZipFile, prefix: str, name: str) -> str | None:
+    """A one-line record of the archive (``byteorder``, ``version``): None when absent, "" when too long."""
     try:
-        info = archive.getinfo(f"{prefix}/byteorder")
+        info = archive.getinfo(f"{prefix}/{name}")
     except KeyError:
+        return None
+    with zip_errors(f"{name} record"):
+        return archive.read(info).decode("ascii", "replace").strip() if info.file_size <= 16 else ""
+
+
+def _byteorder(archive: zipfile.ZipFile, prefix: str) -> str:
+    order = _record(archive, prefix, "byteorder")
+    if order is None:
         return "little"  # written since torch 1.12; older files are little-endian
-    with zip_errors("byteorder record"):
-        order = archive.read(info).decode("ascii", "replace").strip() if info.file_size <= 16 else ""
     if order not in ("little", "big"):
         raise CorruptFileError(f"byteorder record says {order[:16]!r}, not little or big")
     return order
@@ -303,7 +320,9 @@ def open_legacy(path: ModelPath) -> TorchReader:
             ranges[key] = (offset + 8, nbytes)
             offset += 8 + nbytes
         found, found_in = model_tensors(root, pickle_bytes=pickle_bytes)
-        return TorchReader(found, found_in, _LegacyStorages(f, ranges), not little)
+        written_by = Producer.recorded(format_version=f"legacy torch.save protocol {LEGACY_PROTOCOL}",
+                                       details=(f"byteorder {'little' if little else 'big'}",))
+        return TorchReader(found, found_in, _LegacyStorages(f, ranges), not little, written_by)
     except BaseException:
         f.close()
         raise

@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from .. import dtypes, limits
-from ..bank import TensorInfo
-from ..errors import CorruptFileError
+from ..bank import Producer, TensorInfo
+from ..errors import CorruptFileError, plain
 from ..export import MARKER, bank_listing, parse_record
 from ..firstlayer import order_by_evidence
 from ..layout import CHANNELS_FIRST
 from ..safeio import check_extent, map_readonly, window
-from .base import Probe, listing_by_name, lookup
+from .base import Probe, listing_by_name, lookup, text_value
 
 DTYPES = {
     "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
@@ -47,8 +47,8 @@ def read_index(path: Path, size: int, f) -> tuple[int, dict[str, tuple[str, tupl
     try:
         header = json.loads(f.read(n))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:  # ValueError: JSON, or a 5000-digit number
-        detail = "a number of thousands of digits" if "integer string conversion" in str(e) else " ".join(str(e).split())
-        raise CorruptFileError(f"header is not valid JSON ({detail[:200]})") from None
+        detail = "a number of thousands of digits" if "integer string conversion" in str(e) else plain(e)
+        raise CorruptFileError(f"header is not valid JSON ({detail})") from None
     if not isinstance(header, dict):
         raise CorruptFileError("header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}
@@ -112,6 +112,11 @@ class SafetensorsReader:
         start = self._start + begin
         stored = dtypes.from_buffer(window(self._map, start, dtypes.nbytes(shape, dtype)), dtype, shape)
         return dtypes.native(stored, dtype)
+
+    def producer(self) -> Producer | None:
+        """safetensors records no writer; ``__metadata__["format"]`` names the framework's convention (pt, tf)."""
+        convention = text_value(self.metadata, "format")
+        return Producer.recorded(details=(f'__metadata__ format "{convention}"' if convention else "",))
 
     def close(self) -> None:
         self._map.close()

@@ -18,12 +18,12 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from .. import dtypes, limits, safepickle
-from ..bank import TensorInfo
+from ..bank import Producer, TensorInfo
 from ..errors import CorruptFileError, TensorNotFoundError, UnsafeFileError
 from ..layout import image_shape_for
 from ..safeio import MappedFile, ModelPath, model_path
 from ..safepickle import Allowed, Global, Placeholder
-from .base import Probe
+from .base import Probe, text_value
 
 #: What a scikit-learn pickle names near its start: the estimator's module.
 _SKLEARN_GLOBAL = re.compile(rb"sklearn\.[a-z_]+")
@@ -210,8 +210,12 @@ def _role(array: np.ndarray, layout: str, role: str) -> str:
 
 
 class SklearnReader:
-    def __init__(self, arrays: dict[str, tuple[np.ndarray, str, str]]):
+    def __init__(self, arrays: dict[str, tuple[np.ndarray, str, str]], written_by: Producer | None = None):
         self._arrays = arrays
+        self._written_by = written_by
+
+    def producer(self) -> Producer | None:
+        return self._written_by
 
     def tensors(self) -> list[TensorInfo]:
         infos: list[TensorInfo] = []
@@ -235,12 +239,20 @@ def open(path: ModelPath) -> SklearnReader:  # noqa: A001 - the registry's verb
     path = model_path(path)
     size = path.stat().st_size
     with MappedFile(path) as f:  # the arrays' bytes stay views of the file until one is read
-        root = safepickle.run(_JoblibUnpickler(f, size), "scikit-learn pickle")
+        root = safepickle.run(_JoblibUnpickler(f, size), "its pickled data")
     estimators = _estimators(root)
     if not estimators:
         raise CorruptFileError("scikit-learn pickle holds no estimator with weights (coefs_ or coef_)")
     arrays: dict[str, tuple[np.ndarray, str, str]] = {}
     for i, estimator in enumerate(estimators):
         arrays.update(_weights(estimator, f"{i}." if len(estimators) > 1 else ""))
-    return SklearnReader(arrays)
+    return SklearnReader(arrays, _written_by(root, estimators[0]))
+
+
+def _written_by(root: Any, first: Placeholder) -> Producer | None:
+    """``_sklearn_version``, which every estimator pickles with its state (the root's, for a Pipeline)."""
+    state = root.state if isinstance(root, Placeholder) and isinstance(root.state, dict) else first.state
+    version = text_value(state, "_sklearn_version") or text_value(first.state, "_sklearn_version")
+    kind = root.cls.name if isinstance(root, Placeholder) else first.cls.name
+    return Producer.recorded("scikit-learn" if version else "", version, details=(f"estimator {kind}",))
 

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from .. import dtypes, limits
-from ..bank import TensorInfo
-from ..errors import CorruptFileError
+from ..bank import Producer, TensorInfo
+from ..errors import CorruptFileError, plain
 from ..safeio import check_extent, map_whole
 from .base import Probe, lookup, require
 
@@ -35,6 +35,10 @@ UNSHOWN_WEIGHT_OPS = {"CONV_3D": "kernel (kD, kH, kW, in, out) of a CONV_3D oper
 
 #: Operators that only decode a constant (float16 -> float32, sparse -> dense) for the next operator.
 PASS_THROUGH_OPS = ("DEQUANTIZE", "DENSIFY")
+
+#: Metadata entries looked at for ``min_runtime_version``, and bytes read of a string shown.
+_MAX_METADATA = 32
+_MAX_TEXT_BYTES = 1024
 
 _MALFORMED = (struct.error, IndexError, ValueError, TypeError, OverflowError, UnicodeDecodeError,
               AttributeError)
@@ -54,8 +58,7 @@ def _flatbuffer_errors() -> Iterator[None]:
     try:
         yield
     except _MALFORMED as e:
-        detail = " ".join(str(e).split())[:200] or "no detail"
-        raise CorruptFileError(f"malformed TFLite flatbuffer ({type(e).__name__}: {detail})") from None
+        raise CorruptFileError(f"its flatbuffer is malformed: {plain(e)}") from None
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,7 @@ class TFLiteReader:
         try:
             with _flatbuffer_errors():
                 self._constants, self._infos = self._index()
+                self._written_by = self._writer()
         except BaseException:
             with contextlib.suppress(BufferError):  # a view still in the traceback pins the map
                 self._map.close()
@@ -230,6 +234,40 @@ class TFLiteReader:
                 why = UNSHOWN_WEIGHT_OPS.get(op, "not a conv or dense weight (bias, shape or other constant)")
                 infos.append(TensorInfo(name, c.shape, c.dtype, "auto", "HWC", why, False))
         return names, infos
+
+    def _writer(self) -> tuple[int, str, str]:
+        """Schema version, description and ``min_runtime_version`` metadata: a few bounded reads."""
+        model = self._table(self._tfl.Model.GetRootAs(self._map, 0), "model")
+        runtime = ""
+        n_buffers = model.BuffersLength()
+        for i in range(min(model.MetadataLength(), _MAX_METADATA)):
+            entry = self._table(model.Metadata(i), f"metadata {i}")
+            b = entry.Buffer()
+            if self._short_string(entry, 4) == "min_runtime_version" and b < n_buffers:
+                extent = self._buffer_extent(self._table(model.Buffers(b), f"buffer {b}"), b)
+                runtime = self._text(*extent).rstrip("\0") if extent else ""
+        return model.Version(), self._short_string(model, 10), runtime
+
+    def _short_string(self, table: Any, slot: int) -> str:
+        """The flatbuffer string in ``slot`` of ``table`` (its first bytes), or "" when absent."""
+        tab = table._tab
+        field = tab.Offset(slot)
+        if not field:
+            return ""
+        start = tab.Indirect(field + tab.Pos)
+        check_extent(start, 4, self._size, "string")
+        length = struct.unpack_from("<I", self._map, start)[0]
+        check_extent(start + 4, length, self._size, "string")
+        return self._text(start + 4, length)
+
+    def _text(self, start: int, length: int) -> str:
+        return bytes(self._map[start:start + min(length, _MAX_TEXT_BYTES)]).decode("utf-8", "replace")
+
+    def producer(self) -> Producer | None:
+        version, description, runtime = self._written_by
+        return Producer.recorded(format_version=f"TFLite schema version {version}",
+                                 details=(f'description "{description}"' if description else "",
+                                          f"min runtime {runtime}" if runtime else ""))
 
     def _operators(self, model: Any, graph: Any, n_tensors: int) -> list[tuple[str, list[int], list[int]]]:
         """(operator name, input tensors, output tensors) in execution order."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import limits
-from ..errors import CorruptFileError
+from ..errors import CorruptFileError, UnreadableFeatureError
 from ..safepickle import BASE_ALLOWED, Allowed, Global, Placeholder, shown
 
 #: Bytes per element of each torch element type (complex ones are listed, not decoded).
@@ -139,7 +139,7 @@ def _rebuild_qtensor(storage: Any, offset: Any, size: Any, stride: Any, params: 
             raise CorruptFileError("per-channel quantization needs tensors of scales and zero points")
         quantization = Quantization(scheme, scales, zeros, axis)
     else:
-        raise CorruptFileError(f"quantization scheme {scheme} is not supported")
+        raise UnreadableFeatureError(f"quantization scheme {scheme} is not supported")
     tensor = _tensor(storage, offset, size, stride)
     if tensor.dtype not in QUANTIZED:
         raise CorruptFileError(f"quantized tensor stored as {tensor.dtype}")

@@ -1,7 +1,9 @@
-"""Writing a rendered grid to disk: atomically, in the format its suffix names, PNGs with provenance."""
+"""Writing a rendered grid to disk: atomically, in the format its suffix names, PNGs with provenance,
+SVG and PDF for slides."""
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -12,6 +14,7 @@ from ..bank import FilterBank
 from ..errors import FiltergridError, UsageError
 from ..safeio import atomic_write
 from ..untrusted import terminal
+from . import slides
 
 if TYPE_CHECKING:
     from .core import RenderResult
@@ -24,11 +27,12 @@ _ENCODER_OPTIONS: dict[str, dict[str, Any]] = {
 
 
 def image_format(path: str | os.PathLike) -> str:
-    """The Pillow format a file name asks for (``grid.png`` -> PNG), or a usage error."""
+    """The format a file name asks for (``grid.png`` -> PNG, ``grid.svg`` -> SVG), or a usage error."""
     suffix = Path(path).suffix.lower()
-    fmt = Image.registered_extensions().get(suffix)
-    if fmt is None or fmt not in Image.SAVE:
-        raise UsageError(f"cannot tell an image format from {Path(path).name!r}; end the name in .png, .jpg, .webp or another suffix Pillow writes")
+    fmt = "SVG" if suffix == ".svg" else Image.registered_extensions().get(suffix)
+    if fmt is None or (fmt != "SVG" and fmt not in Image.SAVE):
+        raise UsageError(f"cannot tell an image format from {Path(path).name!r}; end the name in .png, .svg, .pdf, "
+                         ".jpg, .webp or another suffix Pillow writes")
     return fmt
 
 
@@ -63,13 +67,26 @@ def png_text(result: RenderResult, bank: FilterBank) -> PngImagePlugin.PngInfo:
 
 def save(result: RenderResult, bank: FilterBank, path: str | os.PathLike) -> Path:
     """Write ``result.image`` to ``path`` through a temporary file; returns the path written."""
+    title = result.options.title or f"{bank.provenance.source} {bank.provenance.tensor}"
+    return save_image(result.image, path, title=title, pnginfo=png_text(result, bank))
+
+
+def save_image(image: Image.Image, path: str | os.PathLike, *, title: str = "",
+               pnginfo: PngImagePlugin.PngInfo | None = None) -> Path:
+    """Write ``image`` atomically in the format ``path``'s suffix names: PNG (with ``pnginfo``), SVG or
+    PDF for slides (:mod:`.slides`; ``title`` is their title, untrusted), or another Pillow format."""
     fmt = image_format(path)
-    options = dict(_ENCODER_OPTIONS.get(fmt, {}))
-    if fmt == "PNG":
-        options["pnginfo"] = png_text(result, bank)
+    png_options = {"pnginfo": pnginfo} if pnginfo is not None else {}
 
     def write(f: BinaryIO) -> None:
-        result.image.save(f, format=fmt, **options)
+        if fmt == "SVG":
+            png = io.BytesIO()
+            image.save(png, format="PNG", **png_options)
+            f.write(slides.svg_document(png.getvalue(), image.size, title))
+        elif fmt == "PDF":
+            slides.write_pdf(image, f, title)
+        else:
+            image.save(f, format=fmt, **(png_options if fmt == "PNG" else _ENCODER_OPTIONS.get(fmt, {})))
 
     try:
         return atomic_write(path, write)

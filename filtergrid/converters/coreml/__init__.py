@@ -16,12 +16,12 @@ import json
 import numpy as np
 
 from ... import limits
-from ...bank import TensorInfo
+from ...bank import Producer, TensorInfo
 from ...errors import CorruptFileError, UnknownFormatError
 from ...safeio import ModelPath, map_whole, model_path, resolve_inside
-from ..base import Probe, not_found
+from ..base import Probe, not_found, written_by
 from ..protomessage import Message
-from ..protowire import LEN, MAX_VARINT_BYTES, read_varint
+from ..protowire import LEN, MAX_VARINT_BYTES, read_varint, short_text
 from . import neuralnetwork
 from .blob import BlobFile, looks_like_blob
 from .entries import Entry
@@ -34,6 +34,9 @@ PIPELINES = (200, 201, 202)
 FIRST_MODEL_TYPE, LAST_MODEL_TYPE = 200, 3000
 SPEC_IN_PACKAGE = "Data/com.apple.CoreML/model.mlmodel"
 MAX_MANIFEST_BYTES = 1024 * 1024
+#: User metadata entries looked through for what coremltools records of itself.
+MAX_USER_METADATA = 64
+COREMLTOOLS_KEY = "com.github.apple.coremltools."
 
 
 def sniff(probe: Probe) -> bool:
@@ -119,6 +122,7 @@ class CoreMLReader:
         try:
             model = Message.parse(self._map, 0, len(self._map), "Core ML Model")
             entries = self._entries(model, spec.parent, "", 0)
+            self._written_by = written_by(lambda: _writer(model))
         except BaseException:
             self.close()
             raise
@@ -152,11 +156,30 @@ class CoreMLReader:
             raise not_found(name)
         return entry.decode()
 
+    def producer(self) -> Producer | None:
+        return self._written_by
+
     def close(self) -> None:
         for blob in self._blobs.values():
             blob.close()
         with contextlib.suppress(BufferError):
             self._map.close()
+
+
+def _writer(model: Message) -> Producer | None:
+    """``specificationVersion`` (1) and the user metadata (description 2 -> metadata 100 -> userDefined
+    100) where coremltools records its version and the framework it converted from."""
+    description = model.message(2, "ModelDescription")
+    metadata = description.message(100, "Metadata") if description else None
+    tools: dict[str, str] = {}
+    for entry in metadata.messages(100, "userDefined")[:MAX_USER_METADATA] if metadata else ():
+        key, value = (short_text(entry.buf, *span) if span else "" for span in (entry.span(1), entry.span(2)))
+        if key.startswith(COREMLTOOLS_KEY):
+            tools[key.removeprefix(COREMLTOOLS_KEY)] = value
+    version = tools.get("version", "")
+    return Producer.recorded("coremltools" if version else "", version,
+                             f"Core ML specification version {model.int(1)}",
+                             details=(f"source {tools['source']}" if tools.get("source") else "",))
 
 
 def _unique(entries: list[Entry]) -> dict[str, Entry]:

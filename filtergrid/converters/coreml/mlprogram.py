@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ... import dtypes, limits
-from ...errors import CorruptFileError
+from ...errors import CorruptFileError, UnreadableFeatureError
 from ...safeio import ModelPath, resolve_inside
 from ..protomessage import Message
 from .blob import BlobFile
@@ -103,7 +103,7 @@ def _tensor(value: Message, what: str) -> Tensor:
     code = tensor_type.int(1)
     dtype = MIL_DTYPES.get(code)
     if dtype is None:
-        raise CorruptFileError(f"{what}: MIL data type {code} is not supported")
+        raise UnreadableFeatureError(f"{what}: MIL data type {code} is not supported")
     dims = []
     for dim in tensor_type.messages(3, f"{what} dimensions"):
         constant = dim.message(1, f"{what} dimension")
@@ -245,5 +245,5 @@ class ProgramWalk:
 
 def _refuse(name: str, how: str) -> Callable[[], np.ndarray]:
     def decode() -> np.ndarray:
-        raise CorruptFileError(f"{name!r} is computed by {how} when the model loads; filtergrid does not run it")
+        raise UnreadableFeatureError(f"{name!r} is computed by {how} when the model loads; filtergrid does not run it")
     return decode

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from ... import dtypes, limits
-from ...errors import CorruptFileError
+from ...errors import CorruptFileError, UnreadableFeatureError
 from ...safeio import ModelPath, array_at
 from ..protowire import I32, I64, LEN, VARINT, packed_varints, signed
 from .external import read_external
@@ -41,7 +41,7 @@ class Decoder:
         """The stored values (bit-pattern types as float32), only the first ``rows`` when asked."""
         dtype = ONNX_DTYPES.get(t.data_type)
         if dtype is None:
-            raise CorruptFileError(f"tensor {t.name!r} has element type {type_name(t.data_type)}, which filtergrid "
+            raise UnreadableFeatureError(f"tensor {t.name!r} has element type {type_name(t.data_type)}, which filtergrid "
                                    "cannot decode")
         if any(d < 0 for d in t.dims):
             raise CorruptFileError(f"tensor {t.name!r} has negative dims {list(t.dims)}")
@@ -139,7 +139,7 @@ class Decoder:
         scale = dtypes.to_float32(self.decode(quant.scale)) if quant.scale else np.ones(1, np.float32)
         zero = self.decode(quant.zero_point) if quant.zero_point else np.zeros(1, np.float32)
         if scale.ndim > 1 or zero.ndim > 1:
-            raise CorruptFileError(f"blocked quantization of {name!r} (scale {list(scale.shape)}) is not supported")
+            raise UnreadableFeatureError(f"blocked quantization of {name!r} (scale {list(scale.shape)}) is not supported")
         if scale.size == 1 and zero.size > 1:
             scale = np.broadcast_to(scale.reshape(-1), zero.shape)
         if zero.size == 1 and scale.size > 1:

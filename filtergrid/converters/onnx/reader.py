@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...bank import TensorInfo
+from ...bank import Producer, TensorInfo
 from ...errors import CorruptFileError
 from ...safeio import ModelPath, map_readonly
 from ..base import lookup
@@ -27,6 +27,7 @@ class OnnxReader:
             graph = parser.model()
             uses = GraphWalk(parser.functions).run(graph)
             self.entries = list_tensors(uses, parser.tensors)
+            self.written_by = parser.written_by
         except BaseException:
             self.mm.close()
             raise
@@ -42,6 +43,12 @@ class OnnxReader:
             return values
         length = entry.tensor.dims[0] if rows is not None and entry.tensor.dims else None
         return self.decoder.dequantize(values, entry.quant, name, length)
+
+    def producer(self) -> Producer | None:
+        w = self.written_by
+        ir = f"ONNX IR version {w['ir_version']}" if "ir_version" in w else ""
+        return Producer.recorded(w.get("producer_name"), w.get("producer_version"), ir,
+                                 " + ".join(f"{domain} {version}" for domain, version in w["opsets"]))
 
     def close(self) -> None:
         self.mm.close()

@@ -19,6 +19,8 @@ from ..protowire import (
     VARINT,
     iter_fields,
     packed_varints,
+    part,
+    short_text,
     signed,
     text,
 )
@@ -37,6 +39,10 @@ TYPED_FIELDS = (4, 5, 7, 10, 11)
 _NODE_STRINGS = {3: "name", 4: "op_type", 7: "domain", 8: "overload"}
 #: AttributeProto fields holding ints: i (3), ints (8, one by one or packed).
 _INT_FIELDS = ((3, VARINT), (8, VARINT), (8, LEN))
+#: ModelProto fields that say what wrote the file (beside opset_import, 8).
+_WRITER_FIELDS = {1: "ir_version", 2: "producer_name", 3: "producer_version", 8: "opset_import"}
+#: Opset imports kept (a model imports a handful of domains).
+_MAX_OPSETS = 8
 #: AttributeProto fields holding subgraphs: g (6) and graphs (11).
 _GRAPH_FIELDS = (6, 11)
 
@@ -101,6 +107,8 @@ class ModelParser:
         self.kept = 0
         self.most_kept = ITEMS_PER_TENSOR * limits.MAX_TENSORS
         self.budget = StructureBudget()
+        #: What ModelProto says about its writer: ir_version, producer name/version, opset imports.
+        self.written_by: dict[str, Any] = {"opsets": []}
 
     def count(self) -> None:
         """Bound the nodes, names and values kept, whatever the file declares."""
@@ -117,16 +125,33 @@ class ModelParser:
         for number, wire, a, b in iter_fields(self.buf, 0, len(self.buf), "ModelProto"):
             if number == 7 and wire == LEN:
                 graph = (a, b)
+            elif number in _WRITER_FIELDS:
+                self.writer_field(number, wire, a, b)
             elif number == 25 and wire == LEN:
                 self.budget.begin(a)
                 drive(self.function(a, b))
                 self.budget.end(b)
         if graph is None:
-            raise CorruptFileError("ModelProto has no graph (field 7)")
+            raise CorruptFileError("the model has no graph")
         self.budget.begin(graph[0])
         main = drive(self.graph(*graph, depth=0))
         self.budget.end(graph[1])
         return main
+
+    def writer_field(self, number: int, wire: int, a: int, b: int) -> None:
+        """ir_version (1), producer_name (2), producer_version (3), opset_import (8): a few bounded fields."""
+        if number == 1 and wire == VARINT:
+            self.written_by["ir_version"] = a
+        elif number in (2, 3) and wire == LEN:
+            self.written_by[_WRITER_FIELDS[number]] = short_text(self.buf, a, b)
+        elif number == 8 and wire == LEN and len(self.written_by["opsets"]) < _MAX_OPSETS:
+            opset = {1: "", 2: 0}  # OperatorSetIdProto: domain, version
+            for n, w, x, y in iter_fields(self.buf, a, b, "OperatorSetIdProto"):
+                if n == 1 and w == LEN:
+                    opset[1] = short_text(self.buf, x, y)
+                elif n == 2 and w == VARINT:
+                    opset[2] = signed(x)
+            self.written_by["opsets"].append((opset[1] or "ai.onnx", opset[2]))
 
     def function(self, start: int, end: int) -> Generator[Any, Any, None]:
         """A FunctionProto, kept as a graph of its nodes with its formal inputs."""
@@ -254,7 +279,7 @@ class ModelParser:
     @staticmethod
     def dims(dims: list[int], what: str) -> tuple[int, ...]:
         if len(dims) > _MAX_DIMS:
-            raise CorruptFileError(f"{what} has {len(dims)} dims")
+            raise CorruptFileError(f"{part(what)} has {len(dims)} dimensions")
         return tuple(signed(d) for d in dims)
 
     def varints(self, wire: int, a: int, b: int, what: str) -> list[int]:
@@ -264,7 +289,7 @@ class ModelParser:
             return [a]
         if wire == LEN and b - a <= _MAX_DIMS * MAX_VARINT_BYTES:
             return [int(v) for v in packed_varints(self.buf, a, b, what)]
-        raise CorruptFileError(f"{what} is not a short list of varints (wire type {wire}, {b - a:,} bytes)")
+        raise CorruptFileError(f"{part(what)} holds a value of the wrong kind where a short list of numbers belongs")
 
     def external(self, entries: list[tuple[int, int]]) -> dict[str, str]:
         """The key/value entries of external_data (location, offset, length)."""
@@ -286,7 +311,7 @@ class ModelParser:
             elif number == 3:
                 dims.extend(self.varints(wire, a, b, "SparseTensorProto.dims"))
         if len(parts) != 2:
-            raise CorruptFileError("SparseTensorProto lacks its values or indices")
+            raise CorruptFileError("a sparse tensor lacks its values or indices")
         values = parts[1]
         return StoredTensor(values.name, self.dims(dims, "SparseTensorProto"), values.data_type,
                             sparse=(values, parts[2]))

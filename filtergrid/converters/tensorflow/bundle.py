@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ... import dtypes, limits
-from ...errors import CorruptFileError
+from ...errors import CorruptFileError, UnreadableFeatureError
 from ...remote import RangeFile
 from ...safeio import ModelPath, check_extent, map_readonly, resolve_inside, window
 from ..protowire import LEN, VARINT, iter_fields, read_varint
@@ -92,10 +92,10 @@ class Bundle:
     def read(self, e: Entry) -> np.ndarray:
         """A numeric tensor as stored (decoded to a NumPy dtype; bfloat16 and float8 to float32)."""
         if e.sliced:
-            raise CorruptFileError(f"tensor {e.key!r} is a partitioned variable (saved in slices), "
+            raise UnreadableFeatureError(f"tensor {e.key!r} is a partitioned variable (saved in slices), "
                                    f"which filtergrid does not reassemble")
         if e.dtype not in dtypes.STORAGE:
-            raise CorruptFileError(f"tensor {e.key!r} holds {e.dtype}, not numbers")
+            raise UnreadableFeatureError(f"tensor {e.key!r} holds {e.dtype}, not numbers")
         dims = dtypes.check_fits(e.shape, e.dtype, e.size, f"tensor {e.key!r}")
         if math.prod(dims) * dtypes.itemsize(e.dtype) != e.size:
             raise CorruptFileError(f"tensor {e.key!r} declares {list(dims)} {e.dtype} in {e.size:,} bytes")

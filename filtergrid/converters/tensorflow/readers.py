@@ -12,15 +12,15 @@ from collections.abc import Callable
 import numpy as np
 
 from ... import dtypes, limits
-from ...bank import TensorInfo
-from ...errors import CorruptFileError
+from ...bank import Producer, TensorInfo
+from ...errors import CorruptFileError, UnreadableFeatureError
 from ...layout import CHANNELS_LAST
 from ...safeio import (  # graphs are walked whole: a remote one is read once
     ModelPath,
     map_whole,
 )
 from ..base import lookup, natural_key, tensor_info
-from ..protowire import LEN, VARINT, iter_fields, packed_varints
+from ..protowire import LEN, VARINT, iter_fields, packed_varints, short_text
 from . import SAVED_MODEL, objects, protos
 from .bundle import OBJECT_GRAPH_KEY, Bundle, Entry, find_index
 from .graph import FED, GraphParser, Hit, Node, Walk, layout
@@ -93,6 +93,7 @@ class CheckpointReader(_Listing):
     def __init__(self, index: ModelPath, bundle: Bundle | None = None):
         super().__init__()
         self.bundle = bundle or Bundle(index)
+        self._versions = ("", "")  # a TF1 checkpoint's .meta graph records them; the bundle does not
         try:
             self._list()
         except BaseException:
@@ -113,6 +114,9 @@ class CheckpointReader(_Listing):
             if key != OBJECT_GRAPH_KEY:
                 self.add(_weight_info(key, e.shape, e.dtype, "not reached from the model (training state)", False),
                          self._read(e))
+
+    def producer(self) -> Producer | None:
+        return _tensorflow_producer(self._versions)
 
     def add_in_object_order(self, nodes: list[objects.TrackedObject]) -> None:
         entries = self.bundle.entries
@@ -137,6 +141,7 @@ class CheckpointReader(_Listing):
         buf = map_whole(meta)
         try:
             parser = GraphParser(buf)
+            self._versions = _tensorflow_versions(buf, (0, len(buf)))
             graph = protos.first(buf, (0, len(buf)), 2, "MetaGraphDef")
             nodes = parser.graph(graph) if graph else []
             hit = Walk(buf, parser.functions).first(nodes, _inputs(buf, nodes))
@@ -189,7 +194,9 @@ class SavedModelReader(_Listing):
         buf = self._map
         meta = protos.first(buf, (0, len(buf)), 2, "SavedModel")
         if meta is None:
-            raise CorruptFileError("the SavedModel holds no MetaGraphDef")
+            raise CorruptFileError("the SavedModel holds no graph (no meta graph)")
+        self._schema = protos.varint(buf, (0, len(buf)), 1, "SavedModel")
+        self._versions = _tensorflow_versions(buf, meta)
         parser = GraphParser(buf)
         graph = protos.first(buf, meta, 2, "MetaGraphDef")
         nodes = parser.graph(graph) if graph else []
@@ -206,6 +213,9 @@ class SavedModelReader(_Listing):
                 if info.candidate:
                     info = dataclasses.replace(info, role=_after_hit(hit, found, info.role))
                 self.add(info, functools.partial(checkpoint.read, info.name))
+
+    def producer(self) -> Producer | None:
+        return _tensorflow_producer(self._versions, f"SavedModel schema version {self._schema}")
 
     def _add_hit(self, hit: Hit, buf) -> bool:
         """List the hit's weight first; False when it is computed in the graph rather than stored."""
@@ -240,6 +250,22 @@ class SavedModelReader(_Listing):
             self.checkpoint.close()
         with contextlib.suppress(BufferError):
             self._map.close()
+
+
+def _tensorflow_versions(buf, meta: tuple[int, int]) -> tuple[str, str]:
+    """A MetaGraphDef's MetaInfoDef (1): tensorflow_version (5) and tensorflow_git_version (6)."""
+    info = protos.first(buf, meta, 1, "MetaGraphDef")
+    found = {5: "", 6: ""}
+    for n, w, a, b in protos.fields(buf, info, "MetaInfoDef") if info else ():
+        if n in found and w == LEN:
+            found[n] = short_text(buf, a, b)
+    return found[5], found[6]
+
+
+def _tensorflow_producer(versions: tuple[str, str], format_version: str = "") -> Producer | None:
+    version, git_version = versions
+    return Producer.recorded("tensorflow" if version else "", version, format_version,
+                             details=(f"git {git_version}" if git_version else "",))
 
 
 def _after_hit(hit: Hit | None, found: bool, role: str) -> str:
@@ -316,8 +342,10 @@ class GraphDefReader(_Listing):
         buf = self._map
         parser = GraphParser(buf)
         nodes = parser.graph((0, len(buf)))
+        versions = protos.first(buf, (0, len(buf)), 4, "GraphDef")  # VersionDef: producer (1)
+        self._graph_version = protos.varint(buf, versions, 1, "VersionDef") if versions else None
         if not nodes:
-            raise CorruptFileError("the GraphDef has no nodes")
+            raise CorruptFileError("the graph has no nodes")
         hit = Walk(buf, parser.functions).first(nodes, _inputs(buf, nodes))
         if hit is not None and hit.weight and hit.weight[0] == "const":
             name, shape, dtype, read = _const(buf, hit.weight[1])
@@ -328,6 +356,11 @@ class GraphDefReader(_Listing):
             if node.op == "Const":
                 name, shape, dtype, read = _const(buf, node)
                 self.add(_weight_info(name, shape, dtype, why, bool(self._infos)), read)
+
+    def producer(self) -> Producer | None:
+        """A GraphDef records only the version of the graph format its writer produced."""
+        version = self._graph_version
+        return Producer.recorded(format_version=f"GraphDef version {version}" if version is not None else "")
 
     def close(self) -> None:
         with contextlib.suppress(BufferError):
@@ -366,7 +399,7 @@ def _tensor_values(buf, tensor: tuple[int, int], dtype: str, shape: tuple[int, .
         return dtypes.native(dtypes.from_buffer(bytes(buf[a:b]), dtype, dims), dtype)
     number, encoding = _VALUE_FIELDS.get(dtype, (0, ""))
     if not number:
-        raise CorruptFileError(f"{what} holds {dtype}, not numbers filtergrid decodes")
+        raise UnreadableFeatureError(f"{what} holds {dtype}, not numbers filtergrid decodes")
     count = math.prod(dtypes.check_shape(shape))
     values = _repeated(buf, tensor, number, encoding, what)
     if values.size == 1 and count > 1:  # TensorFlow repeats the last value: bounded by the file's size

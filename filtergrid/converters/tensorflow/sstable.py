@@ -13,7 +13,7 @@ import struct
 from collections.abc import Iterator
 
 from ... import limits
-from ...errors import CorruptFileError
+from ...errors import CorruptFileError, UnreadableFeatureError
 from ..protowire import read_varint
 
 MAGIC = struct.pack("<Q", 0xDB4775248B80FB57)
@@ -57,7 +57,7 @@ def _block(buf: bytes, handle: tuple[int, int], limit: int, what: str) -> Iterat
         raise CorruptFileError(f"{what} spans bytes {offset:,}..{offset + size:,} outside the table "
                                f"of {limit:,} bytes")
     if buf[offset + size] != 0:
-        raise CorruptFileError(f"{what} is compressed (type {buf[offset + size]}); TensorFlow writes "
+        raise UnreadableFeatureError(f"{what} is compressed (type {buf[offset + size]}); TensorFlow writes "
                                f"bundles uncompressed and filtergrid reads only those")
     end = offset + size
     restarts = struct.unpack_from("<I", buf, end - 4)[0]
