@@ -1,21 +1,24 @@
-"""filtergrid's speed benchmark (issue 5): time to a first layer, whatever the size of the checkpoint.
+"""filtergrid's speed benchmark (issues 5 and 11): time to a first layer, whatever the size of the checkpoint.
 
-    python benchmarks/run.py [--framework-python /path/to/python-with-torch] [--markdown]
+    python benchmarks/run.py [--framework-python PYTHON ...] [--only KIND ...] [--markdown]
 
-Builds its inputs in a temporary folder (deleted as it goes; at most one 1 GiB file at a time): the
-same small CNN saved as ONNX (conv1 stored first, and stored after ~1 GiB of other initializers),
-safetensors, a PyTorch zip, a legacy PyTorch pickle, Keras files and an Orbax checkpoint folder, each
-at ~1 GiB and as a ~100 KB twin. Every
-measurement is a whole fresh process (``filtergrid convert FILE -o out.npy`` and the naive framework
-load of the same tensor): its wall time and peak RSS. Each command runs once to warm up, then
-``--repeat`` times in rounds that interleave all commands of an input, and the median is kept;
-ratios are medians of per-round ratios, so load from other processes hits both sides alike.
+Builds its inputs in a temporary folder (deleted as it goes; at most one 1 GiB input at a time), the
+same small CNN written by each framework at ~1 GiB and as a ~100 KB twin: ONNX (conv1 stored first,
+and stored after ~1 GiB of other initializers), safetensors, a PyTorch zip and a legacy pickle,
+Keras, GGUF, an Orbax checkpoint folder, and issue 11's formats (TensorFlow SavedModel, checkpoint and frozen graph, TFLite,
+TF.js, Core ML, OpenVINO, Paddle, Caffe, Darknet, ncnn, scikit-learn, Flax; see make_input.py for
+where each stores conv1). Every measurement is a whole fresh process (``filtergrid convert FILE -o
+out.npy`` and the naive framework load of the same tensor): its wall time and peak RSS. Each command
+runs once to warm up, then ``--repeat`` times in rounds that interleave all commands of an input, and
+the median is kept; ratios are medians of per-round ratios, so load from other processes hits both
+sides alike.
 
 The floor is ``python -c "import numpy"`` with ``OPENBLAS_NUM_THREADS=1``: the filtergrid command sets
 that for itself (it multiplies no matrices), and the naive loaders get it too, so no side gains from
-it. The naive loaders run in ``--framework-python`` (which needs onnx / safetensors / torch),
-filtergrid in ``--filtergrid-python`` with this checkout first on its path. Not a test: the targets
-are checked and printed, and the exit code is 0 either way.
+it. Frameworks often need venvs of their own: give ``--framework-python`` once per venv; each input is
+written, and its naive load run, by the first one that has its framework (default: this Python).
+filtergrid runs in ``--filtergrid-python`` with this checkout first on its path. Not a test: the
+targets are checked and printed, and the exit code is 0 either way.
 """
 
 from __future__ import annotations
@@ -39,7 +42,10 @@ REPO = HERE.parent
 GIB, TWIN = 1 << 30, 100 << 10
 TIME = shutil.which("time", path="/usr/bin:/bin")  # GNU time: a tiny parent, so %M is the child's own peak
 
-#: The naive way to get one tensor out of each format, as its framework documents it. argv: file, tensor, out.
+TF = "import os, sys, numpy\nos.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'\nimport tensorflow as tf\n"
+
+#: The naive way to get one tensor out of each format, as its framework documents it: (what it is,
+#: the module it needs, its code). argv: the model file (or folder), the tensor's name, the output.
 NAIVE = {
     "onnx": ("onnx.load + numpy_helper.to_array", "onnx",
              ("import sys, numpy, onnx\nfrom onnx import numpy_helper\nmodel = onnx.load(sys.argv[1])\n"
@@ -67,12 +73,78 @@ NAIVE = {
               ("import sys, numpy, orbax.checkpoint as ocp\n"
                "tree = ocp.StandardCheckpointer().restore(sys.argv[1])\n"
                "for key in sys.argv[2].split('/'):\n    tree = tree[key]\nnumpy.save(sys.argv[3], numpy.asarray(tree))")),
+    # The reader maps the file; filtergrid also dequantizes only the first 512 rows of a token embedding.
+    "gguf": ("gguf.GGUFReader, the first 512 rows", "gguf",
+             ("import sys, numpy\nfrom gguf import GGUFReader\ntensors = GGUFReader(sys.argv[1]).tensors\n"
+              "numpy.save(sys.argv[3], next(t for t in tensors if t.name == sys.argv[2]).data[:512])")),
+    "tf-savedmodel": ("tf.saved_model.load", "tensorflow",
+                      (f"{TF}model = tf.saved_model.load(sys.argv[1])\n"
+                       "numpy.save(sys.argv[3], getattr(model, sys.argv[2]).numpy())")),
+    "tf-checkpoint": ("tf.train.load_checkpoint().get_tensor", "tensorflow",
+                      (f"{TF}reader = tf.train.load_checkpoint(sys.argv[1].removesuffix('.index'))\n"
+                       "numpy.save(sys.argv[3], reader.get_tensor(sys.argv[2]))")),
+    "tf-graphdef": ("GraphDef.ParseFromString + tf.make_ndarray", "tensorflow",
+                    (f"{TF}graph = tf.compat.v1.GraphDef()\nwith open(sys.argv[1], 'rb') as f:\n"
+                     "    graph.ParseFromString(f.read())\nnode = next(n for n in graph.node if n.name == sys.argv[2])\n"
+                     "numpy.save(sys.argv[3], tf.make_ndarray(node.attr['value'].tensor))")),
+    "tflite": ("tf.lite.Interpreter.get_tensor", "tensorflow",
+               (f"{TF}interpreter = tf.lite.Interpreter(model_path=sys.argv[1])\ninterpreter.allocate_tensors()\n"
+                "conv = next(op for op in interpreter._get_ops_details() if op['op_name'] == 'CONV_2D')\n"
+                "numpy.save(sys.argv[3], interpreter.get_tensor(conv['inputs'][1]))")),
+    # tensorflowjs imports converters for other libraries at start-up; they are stubbed, as in fixtures/.
+    "tfjs": ("tensorflowjs.read_weights (every shard)", "tensorflowjs",
+             ("import json, os, sys, numpy\nfrom unittest import mock\nfor name in ('tensorflow_decision_forests', "
+              "'tensorflow_hub', 'jax', 'jax.experimental', 'jax.experimental.jax2tf', 'flax'):\n"
+              "    sys.modules[name] = mock.MagicMock()\nfrom tensorflowjs.read_weights import read_weights\n"
+              "with open(sys.argv[1]) as f:\n    manifest = json.load(f)['weightsManifest']\n"
+              "groups = read_weights(manifest, os.path.dirname(sys.argv[1]))\n"
+              "numpy.save(sys.argv[3], next(w['data'] for g in groups for w in g if w['name'] == sys.argv[2]))")),
+    "coreml-nn": ("coremltools.utils.load_spec", "coremltools",
+                  ("import sys, numpy, coremltools\nspec = coremltools.utils.load_spec(sys.argv[1])\n"
+                   "conv = next(l for l in spec.neuralNetwork.layers if l.WhichOneof('layer') == 'convolution')\n"
+                   "numpy.save(sys.argv[3], numpy.array(conv.convolution.weights.floatValue, numpy.float32))")),
+    "coreml-program": ("MLModel(skip_model_load) + get_weights_metadata", "coremltools",
+                       ("import sys, numpy, coremltools\nfrom coremltools.optimize.coreml import get_weights_metadata\n"
+                        "model = coremltools.models.MLModel(sys.argv[1], skip_model_load=True)\n"
+                        "weights = get_weights_metadata(model, weight_threshold=0).values()\n"
+                        "numpy.save(sys.argv[3], next(w.val for w in weights if w.val.ndim == 4))")),
+    "openvino": ("openvino Core.read_model", "openvino",
+                 ("import sys, numpy, openvino\nmodel = openvino.Core().read_model(sys.argv[1])\n"
+                  "conv = next(op for op in model.get_ordered_ops() if op.get_type_name() == 'Convolution')\n"
+                  "numpy.save(sys.argv[3], conv.input_value(1).get_node().get_data())")),
+    "paddle": ("paddle.load", "paddle",
+               ("import sys, numpy, paddle\n"
+                "numpy.save(sys.argv[3], paddle.load(sys.argv[1], return_numpy=True)[sys.argv[2]])")),
+    "paddle-inference": ("paddle.static.load_inference_model", "paddle",
+                         ("import sys, numpy, paddle\npaddle.enable_static()\n"
+                          "paddle.static.load_inference_model(sys.argv[1].removesuffix('.json'), "
+                          "paddle.static.Executor(paddle.CPUPlace()))\n"
+                          "numpy.save(sys.argv[3], numpy.array(paddle.static.global_scope().find_var(sys.argv[2]).get_tensor()))")),
+    "caffe": ("cv2.dnn.readNetFromCaffe + getParam", "cv2",
+              ("import sys, numpy, cv2\n"
+               "net = cv2.dnn.readNetFromCaffe(sys.argv[1].replace('.caffemodel', '.prototxt'), sys.argv[1])\n"
+               "numpy.save(sys.argv[3], net.getParam(sys.argv[2], 0))")),
+    "darknet": ("cv2.dnn.readNetFromDarknet + getParam", "cv2",
+                ("import sys, numpy, cv2\n"
+                 "net = cv2.dnn.readNetFromDarknet(sys.argv[1].replace('.weights', '.cfg'), sys.argv[1])\n"
+                 "conv = next(n for n in net.getLayerNames() if net.getLayer(n).type == 'Convolution')\n"
+                 "numpy.save(sys.argv[3], net.getParam(conv, 0))")),
+    # ncnn's Python module gives no access to layer weights: this is the load alone.
+    "ncnn": ("ncnn.Net load_param + load_model (no weight access)", "ncnn",
+             ("import sys, ncnn\nnet = ncnn.Net()\nnet.load_param(sys.argv[1])\n"
+              "net.load_model(sys.argv[1].replace('.param', '.bin'))")),
+    "sklearn": ("joblib.load, coefs_[0]", "joblib",
+                "import sys, numpy, joblib\nnumpy.save(sys.argv[3], joblib.load(sys.argv[1]).coefs_[0])"),
+    "flax": ("flax.serialization.msgpack_restore", "flax",
+             ("import sys, numpy\nfrom flax.serialization import msgpack_restore\nwith open(sys.argv[1], 'rb') as f:\n"
+              "    numpy.save(sys.argv[3], msgpack_restore(f.read())['params']['stem']['kernel'])")),
 }
 
 
 @dataclass(frozen=True)
 class Case:
-    """One model file, written by ``make_input.py KIND``; ``naive`` keys NAIVE; ``converter`` the format."""
+    """One model, written by ``make_input.py KIND`` as ``model<suffix>`` in a folder of its own (a file,
+    a folder, or a prefix its companions share); ``naive`` keys NAIVE; ``converter`` the format."""
 
     kind: str
     title: str
@@ -91,6 +163,25 @@ CASES = (
     Case("keras-h5", "Keras legacy full-model .h5 (model.save)", ".h5", "keras", "keras-h5"),
     Case("keras", "Keras 3 .keras archive", ".keras", "keras", "keras"),
     Case("orbax", "Orbax checkpoint folder (StandardCheckpointer, OCDBT)", "", "orbax", "orbax"),
+    Case("gguf", "GGUF, a float16 token embedding takes the bytes", ".gguf", "gguf", "gguf"),
+    Case("tf-savedmodel", "TensorFlow SavedModel, conv1 stored after the dense kernels", "", "tf-savedmodel",
+         "tensorflow"),
+    Case("tf-checkpoint", "TF2 checkpoint (.index + .data), conv1 stored after the dense kernels", ".ckpt",
+         "tf-checkpoint", "tensorflow"),
+    Case("tf-frozen", "frozen GraphDef .pb, conv1's Const after the dense ones", ".pb", "tf-graphdef", "tensorflow"),
+    Case("tflite", "TFLite flatbuffer", ".tflite", "tflite", "tflite"),
+    Case("tfjs", "TF.js graph model (model.json + 4 MB shards)", "", "tfjs", "tfjs"),
+    Case("coreml-nn", "Core ML NeuralNetwork .mlmodel (weights inline)", ".mlmodel", "coreml-nn", "coreml"),
+    Case("coreml-program", "Core ML ML Program .mlpackage (weight.bin)", ".mlpackage", "coreml-program", "coreml"),
+    Case("openvino", "OpenVINO IR (.xml + .bin)", ".xml", "openvino", "openvino"),
+    Case("paddle", "PaddlePaddle .pdparams (paddle.save)", ".pdparams", "paddle", "paddle"),
+    Case("paddle-inference", "PaddlePaddle inference model (PIR .json + .pdiparams)", ".json", "paddle-inference",
+         "paddle-inference"),
+    Case("caffe", "Caffe .caffemodel (+ .prototxt)", ".caffemodel", "caffe", "caffe"),
+    Case("darknet", "Darknet .weights (+ .cfg)", ".weights", "darknet", "darknet"),
+    Case("ncnn", "ncnn .param + .bin (pnnx)", ".ncnn.param", "ncnn", "ncnn"),
+    Case("sklearn", "scikit-learn MLP, joblib (coefs_ + SGD velocities)", ".joblib", "sklearn", "sklearn"),
+    Case("flax", "Flax msgpack, sorted keys: the stem conv after the dense blocks", ".msgpack", "flax", "flax"),
 )
 
 
@@ -165,25 +256,18 @@ def measure(command: Command, cwd: Path) -> Stats:
 
 
 def has_module(python: str, module: str) -> bool:
-    return subprocess.run([python, "-c", f"import {module}"], capture_output=True, check=False).returncode == 0
+    """Whether ``python`` can find ``module`` (found, not imported: some import slowly or need stubs)."""
+    probe = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({module!r}) is None)"
+    return subprocess.run([python, "-c", probe], capture_output=True, check=False).returncode == 0
 
 
 def warm(path: Path) -> None:
     """Read the file (every file of a folder) once so every process finds it in the page cache (no one
     measures the disk)."""
-    for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
-        if file.is_file():
-            with open(file, "rb") as f:
-                while f.read(16 << 20):
-                    pass
-
-
-def remove(path: Path) -> None:
-    """Delete an input file or folder."""
-    if path.is_dir():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
+    for file in [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()):
+        with open(file, "rb") as f:
+            while f.read(16 << 20):
+                pass
 
 
 class Bench:
@@ -200,7 +284,7 @@ class Bench:
         self.floor = Stats()
         self.rows: list[Row] = []
         self.fastest: list[tuple[bool, str]] = []  # the targets again, from each command's fastest run
-        self.framework_has = {m: has_module(args.framework_python, m) for m in ("onnx", "safetensors", "torch", "keras", "h5py", "orbax.checkpoint")}
+        self.pythons: dict[str, str | None] = {}  # module -> the first framework Python that has it
         probe = "from filtergrid.converters import BY_NAME; print(' '.join(BY_NAME))"
         self.formats = subprocess.run([args.filtergrid_python, "-c", probe], env=self.fg_env, check=True,
                                       capture_output=True, text=True).stdout.split()
@@ -212,9 +296,15 @@ class Bench:
     def convert(self, path: Path) -> Command:
         return self.filtergrid("convert", str(path), "-o", str(self.work / "filtergrid-out.npy"), "-q")
 
+    def python_with(self, module: str) -> str | None:
+        """The first ``--framework-python`` that has ``module``."""
+        if module not in self.pythons:
+            self.pythons[module] = next((p for p in self.args.framework_python if has_module(p, module)), None)
+        return self.pythons[module]
+
     def naive(self, case: Case, path: Path, tensor: str) -> Command:
         """The framework's load; with one OpenBLAS thread, as filtergrid's command sets for itself."""
-        return Command([self.args.framework_python, "-c", NAIVE[case.naive][2], str(path), tensor,
+        return Command([self.python_with(NAIVE[case.naive][1]), "-c", NAIVE[case.naive][2], str(path), tensor,
                         str(self.work / "naive-out.npy")], self.one_thread)
 
     def rounds(self, commands: dict[str, Command]) -> dict[str, Stats]:
@@ -233,13 +323,16 @@ class Bench:
 
     # -- inputs -----------------------------------------------------------------------------------
     def build(self, case: Case, size: int) -> tuple[Path, dict] | None:
-        """Write the input with its framework (the framework python if it has it, else filtergrid's)."""
-        path = self.work / f"{case.kind}-{size}{case.suffix}"
-        for python in dict.fromkeys([self.args.framework_python, self.args.filtergrid_python]):
-            proc = subprocess.run([python, str(HERE / "make_input.py"), case.kind, str(size), str(path)],
-                                  capture_output=True, text=True, check=False)
+        """Write the input in a folder of its own, with the first framework Python that has its framework
+        (else filtergrid's); the JSON from make_input.py says which file to open and how big it all is."""
+        folder = self.work / f"{case.kind}-{size}"
+        folder.mkdir()
+        for python in dict.fromkeys([*self.args.framework_python, self.args.filtergrid_python]):
+            proc = subprocess.run([python, str(HERE / "make_input.py"), case.kind, str(size), str(folder / f"model{case.suffix}")],
+                                  capture_output=True, text=True, check=False, cwd=folder)
             if proc.returncode == 0:
-                return path, json.loads(proc.stdout)
+                meta = json.loads(proc.stdout.strip().splitlines()[-1])
+                return folder / Path(meta["path"]).relative_to(folder), meta
             if proc.returncode != 3:
                 raise Failed(f"make_input.py {case.kind}: {proc.stderr.strip()[-300:]}")
         return None
@@ -250,23 +343,23 @@ class Bench:
         if twin is None:
             self.rows.append(Row(case.title, None, f"not built: no Python here has {NAIVE[case.naive][1]}"))
             return
-        big = self.build(case, self.args.size_mib << 20)
         try:
+            big = self.build(case, self.args.size_mib << 20)
             files = {"big": big, "twin": twin}
             commands = {}
             for which, (path, meta) in files.items():
-                warm(path)
+                warm(path.parent if path.is_file() else path)
                 if case.converter in self.formats:
                     commands[f"ours-{which}"] = self.convert(path)
-                if self.framework_has[NAIVE[case.naive][1]]:
+                if self.python_with(NAIVE[case.naive][1]):
                     commands[f"naive-{which}"] = self.naive(case, path, meta["tensor"])
             log(f"{case.title}: measuring {', '.join(commands)} x{self.args.repeat}")
             stats = self.rounds(commands)
         finally:
-            remove(big[0])
-            remove(twin[0])
+            for size in (TWIN, self.args.size_mib << 20):
+                shutil.rmtree(self.work / f"{case.kind}-{size}", ignore_errors=True)
         missing = f"converter not available (no {case.converter!r} format in this filtergrid)"
-        no_framework = f"{NAIVE[case.naive][1]} not installed in {self.args.framework_python}"
+        no_framework = f"{NAIVE[case.naive][1]} not installed in any --framework-python"
         for which, label in (("big", case.title), ("twin", f"{case.title} (twin)")):
             ours, naive = stats.get(f"ours-{which}"), stats.get(f"naive-{which}")
             self.rows.append(Row(label, files[which][1]["bytes"], ours or missing, NAIVE[case.naive][0],
@@ -397,8 +490,10 @@ def machine(args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--framework-python", default=sys.executable,
-                        help="Python with onnx / safetensors / torch / keras for the naive loads (default: this one)")
+    parser.add_argument("--framework-python", action="append",
+                        help="a Python with frameworks, to write the inputs and run the naive loads; repeat it for "
+                             "frameworks in different venvs: each input uses the first that has its framework "
+                             "(default: this Python alone)")
     parser.add_argument("--filtergrid-python", default=sys.executable,
                         help="Python that runs filtergrid (this checkout is put first on its path)")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per command (median kept)")
@@ -407,13 +502,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
     parser.add_argument("--workdir", type=Path, default=None, help="where to build inputs (default: a temp dir)")
     args = parser.parse_args(argv)
+    args.framework_python = args.framework_python or [sys.executable]
     started, load_before = time.perf_counter(), os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="filtergrid-bench-", dir=args.workdir) as tmp:
         bench = Bench(args, Path(tmp))
         bench.run_startup()
         for case in CASES:
             if not args.only or case.kind in args.only:
-                bench.run_case(case)
+                done = len(bench.rows)
+                try:
+                    bench.run_case(case)
+                except Failed as error:  # one input that cannot be built or read costs its row, not the run
+                    log(f"{case.title}: {error}")
+                    bench.rows.append(Row(case.title, None, f"failed: {str(error)[-200:]}"))
+                log(f"{case.title}: done\n{markdown(table_rows(bench.rows[done:]))}")  # kept if the run is cut short
         bench.run_render()
         bench.add_floor()
     rows = table_rows(bench.rows)

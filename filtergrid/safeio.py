@@ -110,6 +110,49 @@ def array_at(buffer: mmap.mmap | RangeFile, dtype, count: int, offset: int) -> n
     return np.frombuffer(window(buffer, offset, count * np.dtype(dtype).itemsize), dtype, count=count)
 
 
+class MappedFile:
+    """A read-only file over :func:`map_readonly` that can hand out views of the map instead of copies
+    (:meth:`view`): an unpickler walks a pickle that holds its arrays inline (Paddle ``.pdparams``,
+    joblib) and only the array that is shown is ever read."""
+
+    #: Payloads of this many bytes or more are worth a view (a remote file's are ranged reads anyway).
+    VIEW_BYTES = 1 << 20
+    LINE_CHUNK = 4096
+
+    def __init__(self, path: str | os.PathLike | RemotePath):
+        self._buf = map_readonly(path)
+        self._size, self._pos = len(self._buf), 0
+
+    def view(self, n: int) -> memoryview | bytes:
+        """The next ``n`` bytes (fewer at the end) as a view of the mapped file."""
+        n = max(0, min(n, self._size - self._pos))
+        data = window(self._buf, self._pos, n)
+        self._pos += n
+        return data
+
+    def read(self, n: int = -1) -> bytes:
+        return bytes(self.view(self._size - self._pos if n < 0 else n))
+
+    def readline(self, limit: int = -1) -> bytes:
+        """Up to and including the next newline (at most ``limit`` bytes), read a chunk at a time."""
+        limit = self._size - self._pos if limit < 0 else min(limit, self._size - self._pos)
+        line = b""
+        while len(line) < limit:
+            chunk = bytes(window(self._buf, self._pos + len(line), min(self.LINE_CHUNK, limit - len(line))))
+            cut = chunk.find(b"\n")
+            line += chunk if cut < 0 else chunk[:cut + 1]
+            if cut >= 0:
+                break
+        self._pos += len(line)
+        return line
+
+    def __enter__(self) -> MappedFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass  # the map stays open while arrays that view it are alive; it closes with them
+
+
 def open_zip(path: Path | RemotePath) -> zipfile.ZipFile:
     """A zip archive on disk, or a remote one read by ranges (central directory, then members)."""
     return zipfile.ZipFile(path.open("rb") if isinstance(path, RemotePath) else path)

@@ -34,6 +34,10 @@ from typing import Any, BinaryIO
 
 from . import limits
 from .errors import CorruptFileError, FiltergridError, LimitError, UnreadableFeatureError, UnsafeFileError, plain
+from .safeio import MappedFile
+
+#: What the unpickler reads: a file, or a mapped one whose large reads are views (array payloads).
+PickleFile = BinaryIO | MappedFile
 
 
 @dataclass(frozen=True)
@@ -266,9 +270,10 @@ def _describe(value: Any) -> str:
 
 
 class _Budget:
-    """File reads for the unpickler, refused past ``limit`` bytes (a pickle has no declared length)."""
+    """File reads for the unpickler, refused past ``limit`` bytes copied (a pickle has no declared
+    length); views of a mapped file copy nothing and are bounded by the file."""
 
-    def __init__(self, file: BinaryIO, limit: int):
+    def __init__(self, file: PickleFile, limit: int):
         self._file = file
         self._left = limit
         self._limit = limit
@@ -280,6 +285,10 @@ class _Budget:
         return data
 
     def read(self, n: int = -1) -> bytes:
+        if n >= MappedFile.VIEW_BYTES and isinstance(self._file, MappedFile):  # most reads are 1-9 bytes
+            # A view of the mapped file, nothing copied: the pure unpickler only pushes a large
+            # read (a bytes payload) or decodes it, which a memoryview supports as bytes do.
+            return self._file.view(n)  # type: ignore[return-value]
         # A declared length past the budget reads one byte more than the budget: a short file
         # then fails as truncated, a long one as over the limit.
         return self._take(self._file.read(n if 0 <= n <= self._left else self._left + 1))
@@ -326,7 +335,7 @@ class SafeUnpickler(pickle._Unpickler):
     append: Callable[[Any], None]
     pop_mark: Callable[[], list[Any]]
 
-    def __init__(self, file: BinaryIO, allowed: Mapping[str, Any] = BASE_ALLOWED,
+    def __init__(self, file: PickleFile, allowed: Mapping[str, Any] = BASE_ALLOWED,
                  persistent_load: Callable[[Any], Any] | None = None,
                  build_ignored: tuple[type, ...] = (dict,)):
         super().__init__(_Budget(file, limits.MAX_PICKLE_BYTES), encoding="utf-8")
@@ -480,7 +489,7 @@ _MALFORMED = (pickle.UnpicklingError, EOFError, ValueError, KeyError, IndexError
               AttributeError, struct.error, UnicodeError, OverflowError, RecursionError)
 
 
-def load(file: BinaryIO, allowed: Mapping[str, Any] = BASE_ALLOWED,
+def load(file: PickleFile, allowed: Mapping[str, Any] = BASE_ALLOWED,
          persistent_load: Callable[[Any], Any] | None = None,
          build_ignored: tuple[type, ...] = (dict,), what: str = "pickle") -> Any:
     """One pickle from ``file`` (left positioned right after its STOP), built without running code."""

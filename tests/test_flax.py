@@ -58,6 +58,32 @@ def test_bfloat16_kernels_are_decoded(tmp_path):
         np.testing.assert_array_equal(reader.read("params/Dense_0/kernel"), values)
 
 
+def test_the_walker_reads_every_msgpack_type_as_msgpack_does():
+    from filtergrid.converters.flax import _parse
+
+    tree = {"step": 3, "neg": -5, "big": 2**40, "small": -(2**33), "lr": 0.5, "f32": 1.5, "none": None,
+            "flags": [True, False], "name": "x" * 40, "long": "y" * 300, "nested": [[1, 2], {"a": -1}],
+            **{f"k{i}": i for i in range(20)}}  # more than 15 keys: a map16
+    data = msgpack.packb(tree, use_single_float=False)
+    assert _parse(data, 0, len(data)) == (msgpack.unpackb(data), len(data))
+
+
+@pytest.mark.parametrize("cut", [1, 20, 100])
+def test_a_file_cut_inside_a_kernel_is_corrupt(tmp_path, cut):
+    data = msgpack.packb({"params": {"Dense_0": {"kernel": _array_ext((8, 8), "float32", b"\0" * 256)}}})
+    path = tmp_path / "cut.msgpack"
+    path.write_bytes(data[:-cut])
+    with pytest.raises(CorruptFileError, match="past the end|ends"):
+        filtergrid.load(path)
+
+
+def test_bytes_after_the_map_are_corrupt(tmp_path):
+    path = tmp_path / "trailing.msgpack"
+    path.write_bytes(msgpack.packb({"params": {"Dense_0": {"kernel": _array_ext((2, 2), "float32", b"\0" * 16)}}}) + b"\0")
+    with pytest.raises(CorruptFileError, match="after its msgpack map"):
+        filtergrid.load(path)
+
+
 def test_keys_that_are_not_text_are_named_not_compared(tmp_path):
     """Found by fuzzing: a msgpack map with a number key beside a text key made the sorted-keys check
     compare int with str (TypeError)."""

@@ -150,3 +150,17 @@ def test_bytes_after_the_last_record_are_refused(tmp_path: Path) -> None:
     data = PROGRAM.with_suffix(".pdiparams").read_bytes()
     with pytest.raises(CorruptFileError, match="bytes after its 4 parameters"):
         filtergrid.load(_copy(tmp_path, data + b"\0" * 8))
+
+
+def test_array_bytes_are_read_in_place_not_counted_as_pickle(tmp_path, monkeypatch) -> None:
+    """A .pdparams holds its arrays inline: their bytes are views of the mapped file, so a state dict
+    far larger than MAX_PICKLE_BYTES opens, and only the shown array is copied."""
+    from filtergrid import limits
+
+    weight = np.arange(64 * 3 * 7 * 7 * 40, dtype=np.float32).reshape(64 * 40, 3, 7, 7)  # 2.4 MB
+    path = tmp_path / "big.pdparams"
+    with path.open("wb") as f:
+        pickle.dump({"conv.weight": weight, "fc.weight": np.ones((1024, 1024), np.float32)}, f, protocol=4)
+    monkeypatch.setattr(limits, "MAX_PICKLE_BYTES", 64 * 1024)
+    with filtergrid.open_model(path) as (_, reader):
+        np.testing.assert_array_equal(reader.read("conv.weight"), weight)

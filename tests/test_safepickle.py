@@ -158,3 +158,19 @@ def test_package_never_unpickles_with_python_or_torch() -> None:
             if _FORBIDDEN.search(line):
                 offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
+
+
+def test_a_mapped_file_reads_lines_across_chunks_and_views_large_payloads(tmp_path):
+    """safeio.MappedFile: protocol 0 reads lines (here longer than its read chunk); a large BINBYTES
+    payload comes back as a view of the map, not a copy."""
+    from filtergrid.safeio import MappedFile
+
+    text, payload = "x" * 10_000, bytes(range(256)) * 8192  # 2 MiB
+    path = tmp_path / "mixed.pkl"
+    path.write_bytes(pickle.dumps(text, protocol=0))
+    with MappedFile(path) as f:
+        assert safepickle.load(f) == text
+    path.write_bytes(pickle.dumps([text, payload], protocol=4))
+    with MappedFile(path) as f:
+        loaded = safepickle.load(f)
+    assert loaded[0] == text and isinstance(loaded[1], memoryview) and loaded[1] == payload

@@ -21,7 +21,7 @@ from .. import dtypes, limits
 from ..bank import TensorInfo
 from ..errors import CorruptFileError, TensorNotFoundError, UnreadableFeatureError, plain
 from ..layout import CHANNELS_LAST
-from ..safeio import ModelPath, model_path
+from ..safeio import ModelPath, map_readonly, model_path, window
 from .base import Probe, natural_key, prefer_layer_weights, tensor_info
 
 _NDARRAY, _NPSCALAR = 1, 3
@@ -43,30 +43,103 @@ def sniff(probe: Probe) -> bool:
 class _Array:
     shape: tuple[int, ...]
     dtype: str
-    data: bytes
+    start: int  # the C-order bytes are [start, stop) of the mapped file, read only when shown
+    stop: int
 
 
-def _ext_hook(code: int, payload: bytes):
+@dataclass(frozen=True)
+class _Bytes:
+    """A msgpack bin: where its bytes are, not the bytes (a kernel's gigabyte is never copied)."""
+
+    start: int
+    stop: int
+
+
+#: Type byte -> (kind, width of its big-endian length or count) for the sized msgpack types.
+_SIZED = {0xC4: ("bin", 1), 0xC5: ("bin", 2), 0xC6: ("bin", 4), 0xC7: ("ext", 1), 0xC8: ("ext", 2),
+          0xC9: ("ext", 4), 0xD9: ("str", 1), 0xDA: ("str", 2), 0xDB: ("str", 4), 0xDC: ("array", 2),
+          0xDD: ("array", 4), 0xDE: ("map", 2), 0xDF: ("map", 4)}
+#: Type byte -> bytes of its body: numbers, and the fixext types (one type byte, then 1-16 data bytes).
+_FIXED = {0xCA: 4, 0xCB: 8, 0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8, 0xD0: 1, 0xD1: 2, 0xD2: 4, 0xD3: 8}
+_FIXEXT = {0xD4: 1, 0xD5: 2, 0xD6: 4, 0xD7: 8, 0xD8: 16}
+
+
+def _header(buf, pos: int, end: int) -> tuple[str, int, int]:
+    """(kind, element count or body bytes, body start) of the msgpack object at ``pos``."""
+    if pos >= end:
+        raise CorruptFileError(f"msgpack data ends at byte {pos:,} inside an object")
+    b = buf[pos]
+    if b <= 0x7F or b >= 0xE0 or b in (0xC0, 0xC2, 0xC3):
+        return "scalar", 0, pos + 1
+    for low, kind, mask in ((0x80, "map", 0x0F), (0x90, "array", 0x0F), (0xA0, "str", 0x1F)):
+        if low <= b <= low + mask:
+            return kind, b & mask, pos + 1
+    if b in _SIZED:
+        kind, width = _SIZED[b]
+        if pos + 1 + width > end:
+            raise CorruptFileError(f"msgpack data ends inside the header at byte {pos:,}")
+        return kind, int.from_bytes(bytes(buf[pos + 1:pos + 1 + width]), "big"), pos + 1 + width
+    if b in _FIXED:
+        return "scalar", _FIXED[b], pos + 1
+    if b in _FIXEXT:
+        return "ext", _FIXEXT[b], pos + 1
+    raise CorruptFileError(f"msgpack type byte 0x{b:02x} at byte {pos:,} is not one flax writes")
+
+
+def _parse(buf, pos: int, end: int, depth: int = 0):
+    """(value, position after it) of the msgpack object at ``pos``: maps, arrays and strings built,
+    bins and flax arrays as spans of ``buf``. Each element takes a byte, so loops are bounded by
+    ``end - pos``; nesting by MAX_NESTING."""
+    if depth > limits.MAX_NESTING:
+        raise limits.exceeded("MAX_NESTING", "flax tree depth", depth)
+    kind, n, body = _header(buf, pos, end)
+    if kind in ("map", "array"):
+        if n > end - body:
+            raise CorruptFileError(f"msgpack {kind} at byte {pos:,} declares {n:,} items, more than the bytes left")
+        items = []
+        for _ in range(n * 2 if kind == "map" else n):
+            item, body = _parse(buf, body, end, depth + 1)
+            items.append(item)
+        if kind == "map" and not all(isinstance(key, (str, int, float, bool, type(None))) for key in items[::2]):
+            raise CorruptFileError(f"msgpack map at byte {pos:,} has a key that is not a string or number")
+        return (dict(zip(items[::2], items[1::2])) if kind == "map" else items), body
+    stop = body + n + (kind == "ext")  # an ext's body is its type byte, then n bytes
+    if stop > end:
+        raise CorruptFileError(f"msgpack {kind} at byte {pos:,} runs past the end ({n:,} bytes)")
+    if kind == "bin":
+        return _Bytes(body, stop), stop
+    if kind == "ext":
+        return _ext(buf, buf[body], body + 1, stop, depth), stop
+    return _scalar(bytes(buf[pos:stop])), stop
+
+
+def _scalar(data: bytes):
     import msgpack
 
+    try:
+        return msgpack.unpackb(data, raw=False)
+    except (ValueError, msgpack.UnpackException) as e:
+        raise CorruptFileError(f"a msgpack value is malformed: {plain(e)}") from None
+
+
+def _ext(buf, code: int, start: int, stop: int, depth: int) -> _Array:
+    """A flax array (ext 1: ``(shape, dtype name, bytes)``) or NumPy scalar (ext 3: ``(dtype, bytes)``)."""
     if code not in (_NDARRAY, _NPSCALAR):
         raise CorruptFileError(f"msgpack ext type {code} is not a flax array")
-    try:
-        fields = msgpack.unpackb(payload, raw=False, max_bin_len=len(payload), max_array_len=64)
-    except (ValueError, msgpack.UnpackException) as e:
-        raise CorruptFileError(f"an array record is malformed: {plain(e)}") from None
+    fields, end = _parse(buf, start, stop, depth + 1)
     if code == _NPSCALAR:
-        fields = ((), *fields) if isinstance(fields, (list, tuple)) and len(fields) == 2 else None
-    if not isinstance(fields, (list, tuple)) or len(fields) != 3 or not isinstance(fields[2], bytes):
+        fields = [[], *fields] if isinstance(fields, list) and len(fields) == 2 else None
+    if end != stop or not isinstance(fields, list) or len(fields) != 3 or not isinstance(fields[2], _Bytes):
         raise CorruptFileError("flax array record is not (shape, dtype, bytes)")
     shape, dtype, data = fields
-    dtype = dtype.decode("ascii", "replace") if isinstance(dtype, bytes) else str(dtype)
+    dtype = str(dtype)[:40]
     if dtype not in _DTYPES:
-        raise CorruptFileError(f"flax array dtype {dtype[:40]!r} is not one filtergrid reads")
-    shape = dtypes.check_fits(shape if isinstance(shape, (list, tuple)) else (), dtype, len(data), "flax array")
-    if dtypes.nbytes(shape, dtype) != len(data):
-        raise CorruptFileError(f"flax array declares {list(shape)} {dtype} but holds {len(data):,} bytes")
-    return _Array(shape, dtype, data)
+        raise CorruptFileError(f"flax array dtype {dtype!r} is not one filtergrid reads")
+    size = data.stop - data.start
+    shape = dtypes.check_fits(shape if isinstance(shape, list) else (), dtype, size, "flax array")
+    if dtypes.nbytes(shape, dtype) != size:
+        raise CorruptFileError(f"flax array declares {list(shape)} {dtype} but holds {size:,} bytes")
+    return _Array(shape, dtype, data.start, data.stop)
 
 
 def _leaves(tree, prefix: str = "", depth: int = 0):
@@ -130,7 +203,8 @@ def params_listing(entries: list[tuple[str, tuple[int, ...], str]], has_params: 
 
 
 class FlaxReader:
-    def __init__(self, tree: dict):
+    def __init__(self, tree: dict, buf):
+        self._buf = buf
         self._arrays = dict(_leaves(tree))
         self._params = isinstance(tree.get("params"), dict)
         modules = list(tree["params"] if self._params else tree)
@@ -151,24 +225,18 @@ class FlaxReader:
         if name not in self._arrays:
             raise TensorNotFoundError(f"no array {name[:200]!r} in the flax checkpoint")
         a = self._arrays[name]
-        return dtypes.native(dtypes.from_buffer(a.data, a.dtype, a.shape), a.dtype)
+        return dtypes.native(dtypes.from_buffer(window(self._buf, a.start, a.stop - a.start), a.dtype, a.shape), a.dtype)
 
     def close(self) -> None:
-        pass
+        self._arrays.clear()
 
 
 def open(path: ModelPath) -> FlaxReader:  # noqa: A001 - the registry's verb
-    import msgpack
-
-    path = model_path(path)
-    size = path.stat().st_size
-    limits.check("MAX_TENSOR_BYTES", size, "flax checkpoint bytes")
-    try:
-        tree = msgpack.unpackb(path.read_bytes(), raw=False, ext_hook=_ext_hook, strict_map_key=False)
-    except CorruptFileError:
-        raise
-    except (ValueError, TypeError, msgpack.UnpackException) as e:
-        raise CorruptFileError(f"not a valid msgpack file: {plain(e)}") from None
+    """The tree is walked over a map of the file: only the shown kernel's bytes are ever read."""
+    buf = map_readonly(model_path(path))
+    tree, end = _parse(buf, 0, len(buf))
     if not isinstance(tree, dict):
         raise CorruptFileError("flax checkpoint is not a msgpack map")
-    return FlaxReader(tree)
+    if end != len(buf):
+        raise CorruptFileError(f"flax checkpoint has {len(buf) - end:,} bytes after its msgpack map")
+    return FlaxReader(tree, buf)

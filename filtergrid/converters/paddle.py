@@ -17,7 +17,7 @@ from .. import dtypes, limits, safepickle
 from ..bank import TensorInfo
 from ..errors import CorruptFileError
 from ..layout import PADDLE
-from ..safeio import ModelPath, model_path
+from ..safeio import MappedFile, ModelPath, model_path
 from .base import Probe, not_found, prefer_layer_weights, tensor_info
 
 _RECONSTRUCT = {"numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct"}
@@ -40,7 +40,7 @@ def _array(value, name: str) -> np.ndarray | None:
     if not isinstance(value, safepickle.Placeholder) or value.cls.qualname not in _RECONSTRUCT:
         return None
     state = value.state
-    if not (isinstance(state, tuple) and len(state) == 5 and isinstance(state[4], bytes)):
+    if not (isinstance(state, tuple) and len(state) == 5 and isinstance(state[4], (bytes, memoryview))):
         raise CorruptFileError(f"array {name!r} has no (version, shape, dtype, order, data) state")
     _, shape, dtype, fortran, raw = state
     dims = dtypes.check_shape(shape)
@@ -72,8 +72,7 @@ class PaddleParamsReader:
     """A ``.pdparams`` state dict, in its own (layer creation) order."""
 
     def __init__(self, path: ModelPath):
-        limits.check("MAX_PICKLE_BYTES", path.stat().st_size, "Paddle .pdparams pickle")
-        with path.open("rb") as f:
+        with MappedFile(path) as f:  # the arrays' bytes stay views of the file until one is read
             state = safepickle.load(f, what="its pickled state dict")
         if not isinstance(state, dict):
             raise CorruptFileError("a .pdparams file holds a dict of arrays; this one holds something else")

@@ -21,7 +21,7 @@ from .. import dtypes, limits, safepickle
 from ..bank import Producer, TensorInfo
 from ..errors import CorruptFileError, TensorNotFoundError, UnsafeFileError
 from ..layout import image_shape_for
-from ..safeio import ModelPath, model_path
+from ..safeio import MappedFile, ModelPath, model_path
 from ..safepickle import Allowed, Global, Placeholder
 from .base import Probe, text_value
 
@@ -59,13 +59,13 @@ def _dtype(value: Any) -> np.dtype:
 
 def _array(data: Any, dtype: np.dtype, shape: Any, fortran: bool) -> np.ndarray:
     """An array from bytes already read, after checking the declared size against them."""
-    if not isinstance(data, (bytes, bytearray)):
+    if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CorruptFileError("array data is not bytes")
     shape = dtypes.check_shape(shape if isinstance(shape, tuple) else ())
     need = int(np.prod(shape, dtype=object)) * dtype.itemsize
     if need != len(data):
         raise CorruptFileError(f"array declares {list(shape)} {dtype} = {need:,} bytes but holds {len(data):,}")
-    flat = np.frombuffer(bytes(data), dtype=dtype)
+    flat = np.frombuffer(data, dtype=dtype)
     array = flat.reshape(shape[::-1]).T if fortran else flat.reshape(shape)
     return array.astype(dtype.newbyteorder("="), copy=False)
 
@@ -112,7 +112,7 @@ class _JoblibUnpickler(safepickle.SafeUnpickler):
 
     dispatch = type(safepickle.SafeUnpickler.dispatch)(safepickle.SafeUnpickler.dispatch)
 
-    def __init__(self, file: BinaryIO, size: int):
+    def __init__(self, file: safepickle.PickleFile, size: int):
         super().__init__(file, SKLEARN_ALLOWED)
         self._size = size
 
@@ -229,7 +229,7 @@ class SklearnReader:
     def read(self, name: str, rows: int | None = None) -> np.ndarray:
         if name not in self._arrays:
             raise TensorNotFoundError(f"no array {name[:200]!r}; the file has {', '.join(self._arrays)}")
-        return self._arrays[name][0]
+        return np.array(self._arrays[name][0])  # a copy: the stored array is a view of the mapped file
 
     def close(self) -> None:
         pass
@@ -238,7 +238,7 @@ class SklearnReader:
 def open(path: ModelPath) -> SklearnReader:  # noqa: A001 - the registry's verb
     path = model_path(path)
     size = path.stat().st_size
-    with path.open("rb") as f:
+    with MappedFile(path) as f:  # the arrays' bytes stay views of the file until one is read
         root = safepickle.run(_JoblibUnpickler(f, size), "its pickled data")
     estimators = _estimators(root)
     if not estimators:
