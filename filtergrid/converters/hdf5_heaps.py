@@ -14,6 +14,10 @@ libhdf5 would. Work is proportional to the headers and heaps of the objects filt
 not to the file's size. A header it cannot vouch for (dense attribute storage, shared messages,
 compound/array/reference types that may hide heap IDs, a damaged header) makes it fall back, once,
 to checking every collection in the file by its signature (linear in the file's size).
+
+The same header walk refuses a variable-length datatype with reserved kind, padding or charset
+bits, which crashes libhdf5 as it reads the value (also found by fuzzing). Attributes the walk
+does not parse (the fallback cases above) get only the collection scan, not this check.
 """
 
 from __future__ import annotations
