@@ -172,8 +172,11 @@ def test_a_crashed_worker_becomes_an_error_record(slow, tmp_path):
 
 def test_ctrl_c_stops_cleanly_and_writes_what_was_done(slow, tmp_path):
     out = tmp_path / "out"
+    # A shell without job control starts background jobs with SIGINT ignored, and the child would
+    # inherit that: give it the default disposition a terminal's Ctrl-C meets.
     proc = subprocess.Popen([sys.executable, "-m", "filtergrid", "audit", str(slow), "--out", str(out), "--workers", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 30
     while not (out / "report.json").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
