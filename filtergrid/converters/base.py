@@ -22,9 +22,9 @@ from typing import Protocol, TypeVar
 import numpy as np
 
 from ..bank import Producer, TensorInfo
-from ..errors import CorruptFileError, MissingExtraError, TensorNotFoundError, plain
+from ..errors import CorruptFileError, FiltergridError, MissingExtraError, TensorNotFoundError, plain
 from ..layout import Convention
-from ..safeio import ZIP_ERRORS, ModelPath, open_zip
+from ..safeio import ZIP_ERRORS, ModelPath, open_zip, resolve_inside
 
 #: Bytes read from the start of a file for sniffing.
 PROBE_BYTES = 4096
@@ -75,6 +75,16 @@ def sibling_pair(path, first: str, second: str):
     if not other.is_file():
         return None
     return (path, other) if suffix == first else (other, path)
+
+
+def companion_files(path: ModelPath, first: str, second: str, kind: str, missing: str) -> tuple[ModelPath, ModelPath]:
+    """The two files of a model kept as a pair (see :func:`sibling_pair`), each resolved inside their
+    folder; ``missing`` is the error when ``path`` has no companion beside it."""
+    pair = sibling_pair(path, first, second)
+    if pair is None:
+        raise FiltergridError(missing)
+    one, other = (resolve_inside(path.parent, p.name, f"{kind} file") for p in pair)
+    return one, other
 
 
 class Reader(Protocol):

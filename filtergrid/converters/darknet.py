@@ -20,9 +20,9 @@ import numpy as np
 
 from .. import dtypes, limits
 from ..bank import Producer, TensorInfo
-from ..errors import CorruptFileError, FiltergridError, TensorNotFoundError
-from ..safeio import ModelPath, map_whole, model_path, resolve_inside
-from .base import Probe, sibling_pair
+from ..errors import CorruptFileError, TensorNotFoundError
+from ..safeio import ModelPath, map_whole, model_path
+from .base import Probe, companion_files, sibling_pair
 
 _SECTION = re.compile(r"^\[(\w+)\]\s*$")
 #: Layers that keep the channel count and hold no weights (their spatial size is not needed).
@@ -183,9 +183,7 @@ class DarknetReader:
 
 
 def open(path: ModelPath) -> DarknetReader:  # noqa: A001 - the registry's verb
-    path = model_path(path)
-    pair = sibling_pair(path, ".cfg", ".weights")
-    if pair is None:
-        raise FiltergridError("a Darknet model is a .cfg and a .weights file of the same name, side by side: one is missing")
-    cfg, weights = (resolve_inside(path.parent, p.name, "Darknet file") for p in pair)
+    cfg, weights = companion_files(model_path(path), ".cfg", ".weights", "Darknet",
+                                   "a Darknet model is a .cfg and a .weights file of the same name, side by side: "
+                                   "one is missing")
     return DarknetReader(cfg, weights)

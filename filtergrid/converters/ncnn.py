@@ -20,9 +20,9 @@ import numpy as np
 
 from .. import dtypes, limits
 from ..bank import TensorInfo
-from ..errors import CorruptFileError, FiltergridError, TensorNotFoundError
-from ..safeio import ModelPath, map_whole, model_path, resolve_inside
-from .base import Probe, sibling_pair
+from ..errors import CorruptFileError, TensorNotFoundError
+from ..safeio import ModelPath, map_whole, model_path
+from .base import Probe, companion_files, sibling_pair
 
 MAGIC = b"7767517"
 _FLOAT16_TAG, _INT8_TAG = 0x01306B47, 0x000D4B38
@@ -199,9 +199,7 @@ class NcnnReader:
 
 
 def open(path: ModelPath) -> NcnnReader:  # noqa: A001 - the registry's verb
-    path = model_path(path)
-    pair = sibling_pair(path, ".param", ".bin")
-    if pair is None:
-        raise FiltergridError("an ncnn model is a .param and a .bin file of the same name, side by side: one is missing")
-    param, weights = (resolve_inside(path.parent, p.name, "ncnn file") for p in pair)
+    param, weights = companion_files(model_path(path), ".param", ".bin", "ncnn",
+                                     "an ncnn model is a .param and a .bin file of the same name, side by side: "
+                                     "one is missing")
     return NcnnReader(param, weights)
