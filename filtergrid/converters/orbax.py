@@ -17,7 +17,6 @@ the forward order is inferred as for sorted flax checkpoints (:func:`flax.params
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import math

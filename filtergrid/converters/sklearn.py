@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pickle
 import re
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
