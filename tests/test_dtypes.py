@@ -209,3 +209,147 @@ def test_unpack_bits_from_one_to_eight_bits_and_refuses_short_data():
     with pytest.raises(CorruptFileError, match="9 codes of 4 bits need 5 bytes, 4 are stored"):
         dtypes.unpack_bits(bytes(4), 4, 9)
     assert dtypes.unpack_bits(bytes(5), 4, 9).tolist() == [0] * 9  # exactly enough
+
+
+def _codes_by_integer(packed: bytes, nbits: int, count: int, order: str) -> list[int]:
+    """Reference codes read off the whole byte string as one integer: ``msb`` is the big-endian
+    integer (first code in its top bits), ``lsb`` the little-endian one (first code in its low bits)."""
+    mask = (1 << nbits) - 1
+    if order == "msb":
+        whole, total = int.from_bytes(packed, "big"), len(packed) * 8
+        return [(whole >> (total - (k + 1) * nbits)) & mask for k in range(count)]
+    whole = int.from_bytes(packed, "little")
+    return [(whole >> (k * nbits)) & mask for k in range(count)]
+
+
+@pytest.mark.parametrize("order", ["msb", "lsb"])
+@pytest.mark.parametrize("nbits", range(1, 9))
+def test_unpack_bits_agrees_with_the_byte_string_read_as_one_integer(nbits, order):
+    packed = np.random.default_rng(nbits).integers(0, 256, 7, dtype=np.uint8).tobytes()
+    for count in (7 * 8 // nbits, 7 * 8 // nbits - 1, 1):  # every code that fits, one short of a full last byte, one
+        codes = dtypes.unpack_bits(packed, nbits, count, order)
+        assert codes.dtype == np.uint8
+        assert codes.tolist() == _codes_by_integer(packed, nbits, count, order)
+
+
+def test_int4_is_twos_complement_like_onnx_int4():
+    """ONNX INT4 (and OpenVINO i4): two codes a byte, low nibble first, code c >= 8 stands for c - 16."""
+    packed = bytes(range(0, 256, 17)) + bytes([0x10, 0x32, 0x54, 0x76, 0x98, 0xBA, 0xDC, 0xFE])
+    codes = _codes_by_integer(packed, 4, 32, "lsb")
+    out = dtypes.unpack(packed, "int4", (4, 8), "lsb")
+    assert out.dtype == np.int8 and out.shape == (4, 8)
+    assert out.ravel().tolist() == [c - 16 if c >= 8 else c for c in codes]
+    assert sorted(set(out.ravel().tolist())) == list(range(-8, 8))
+
+
+def _openvino_split_codes(packed: bytes, nbits: int, count: int) -> list[int]:
+    """OpenVINO u3/u6: each 3-byte group holds 24 / nbits codes; the first two bytes (read as one
+    big-endian 16-bit number) hold their low bits, first code highest, the third byte their top bits."""
+    per_group = 24 // nbits
+    low_bits, high_bits = 16 // per_group, 8 // per_group
+    codes = []
+    for g in range(0, len(packed) - 2, 3):
+        low, high = int.from_bytes(packed[g:g + 2], "big"), packed[g + 2]
+        for i in range(per_group):
+            low_part = (low >> (16 - (i + 1) * low_bits)) & ((1 << low_bits) - 1)
+            high_part = (high >> (8 - (i + 1) * high_bits)) & ((1 << high_bits) - 1)
+            codes.append(low_part | high_part << low_bits)
+    return codes[:count]
+
+
+@pytest.mark.parametrize("dtype, nbits", [("uint3", 3), ("uint6", 6)])
+def test_split_groups_decode_like_openvino_and_need_whole_groups(dtype, nbits):
+    packed = np.random.default_rng(nbits).integers(0, 256, 9, dtype=np.uint8).tobytes()
+    count = 9 // 3 * (24 // nbits) - 1  # the last group part-filled
+    want = _openvino_split_codes(packed, nbits, count)
+    np.testing.assert_array_equal(dtypes.unpack(packed, dtype, (count,), "split"), want)
+    np.testing.assert_array_equal(dtypes.unpack(packed + b"\xff\xff", dtype, (count,), "split"), want)  # bytes after: unread
+    assert dtypes.packed_nbytes((count,), dtype, "split") == 9
+    with pytest.raises(CorruptFileError, match=rf"^{count} codes of {nbits} bits need 9 bytes, 8 are stored$"):
+        dtypes.unpack(packed[:8], dtype, (count,), "split")
+    with pytest.raises(CorruptFileError, match=r"^4-bit codes in 3-byte groups \(only 3 and 6 bits are\)$"):
+        dtypes.unpack(packed, "uint4", (count,), "split")
+
+
+@pytest.mark.parametrize("order", ["lsb", "msb", "split"])
+@pytest.mark.parametrize("dtype", sorted(dtypes.PACKED))
+def test_packed_nbytes_is_the_fewest_bytes_unpack_accepts(dtype, order):
+    if order == "split" and dtype not in ("uint3", "uint6"):
+        return
+    for shape in ((1,), (3, 3), (2, 5, 7), (0, 4)):
+        need = dtypes.packed_nbytes(shape, dtype, order)
+        assert dtypes.unpack(bytes(need), dtype, shape, order).shape == shape
+        if need:
+            with pytest.raises(CorruptFileError, match="are stored"):
+                dtypes.unpack(bytes(need - 1), dtype, shape, order)
+
+
+def test_lookup_matches_coremltools_documented_iOS18_examples():
+    """The two examples of coremltools' iOS18 ``constexpr_lut_to_dense`` docstring, verbatim."""
+    indices = np.array([2, 3, 3, 0, 1, 0, 3, 0, 2, 1, 0, 3], np.uint8).reshape(6, 2)
+    lut = np.array([1.0, 5.0, 9.0, 13.0, 2.0, 10.0, 18.0, 26.0], np.float16).reshape(2, 1, 4, 1)
+    grouped = dtypes.lookup(indices, lut)  # rows 0-2 use the first table, rows 3-5 the second
+    assert grouped.dtype == np.float16
+    np.testing.assert_array_equal(grouped, [[9, 13], [13, 1], [5, 1], [26, 2], [18, 10], [2, 26]])
+    a, b = [1, 2, 3], [11, 12, 13]  # the two 3-value centroids a0..a2, b0..b2
+    indices = np.array([[[0, 0], [1, 0]], [[1, 1], [0, 0]]], np.uint8)
+    lut = np.array([a, b], np.int8).reshape(1, 1, 1, 2, 3)
+    down_axis_1 = [[[a[k], a[k]] for k in range(3)] + [[b[k], a[k]] for k in range(3)],
+                   [[b[k], b[k]] for k in range(3)] + [[a[k], a[k]] for k in range(3)]]
+    np.testing.assert_array_equal(dtypes.lookup(indices, lut, vector_axis=1), down_axis_1)
+    along_axis_2 = [[a + a, b + a], [b + b, a + a]]
+    for axis in (2, -1):
+        np.testing.assert_array_equal(dtypes.lookup(indices, lut, vector_axis=axis), along_axis_2)
+    for axis in (None, 3, -4):  # vectors need an axis of the indices
+        with pytest.raises(CorruptFileError, match=rf"^vectors of 3 values with vector axis {axis}$"):
+            dtypes.lookup(indices, lut, vector_axis=axis)
+    with pytest.raises(CorruptFileError, match=r"grid \[1, 0, 1\] does not divide codes of shape \[2, 2, 2\]"):
+        dtypes.lookup(indices, np.zeros((1, 0, 1, 2, 3)))
+
+
+def test_blockwise_matches_coremltools_repeat_of_scales_in_the_scale_type():
+    """coremltools' ``constexpr_blockwise_shift_scale.decompress``: data cast to the scale's type, scales
+    and offsets repeated over their blocks, ``scale * (data - offset)``."""
+    rng = np.random.default_rng(5)
+    data = rng.integers(-8, 8, (4, 6, 2)).astype(np.int8)
+    scale = rng.uniform(0.01, 2, (2, 3, 1)).astype(np.float16)
+    offset = rng.integers(-8, 8, (2, 3, 1)).astype(np.int8)
+
+    def repeated(x):
+        return np.repeat(np.repeat(x, 2, axis=0), 2, axis=1).repeat(2, axis=2)
+
+    want = repeated(scale) * (data.astype(np.float16) - repeated(offset).astype(np.float16))
+    out = dtypes.blockwise(data, scale, offset)
+    assert out.dtype == np.float16 and out.shape == data.shape
+    np.testing.assert_array_equal(out, want)
+    np.testing.assert_array_equal(dtypes.blockwise(data, scale), repeated(scale) * data.astype(np.float16))
+    with pytest.raises(CorruptFileError, match=r"^block-wise scales of type int8$"):
+        dtypes.blockwise(data, offset)
+    with pytest.raises(CorruptFileError, match=r"^scales of shape \[2, 3\] do not divide data of shape \[4, 6, 2\]$"):
+        dtypes.blockwise(data, scale[..., 0])
+    with pytest.raises(CorruptFileError, match=r"^scales of shape \[2, 0, 1\] do not divide"):
+        dtypes.blockwise(data, np.zeros((2, 0, 1), np.float32))
+    with pytest.raises(CorruptFileError, match=r"^offsets of shape \[2, 3\], scales of shape \[2, 3, 1\]$"):
+        dtypes.blockwise(data, scale, offset[..., 0])
+
+
+def test_sparse_to_dense_fills_the_mask_in_row_major_order_in_the_values_type():
+    """Core ML ``constexpr_sparse_to_dense``: the output has ``nonzero_data``'s type; values fill the
+    mask's set bits in row-major order."""
+    mask = np.random.default_rng(3).integers(0, 2, (3, 4, 5)).astype(np.uint8)
+    positions = [p for p in np.ndindex(mask.shape) if mask[p]]
+    for values in (np.arange(1, len(positions) + 1, dtype=np.int8), np.linspace(-1, 1, len(positions), dtype=np.float16)):
+        want = np.zeros(mask.shape, values.dtype)
+        for p, v in zip(positions, values):
+            want[p] = v
+        out = dtypes.sparse_to_dense(values, mask)
+        assert out.dtype == values.dtype
+        np.testing.assert_array_equal(out, want)
+        np.testing.assert_array_equal(dtypes.sparse_to_dense(values.reshape(-1, 1), mask), want)  # any shape, in order
+
+
+@pytest.mark.parametrize("code, order, want", [("f4", ">", ">f4"), ("f4", "<", "<f4"), ("i8", "=", "=i8"),
+                                               ("u1", "|", "u1"), ("f2", ">", ">f2")])
+def test_pickled_dtype_applies_the_recorded_byte_order(code, order, want):
+    dt = dtypes.pickled_dtype(code, order)
+    assert dt.str == np.dtype(want).str  # kind, size and byte order
