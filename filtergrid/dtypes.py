@@ -181,12 +181,12 @@ def _per_axis(q: np.ndarray, scale: np.ndarray, zero: np.ndarray, axis: int,
     full = length if axis == 0 and length is not None else q.shape[axis]
     if scale.size != full or zero.size not in (1, scale.size) or q.shape[axis] > full:
         raise CorruptFileError(f"quantization has {scale.size} scales for axis {axis} of length {full}")
+    zero = np.broadcast_to(zero.reshape(-1), scale.shape)  # one zero point: the same for every slice
     if q.shape[axis] < full:  # only the first rows were read
-        scale = scale[: q.shape[axis]]
-        zero = zero[: q.shape[axis]] if zero.size > 1 else zero
+        scale, zero = scale[: q.shape[axis]], zero[: q.shape[axis]]
     bshape = [1] * q.ndim
     bshape[axis] = -1
-    return scale.reshape(bshape), zero.reshape(bshape) if zero.size > 1 else zero.reshape(())
+    return scale.reshape(bshape), zero.reshape(bshape)
 
 
 def unpack_bits(packed, nbits: int, count: int, order: str = "msb") -> np.ndarray:

@@ -100,6 +100,9 @@ def test_per_axis_scales_with_one_zero_point_and_first_rows():
     first = dtypes.dequantize(q[:1], [1.0, 0.5], [4, 8], axis=0, length=2)  # row 0 uses scale 1, zero 4
     assert first.shape == (1, 2)
     np.testing.assert_array_equal(first, [[-4, 6]])
+    for zero in (0, [4, 8]):  # no rows read (FILTERGRID_MAX_HEATMAP_ROWS=0): empty, not a reshape error
+        none = dtypes.dequantize(q[:0], [1.0, 0.5], zero, axis=0, length=2)
+        assert none.shape == (0, 2) and none.dtype == np.float32
 
 
 def test_unpack_sub_byte_codes_in_either_bit_order():
