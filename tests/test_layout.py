@@ -224,6 +224,8 @@ def test_matrix_layout_of_any_rank_is_one_heatmap_of_rows():
     cube = rng.standard_normal((2, 3, 4))  # rows stay rows, the rest of each row is flattened
     np.testing.assert_array_equal(place(cube, "matrix").array[0, :, :, 0], cube.reshape(2, 12).astype(np.float32))
     assert place(cube, "matrix").layout == "matrix" and place(rng.standard_normal((10, 7)), "IO").layout == "IO as matrix"
+    empty = place(np.zeros((0, 5), np.float32), "matrix")  # no rows (a read of none): an empty tile, no reshape error
+    assert empty.array.shape == (1, 0, 5, 1)
 
 
 def test_heatmap_exactly_at_the_limits_is_not_cut(monkeypatch):
