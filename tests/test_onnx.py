@@ -56,9 +56,9 @@ def first(path):
     return next(i for i in listing(path) if i.candidate)
 
 
-def stored(path, name):
+def stored(path, name, rows=None):
     with filtergrid.open_model(path, format="onnx") as (_, reader):
-        return reader.read(name)
+        return reader.read(name, rows)
 
 
 def conv(weight: str, name: str = "conv1", x: str = "x", y: str = "y", **attrs):
@@ -298,38 +298,74 @@ def test_dequantize_linear_per_tensor(tmp_path):
     np.testing.assert_allclose(load(path).array, expected.transpose(OIHW_TO_NHWC), rtol=1e-6)
 
 
-def test_dequantize_linear_per_axis(tmp_path):
+@pytest.mark.parametrize("axis", [0, -4, 1])
+def test_dequantize_linear_per_axis(tmp_path, axis):
     q = RNG.integers(0, 256, (8, 3, 5, 5)).astype(np.uint8)
-    scale = RNG.uniform(0.01, 0.1, 8).astype(np.float32)
-    zero = RNG.integers(100, 150, 8).astype(np.uint8)
+    scale = RNG.uniform(0.01, 0.1, q.shape[axis]).astype(np.float32)
+    zero = RNG.integers(100, 150, q.shape[axis]).astype(np.uint8)
     inits = initializers(wq=q, ws=scale, wz=zero)
     path = save(tmp_path / "m.onnx", [
-        helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], name="dq", axis=0), conv("w")], inits)
-    expected = dequantize_with_onnx(*[numpy_helper.from_array(a) for a in (q, scale, zero)], axis=0)
+        helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], name="dq", axis=axis), conv("w")], inits)
+    expected = dequantize_with_onnx(*[numpy_helper.from_array(a) for a in (q, scale, zero)], axis=axis)
     np.testing.assert_allclose(load(path).array, expected.transpose(OIHW_TO_NHWC), rtol=1e-6)
+    np.testing.assert_allclose(stored(path, "wq", rows=3), expected[:3], rtol=1e-6)  # scales cut to the rows read
 
 
-def test_blocked_dequantize_linear_is_named_not_skipped(tmp_path):
-    q = RNG.integers(-128, 128, (8, 4, 3, 3)).astype(np.int8)
-    scale = RNG.uniform(0.01, 0.1, (8, 2, 3, 3)).astype(np.float32)
-    path = save(tmp_path / "m.onnx", [
-        helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"], axis=1, block_size=2), conv("w")],
-        initializers(wq=q, ws=scale))
-    assert first(path).name == "wq"
-    with pytest.raises(CorruptFileError, match="blocked quantization"):
+def test_per_tensor_scale_ignores_the_axis_as_onnxruntime_does(tmp_path):
+    """DequantizeLinear's default axis is 1; a 1-D weight has no axis 1, and onnxruntime (and the
+    reference evaluator) ignore the axis of a per-tensor scale: so does filtergrid."""
+    q, scale = RNG.integers(-128, 128, 12).astype(np.int8), np.array(0.5, np.float32)
+    path = save(tmp_path / "m.onnx", [helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"]),
+                                      helper.make_node("MatMul", ["x", "w"], ["y"])], initializers(wq=q, ws=scale))
+    expected = dequantize_with_onnx(*[numpy_helper.from_array(a) for a in (q, scale)], None, axis=1)
+    np.testing.assert_array_equal(stored(path, "wq"), expected)
+
+
+@pytest.mark.parametrize("axis", [4, -5])
+def test_dequantize_axis_outside_the_weight_is_refused(tmp_path, axis):
+    q = RNG.integers(-128, 128, (8, 3, 5, 5)).astype(np.int8)
+    path = save(tmp_path / "m.onnx", [helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"], axis=axis), conv("w")],
+                initializers(wq=q, ws=np.full(8, 0.1, np.float32)))
+    with pytest.raises(CorruptFileError, match=f"axis {axis} of 'wq' is outside its 4 axes"):
         load(path)
 
 
-def test_qlinearconv_per_channel(tmp_path):
+def test_a_scale_computed_at_run_time_is_refused(tmp_path):
+    q = RNG.integers(-128, 128, (8, 3, 5, 5)).astype(np.int8)
+    path = save(tmp_path / "m.onnx", [helper.make_node("Abs", ["x"], ["s"]),
+                                      helper.make_node("DequantizeLinear", ["wq", "s"], ["w"]), conv("w")],
+                initializers(wq=q))
+    with pytest.raises(CorruptFileError, match="scale of quantized weight 'wq' is not a constant"):
+        load(path)
+
+
+@pytest.mark.parametrize("shape,blocks,consumer", [((8, 4, 3, 3), (8, 2, 3, 3), conv("w")),
+                                                   ((12, 6), (3, 6), helper.make_node("MatMul", ["x", "w"], ["y"]))])
+def test_blocked_dequantize_linear_is_named_not_skipped(tmp_path, shape, blocks, consumer):
+    q = RNG.integers(-128, 128, shape).astype(np.int8)
+    scale = RNG.uniform(0.01, 0.1, blocks).astype(np.float32)
+    axis = 1 if len(shape) == 4 else 0
+    path = save(tmp_path / "m.onnx", [
+        helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"], axis=axis, block_size=2 if axis else 4), consumer],
+        initializers(wq=q, ws=scale))
+    assert first(path).name == "wq"
+    with pytest.raises(CorruptFileError, match="blocked quantization of 'wq'.* not supported"):
+        load(path)
+
+
+@pytest.mark.parametrize("zero_shape", [(8,), ()])
+def test_qlinearconv_per_channel(tmp_path, zero_shape):
+    """Per-channel scales with a zero point per channel, or one for all (QLinearConv allows both)."""
     q = RNG.integers(-128, 128, (8, 3, 3, 3)).astype(np.int8)
     scale = RNG.uniform(0.01, 0.1, 8).astype(np.float32)
-    zero = np.zeros(8, np.int8)
+    zero = np.full(zero_shape, 5, np.int8)
     scalar = numpy_helper.from_array(np.array(0.1, np.float32), "s")
     inits = [*initializers(wq=q, ws=scale, wz=zero), scalar, numpy_helper.from_array(np.array(0, np.uint8), "z")]
     node = helper.make_node("QLinearConv", ["x", "s", "z", "wq", "ws", "wz", "s", "z"], ["y"], name="qconv")
     path = save(tmp_path / "m.onnx", [node], inits)
     info = first(path)
     assert info.name == "wq" and info.layout == "OIHW" and "QLinearConv node 'qconv'" in info.role
+    zero = np.broadcast_to(zero, scale.shape)  # DequantizeLinear wants them the same shape
     expected = dequantize_with_onnx(*[numpy_helper.from_array(a) for a in (q, scale, zero)], axis=0)
     np.testing.assert_allclose(load(path).array, expected.transpose(OIHW_TO_NHWC), rtol=1e-6)
 
@@ -343,15 +379,16 @@ def test_convinteger_subtracts_zero_point(tmp_path):
 
 
 def integer_model(path: Path, op: str, q: np.ndarray, zero: np.ndarray, scale: np.ndarray, *,
-                  scale_name: str = "w_scale", dynamic: bool = True) -> Path:
+                  scale_name: str = "w_scale", dynamic: bool = True, casts: int = 1) -> Path:
     """x -> DynamicQuantizeLinear -> op(x_q, w_quantized) -> Cast -> Mul(., x_scale * scale), as
-    onnxruntime's dynamic quantizer writes it (``dynamic=False``: a constant input scale instead)."""
+    onnxruntime's dynamic quantizer writes it (``dynamic=False``: a constant input scale instead;
+    ``casts``: how many Casts lie between the operator and the Mul)."""
+    chain = [helper.make_node("Cast", [f"c{i}"], [f"c{i + 1}"], to=TensorProto.FLOAT) for i in range(casts)]
     nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]) if dynamic else
              helper.make_node("Identity", ["x"], ["xq"]),
              helper.make_node("Mul", ["xs" if dynamic else "x_scale", scale_name], ["s"], name="scales"),
-             helper.make_node(op, ["xq", "w_quantized", "xz" if dynamic else "", "w_zero_point"], ["i"], name="int"),
-             helper.make_node("Cast", ["i"], ["f"], to=TensorProto.FLOAT),
-             helper.make_node("Mul", ["f", "s"], ["y"], name="rescale")]
+             helper.make_node(op, ["xq", "w_quantized", "xz" if dynamic else "", "w_zero_point"], ["c0"], name="int"),
+             *chain, helper.make_node("Mul", [f"c{casts}", "s"], ["y"], name="rescale")]
     inits = initializers(w_quantized=q, w_zero_point=zero, **{scale_name: scale})
     return save(path, nodes, [*inits, numpy_helper.from_array(np.array(0.02, np.float32), "x_scale")])
 
@@ -387,6 +424,78 @@ def test_integer_op_scale_that_may_not_be_the_weights_is_not_claimed(tmp_path):
     alone = save(tmp_path / "alone" / "m.onnx", [helper.make_node("ConvInteger", ["x", "wq"], ["y"])], initializers(wq=q))
     assert "unscaled integers" in first(alone).role
     np.testing.assert_array_equal(load(alone).array, q.astype(np.float32).transpose(OIHW_TO_NHWC))
+
+
+def test_integer_op_scale_named_for_the_weight_is_claimed_without_a_dynamic_input_scale(tmp_path):
+    """``w_scale`` beside ``w_quantized`` is the weight's even when the other factor is a constant."""
+    q = RNG.integers(0, 256, (8, 3, 3, 3)).astype(np.uint8)
+    path = integer_model(tmp_path / "m.onnx", "ConvInteger", q, np.array(128, np.uint8), np.array(0.05, np.float32),
+                         dynamic=False)
+    assert "the scale 'w_scale' that Mul node 'rescale' applies" in first(path).role
+    expected = (q.astype(np.float32) - 128) * np.float32(0.05)
+    np.testing.assert_array_equal(load(path).array, expected.transpose(OIHW_TO_NHWC))
+
+
+@pytest.mark.parametrize("casts,claimed", [(4, True), (5, False)])
+def test_integer_op_scale_is_followed_through_at_most_four_casts(tmp_path, casts, claimed):
+    q = RNG.integers(0, 256, (8, 3, 3, 3)).astype(np.uint8)
+    path = integer_model(tmp_path / "m.onnx", "ConvInteger", q, np.array(128, np.uint8), np.array(0.05, np.float32),
+                         casts=casts)
+    assert ("the scale 'w_scale'" in first(path).role) is claimed
+    assert ("unscaled integers" in first(path).role) is not claimed
+
+
+def test_integer_op_per_channel_zero_point_with_one_scale(tmp_path):
+    """A per-channel zero point with a per-tensor scale (the scale is repeated per channel), and
+    with no scale at all: each channel minus its own zero point."""
+    q = RNG.integers(0, 256, (8, 3, 3, 3)).astype(np.uint8)
+    zero = RNG.integers(100, 150, 8).astype(np.uint8)
+    path = integer_model(tmp_path / "m.onnx", "ConvInteger", q, zero, np.array(0.05, np.float32))
+    unscaled = q.astype(np.float32) - zero.astype(np.float32).reshape(8, 1, 1, 1)
+    np.testing.assert_array_equal(load(path).array, (unscaled * np.float32(0.05)).transpose(OIHW_TO_NHWC))
+    (tmp_path / "alone").mkdir()
+    alone = save(tmp_path / "alone" / "m.onnx", [helper.make_node("ConvInteger", ["x", "wq", "", "wz"], ["y"])],
+                 initializers(wq=q, wz=zero))
+    assert "unscaled integers" in first(alone).role
+    np.testing.assert_array_equal(load(alone).array, unscaled.transpose(OIHW_TO_NHWC))
+
+
+def dynamic_conv_integer(path: Path, scale_nodes: list, *, rescale_domain: str = "", cast_output: str = "f",
+                         scale: np.ndarray | None = None) -> Path:
+    """ConvInteger -> Cast -> Mul(., s), where ``scale_nodes`` compute ``s`` from ``xs`` (the input's
+    DynamicQuantizeLinear scale), ``x_raw`` (a graph input) and the constant ``w_scale``."""
+    q = RNG.integers(0, 256, (8, 3, 3, 3)).astype(np.uint8)
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]), *scale_nodes,
+             helper.make_node("ConvInteger", ["xq", "w_quantized", "xz"], ["i"], name="int"),
+             helper.make_node("Cast", ["i"], [cast_output], to=TensorProto.FLOAT),
+             helper.make_node("Mul", [cast_output, "s"], ["y"], name="rescale", domain=rescale_domain)]
+    scale = np.array(0.05, np.float32) if scale is None else scale
+    return save(path, nodes, initializers(w_quantized=q, w_scale=scale))
+
+
+@pytest.mark.parametrize("case", ["input-scale-not-dynamic", "input-scale-a-graph-input", "scales-divided",
+                                  "custom-domain-mul", "unnamed-cast-output", "scale-per-input-channel",
+                                  "no-output"])
+def test_integer_op_scale_not_shown_to_be_the_weights_is_not_claimed(tmp_path, case):
+    """Wrong-but-plausible is the worst outcome: each of these is left as unscaled integers."""
+    mul = helper.make_node("Mul", ["xs", "w_scale"], ["s"])
+    made = {
+        "input-scale-not-dynamic": lambda p: dynamic_conv_integer(p, [
+            helper.make_node("Abs", ["x_raw"], ["xa"]), helper.make_node("Mul", ["xa", "c"], ["s"])]),
+        "input-scale-a-graph-input": lambda p: dynamic_conv_integer(p, [helper.make_node("Mul", ["x_raw", "c"], ["s"])]),
+        "scales-divided": lambda p: dynamic_conv_integer(p, [helper.make_node("Div", ["xs", "c"], ["s"])]),
+        "custom-domain-mul": lambda p: dynamic_conv_integer(p, [mul], rescale_domain="com.example"),
+        "unnamed-cast-output": lambda p: dynamic_conv_integer(p, [mul], cast_output=""),
+        "scale-per-input-channel": lambda p: dynamic_conv_integer(p, [mul], scale=np.full(3, 0.05, np.float32)),
+        "no-output": lambda p: save(p, [helper.make_node("ConvInteger", ["x", "wq"], []),
+                                        helper.make_node("Relu", ["x"], ["y"])], initializers(wq=weights(dtype=np.uint8))),
+    }
+    path = made[case](tmp_path / "m.onnx")
+    if case in ("input-scale-not-dynamic", "input-scale-a-graph-input", "scales-divided"):
+        model = onnx.load(str(path))  # the constant factor is not named for the weight
+        model.graph.initializer.append(numpy_helper.from_array(np.array(0.5, np.float32), "c"))
+        onnx.save_model(model, str(path))
+    assert "unscaled integers" in first(path).role
 
 
 @pytest.mark.parametrize("trans_b", [0, 1])
