@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from filtergrid.errors import (  # noqa: E402
     FiltergridError,
     LimitError,
     TensorNotFoundError,
+    UnreadableFeatureError,
     UnsafeFileError,
 )
 
@@ -552,6 +554,7 @@ def typed_tensor(name: str, data_type: int, values: np.ndarray) -> TensorProto:
     lambda w: typed_tensor("w", TensorProto.FLOAT, w),
     lambda w: numpy_helper.from_array((w * 40).astype(np.int8), "w"),
     lambda w: typed_tensor("w", TensorProto.INT8, (w * 40).astype(np.int8)),
+    lambda w: typed_tensor("w", TensorProto.INT8, -1 - np.abs(w * 40).astype(np.int8)),  # 10 bytes per value
     lambda w: typed_tensor("w", TensorProto.UINT8, (w * 40 + 128).astype(np.uint8)),
     lambda w: numpy_helper.from_array((w * 900).astype(np.int16), "w"),
     lambda w: typed_tensor("w", TensorProto.INT32, (w * 9e5).astype(np.int32)),
@@ -562,6 +565,7 @@ def typed_tensor(name: str, data_type: int, values: np.ndarray) -> TensorProto:
     lambda w: typed_tensor("w", TensorProto.FLOAT8E4M3FN, w),
     lambda w: typed_tensor("w", TensorProto.FLOAT8E5M2, w),
 ], ids=["f16-raw", "f16-int32_data", "f64-raw", "f64-double_data", "f32-float_data", "i8-raw", "i8-int32_data",
+        "i8-negative-int32_data",
         "u8-int32_data", "i16-raw", "i32", "i64", "u64", "bf16", "bf16-int32_data", "f8e4m3fn", "f8e5m2"])
 def test_element_types_match_onnx(tmp_path, make):
     tensor = make(weights())
@@ -583,23 +587,176 @@ def test_bfloat16_raw_data(tmp_path):
     np.testing.assert_array_equal(stored(path, "w"), numpy_helper.to_array(tensor).astype(np.float32))
 
 
-def test_sparse_initializer_is_listed_and_densified(tmp_path):
-    dense = np.zeros((4, 6), np.float32)
-    dense[1, 2], dense[3, 5] = 1.5, -2.0
-    values = numpy_helper.from_array(np.array([1.5, -2.0], np.float32), "sp")
-    indices = numpy_helper.from_array(np.array([8, 23], np.int64), "")
-    sparse = helper.make_sparse_tensor(values, indices, [4, 6])
+def sparse_model(path: Path, values: np.ndarray, indices: np.ndarray, dims: list[int]) -> Path:
+    """A MatMul whose weight is a sparse initializer ``sp`` (indices linear, or one row per value)."""
+    sparse = helper.make_sparse_tensor(numpy_helper.from_array(values, "sp"), numpy_helper.from_array(indices, ""), dims)
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "sp"], ["y"])], "g", [], [
         helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], sparse_initializer=[sparse])
-    onnx.save_model(helper.make_model(graph), str(tmp_path / "m.onnx"))
-    np.testing.assert_array_equal(stored(tmp_path / "m.onnx", "sp"), dense)
+    onnx.save_model(helper.make_model(graph), str(path))
+    return path
+
+
+@pytest.mark.parametrize("indices,dims,where", [
+    ([0, 23], [4, 6], [(0, 0), (3, 5)]),
+    ([[0, 2], [3, 0]], [4, 6], [(0, 2), (3, 0)]),  # per axis: (values, rank)
+    ([[0], [5]], [6], [(0,), (5,)]),
+    ([[0, 1, 2], [1, 0, 3]], [2, 3, 4], [(0, 1, 2), (1, 0, 3)]),
+], ids=["linear", "per-axis", "per-axis-1d", "per-axis-3d"])
+def test_sparse_initializer_is_listed_and_densified(tmp_path, indices, dims, where):
+    """The ONNX spec's two index forms: linear positions (NNZ,) or coordinates (NNZ, rank)."""
+    dense = np.zeros(dims, np.float32)
+    dense[where[0]], dense[where[1]] = 1.5, -2.0
+    path = sparse_model(tmp_path / "m.onnx", np.array([1.5, -2.0], np.float32), np.array(indices, np.int64), dims)
+    got = stored(path, "sp")
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, dense)
+
+
+@pytest.mark.parametrize("indices,words", [
+    ([[1, 2], [4, 0]], "indices outside its shape [4, 6]"), ([[1, 2], [3, 6]], "indices outside its shape [4, 6]"),
+    ([[1, -1], [3, 0]], "indices outside its shape [4, 6]"), ([8, 24], "indices outside its shape [4, 6]"),
+    ([-1, 8], "indices outside its shape [4, 6]"), ([0, 8, 9], "3 indices for 2 values"), ([8], "1 indices for 2 values"),
+])
+def test_sparse_indices_that_do_not_fit_are_refused(tmp_path, indices, words):
+    path = sparse_model(tmp_path / "m.onnx", np.array([1.5, -2.0], np.float32), np.array(indices, np.int64), [4, 6])
+    with pytest.raises(CorruptFileError, match=re.escape(f"sparse tensor 'sp' has {words}")):
+        stored(path, "sp")
+
+
+def test_sparse_expansion_is_limited_relative_to_the_file_size(tmp_path, monkeypatch):
+    path = sparse_model(tmp_path / "m.onnx", np.array([1.0], np.float32), np.array([0], np.int64), [64, 64])
+    dense_bytes, size = 64 * 64 * 4, path.stat().st_size
+    assert dense_bytes % size, "the test needs a ratio that is not whole"
+    monkeypatch.setattr(limits, "MAX_SPARSE_EXPANSION", dense_bytes // size)
+    assert stored(path, "sp").shape == (64, 64)
+    monkeypatch.setattr(limits, "MAX_SPARSE_EXPANSION", dense_bytes // size - 1)
+    with pytest.raises(LimitError, match=r"sparse tensor 'sp' densifying to \[64, 64\] = 16,384 bytes.*"
+                                         r"over the limit MAX_SPARSE_EXPANSION"):
+        stored(path, "sp")
 
 
 def test_read_first_rows_only(tmp_path):
-    w = weights((40, 6))
-    path = save(tmp_path / "m.onnx", [helper.make_node("MatMul", ["x", "w"], ["y"])], [numpy_helper.from_array(w, "w")])
+    """Rows past the tensor's first axis read it whole; a scalar has no rows to cut."""
+    w, v, s = weights((40, 6)), weights((12,)), np.array(2.5, np.float32)
+    path = save(tmp_path / "m.onnx", [helper.make_node("MatMul", ["x", "w"], ["y"])], initializers(w=w, v=v, s=s))
     with filtergrid.open_model(path, format="onnx") as (_, reader):
         np.testing.assert_array_equal(reader.read("w", rows=5), w[:5])
+        np.testing.assert_array_equal(reader.read("w", rows=10), w[:10])
+        np.testing.assert_array_equal(reader.read("w", rows=100), w)
+        np.testing.assert_array_equal(reader.read("v", rows=2), v[:2])
+        np.testing.assert_array_equal(reader.read("s", rows=3), s)
+
+
+def test_an_element_type_filtergrid_cannot_decode_is_named(tmp_path):
+    path = save(tmp_path / "m.onnx", [conv("w")], [numpy_helper.from_array(weights(), "w"),
+                                                   helper.make_tensor("names", TensorProto.STRING, [2], [b"a", b"b"])])
+    with pytest.raises(UnreadableFeatureError, match="'names' has element type string, which filtergrid cannot decode"):
+        stored(path, "names")
+
+
+def test_negative_dims_are_refused_by_name(tmp_path):
+    w = numpy_helper.from_array(weights(), "w")
+    w.dims[0] = -8
+    path = save(tmp_path / "m.onnx", [helper.make_node("Relu", ["x"], ["y"])], [w])
+    with pytest.raises(CorruptFileError, match=re.escape("'w' has negative dims [-8, 3, 5, 5]")):
+        stored(path, "w")
+
+
+@pytest.mark.parametrize("make", [
+    lambda: numpy_helper.from_array(np.zeros((0, 3), np.float32), "e"),
+    lambda: typed_tensor("e", TensorProto.FLOAT, np.zeros((0, 3), np.float32)),
+    lambda: typed_tensor("e", TensorProto.DOUBLE, np.zeros((0, 3))),
+    lambda: typed_tensor("e", TensorProto.INT8, np.zeros((0, 3), np.int8)),
+    lambda: typed_tensor("e", TensorProto.INT64, np.zeros((0, 3), np.int64)),
+], ids=["f32-raw", "f32-float_data", "f64-double_data", "i8-int32_data", "i64-int64_data"])
+def test_empty_tensors_read_as_empty_arrays_of_their_type(tmp_path, make):
+    """Exporters keep empty initializers (a Resize's unused roi); they hold no values and need none."""
+    tensor = make()
+    path = save(tmp_path / "m.onnx", [helper.make_node("Relu", ["x"], ["y"])], [tensor])
+    got, expected = stored(path, "e"), numpy_helper.to_array(tensor)
+    assert got.shape == expected.shape == (0, 3) and got.dtype == expected.dtype
+
+
+def model_with(tmp_path: Path, tensor: TensorProto, data: bytes | None = None) -> Path:
+    """A model holding ``tensor`` (consumed by nothing); ``data``: the tensor's own serialization, appended
+    to the graph as protobuf merges repeated fields (how a writer that does not pack them stores it)."""
+    if data is None:
+        return save(tmp_path / "m.onnx", [helper.make_node("Relu", ["x"], ["y"])], [tensor])
+    path = save(tmp_path / "m.onnx", [helper.make_node("Relu", ["x"], ["y"])])
+    path.write_bytes(path.read_bytes() + tag_len(7, tag_len(5, data)))
+    return path
+
+
+def typed_weight(data_type: int, keep: int | None = None, dims: list[int] | None = None) -> TensorProto:
+    """``w`` in its typed value field, cut to its first ``keep`` values or relabelled with ``dims``."""
+    values = -1 - np.abs(weights((4, 3, 3, 3)) * 40).astype(np.int8) if data_type == TensorProto.INT8 else weights((4, 3, 3, 3))
+    tensor = typed_tensor("w", data_type, values)
+    field = "float_data" if data_type == TensorProto.FLOAT else "int32_data"
+    if keep is not None:
+        del getattr(tensor, field)[keep:]
+    if dims is not None:
+        tensor.dims[:] = dims
+    return tensor
+
+
+def cut_last_varint(path: Path) -> Path:
+    """The last of a tensor of int8 -1s (10 bytes each, ff .. ff 01) made to end in a continuation bit."""
+    data = bytearray(path.read_bytes())
+    data[data.rfind(b"\xff" * 9 + b"\x01") + 9] = 0x81
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("case,words", [
+    ("too-few-floats", ["the float_data of tensor 'w'", "holds 40 bytes", "108 values need 432"]),
+    ("no-floats", ["tensor 'w' declares [4, 3, 3, 3] but holds no values"]),
+    ("too-few-ints", ["the int32_data of tensor 'w'", "holds 10 values", "[4, 3, 3, 3] needs 108"]),
+    ("too-many-int-bytes", ["the int32_data of tensor 'w'", "holds 1,080 bytes, too many for 2 values"]),
+    ("cut-number", ["the int32_data of tensor 'w'", "ends in the middle of a number"]),
+])
+def test_typed_values_that_do_not_fit_the_dims_are_refused(tmp_path, case, words):
+    path = {
+        "too-few-floats": lambda: model_with(tmp_path, typed_weight(TensorProto.FLOAT, keep=10)),
+        "no-floats": lambda: model_with(tmp_path, typed_weight(TensorProto.FLOAT, keep=0)),
+        "too-few-ints": lambda: model_with(tmp_path, typed_weight(TensorProto.INT8, keep=10)),
+        "too-many-int-bytes": lambda: model_with(tmp_path, typed_weight(TensorProto.INT8, dims=[2])),
+        "cut-number": lambda: cut_last_varint(model_with(tmp_path, typed_tensor("w", TensorProto.INT8, -np.ones(9, np.int8)))),
+    }[case]()
+    with pytest.raises(CorruptFileError) as error:
+        stored(path, "w")
+    assert all(w in str(error.value) for w in words), str(error.value)
+
+
+def unpacked(tensor: TensorProto) -> bytes:
+    """``tensor`` serialized by protobuf with its repeated numbers unpacked (one tag per value): the
+    TensorProto schema itself with ``packed=false``. Readers must accept both; onnx does."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    message = descriptor_pb2.DescriptorProto()
+    TensorProto.DESCRIPTOR.CopyToProto(message)
+    for f in [f for f in message.field if f.type_name and not f.type_name.startswith(".onnx.TensorProto.")]:
+        message.field.remove(f)  # external_data, metadata_props: other messages, unused here
+    for f in message.field:
+        if f.label == f.LABEL_REPEATED and f.type not in (f.TYPE_STRING, f.TYPE_BYTES, f.TYPE_MESSAGE):
+            f.options.packed = False
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(descriptor_pb2.FileDescriptorProto(name="unpacked.proto", package="onnx", message_type=[message]))
+    unpacked_type = message_factory.GetMessageClass(pool.FindMessageTypeByName("onnx.TensorProto"))
+    return unpacked_type.FromString(tensor.SerializeToString()).SerializeToString()
+
+
+@pytest.mark.parametrize("data_type", [TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.INT8, TensorProto.INT64,
+                                       TensorProto.UINT64, TensorProto.FLOAT16])
+def test_unpacked_value_fields_read_like_packed_ones(tmp_path, data_type):
+    values = weights((4, 3))
+    values = np.abs(values) if data_type == TensorProto.UINT64 else values
+    tensor = typed_tensor("w", data_type, numpy_helper.to_array(typed_tensor("w", data_type, values * 40)))
+    data = unpacked(tensor)
+    assert data != tensor.SerializeToString()
+    path = model_with(tmp_path, tensor, data)
+    read_back = onnx.load(str(path)).graph.initializer[0]
+    assert read_back == tensor  # onnx reads the unpacked fields as the same tensor
+    np.testing.assert_array_equal(stored(path, "w"), numpy_helper.to_array(read_back))
 
 
 def test_unconsumed_tensors_are_listed_last(tmp_path):
@@ -624,6 +781,7 @@ def test_external_data(tmp_path):
     path, w = external_model(tmp_path)
     assert (tmp_path / "w.data").stat().st_size >= w.nbytes
     np.testing.assert_array_equal(load(path).array, w.transpose(OIHW_TO_NHWC))
+    np.testing.assert_array_equal(stored(path, "w", rows=3), w[:3])
 
 
 def rewrite_external(path: Path, **entries: str) -> None:
@@ -746,7 +904,7 @@ def test_dims_that_lie_about_raw_data(tmp_path):
     w = numpy_helper.from_array(weights((4, 3, 3, 3)), "w")
     w.dims[0] = 400
     path = save(tmp_path / "m.onnx", [conv("w")], [w])
-    with pytest.raises(CorruptFileError, match="raw_data"):
+    with pytest.raises(CorruptFileError, match="'w' declares .* = 43,200 bytes but its raw_data has 432"):
         load(path)
 
 

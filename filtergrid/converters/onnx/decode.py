@@ -116,14 +116,16 @@ class Decoder:
     def _linear_indices(t: StoredTensor, indices: np.ndarray, dims: tuple[int, ...], count: int) -> np.ndarray:
         """Sparse indices as positions in the flattened tensor: linear (n,) or per axis (n, rank)."""
         indices = indices.astype(np.int64)
+        outside = CorruptFileError(f"sparse tensor {t.name!r} has indices outside its shape {list(dims)}")
         if indices.ndim == 2 and indices.shape[1] == len(dims) and len(dims) > 1:
             if (indices < 0).any() or (indices >= np.array(dims)).any():
-                raise CorruptFileError(f"sparse tensor {t.name!r} has indices outside {list(dims)}")
+                raise outside
             indices = np.ravel_multi_index(tuple(indices.T), dims)
         indices = indices.reshape(-1)
-        if indices.size != count or (indices.size and (indices.min() < 0 or indices.max() >= math.prod(dims))):
-            raise CorruptFileError(f"sparse tensor {t.name!r} has {indices.size} indices for {count} values in "
-                                   f"{list(dims)}")
+        if indices.size != count:
+            raise CorruptFileError(f"sparse tensor {t.name!r} has {indices.size:,} indices for {count:,} values")
+        if indices.size and (indices.min() < 0 or indices.max() >= math.prod(dims)):
+            raise outside
         return indices
 
     def dequantize(self, q: np.ndarray, quant: Quantization, name: str, length: int | None) -> np.ndarray:
