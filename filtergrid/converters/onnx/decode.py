@@ -116,16 +116,15 @@ class Decoder:
     def _linear_indices(t: StoredTensor, indices: np.ndarray, dims: tuple[int, ...], count: int) -> np.ndarray:
         """Sparse indices as positions in the flattened tensor: linear (n,) or per axis (n, rank)."""
         indices = indices.astype(np.int64)
-        outside = CorruptFileError(f"sparse tensor {t.name!r} has indices outside its shape {list(dims)}")
         if indices.ndim == 2 and indices.shape[1] == len(dims) and len(dims) > 1:
             if (indices < 0).any() or (indices >= np.array(dims)).any():
-                raise outside
+                raise _outside(t, dims)
             indices = np.ravel_multi_index(tuple(indices.T), dims)
         indices = indices.reshape(-1)
         if indices.size != count:
             raise CorruptFileError(f"sparse tensor {t.name!r} has {indices.size:,} indices for {count:,} values")
         if indices.size and (indices.min() < 0 or indices.max() >= math.prod(dims)):
-            raise outside
+            raise _outside(t, dims)
         return indices
 
     def dequantize(self, q: np.ndarray, quant: Quantization, name: str, length: int | None) -> np.ndarray:
@@ -149,3 +148,7 @@ class Decoder:
         if scale.size == 1 and zero.size > 1:
             scale = np.broadcast_to(scale, zero.shape)
         return scale, zero
+
+
+def _outside(t: StoredTensor, dims: tuple[int, ...]) -> CorruptFileError:
+    return CorruptFileError(f"sparse tensor {t.name!r} has indices outside its shape {list(dims)}")
