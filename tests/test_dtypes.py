@@ -1,5 +1,7 @@
 """Element-type decoding and dequantization, shared by every converter."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -303,11 +305,15 @@ def test_lookup_matches_coremltools_documented_iOS18_examples():
     along_axis_2 = [[a + a, b + a], [b + b, a + a]]
     for axis in (2, -1):
         np.testing.assert_array_equal(dtypes.lookup(indices, lut, vector_axis=axis), along_axis_2)
+    first_axis = [[[(a, b)[indices[v, j, k]][i] for k in range(2)] for j in range(2)] for v in range(2) for i in range(3)]
+    np.testing.assert_array_equal(dtypes.lookup(indices, lut, vector_axis=-3), first_axis)  # -3: axis 0
     for axis in (None, 3, -4):  # vectors need an axis of the indices
         with pytest.raises(CorruptFileError, match=rf"^vectors of 3 values with vector axis {axis}$"):
             dtypes.lookup(indices, lut, vector_axis=axis)
     with pytest.raises(CorruptFileError, match=r"grid \[1, 0, 1\] does not divide codes of shape \[2, 2, 2\]"):
         dtypes.lookup(indices, np.zeros((1, 0, 1, 2, 3)))
+    with pytest.raises(CorruptFileError, match=r"grid \[\] does not divide codes of shape \[2\]"):  # a 2-D table: no grid
+        dtypes.lookup(np.array([0, 1]), np.zeros((2, 2)))
 
 
 def test_blockwise_matches_coremltools_repeat_of_scales_in_the_scale_type():
@@ -356,3 +362,13 @@ def test_sparse_to_dense_fills_the_mask_in_row_major_order_in_the_values_type():
 def test_pickled_dtype_applies_the_recorded_byte_order(code, order, want):
     dt = dtypes.pickled_dtype(code, order)
     assert dt.str == np.dtype(want).str  # kind, size and byte order
+
+
+def test_to_float32_takes_any_numpy_number_refuses_the_rest_and_overflows_to_inf_silently():
+    np.testing.assert_array_equal(dtypes.to_float32(np.array([1.5, -2.0], np.longdouble)), [1.5, -2.0])  # no filtergrid name
+    for value, name in ((np.array([1 + 2j]), "complex128"), (np.array(["1.5"]), "str96")):
+        with pytest.raises(CorruptFileError, match=rf"^unsupported element type '{name}'$"):
+            dtypes.to_float32(value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning on the user's terminal
+        np.testing.assert_array_equal(dtypes.to_float32(np.array([1e300, -1e300])), [np.inf, -np.inf])
