@@ -263,13 +263,17 @@ def test_quantized_weights_without_their_scale_are_refused(tmp_path: Path, stem:
         filtergrid.load(bad)
 
 
-def test_float16_weights_of_another_size_are_refused_with_both_sizes(tmp_path: Path) -> None:
-    data = bytearray((CORE_ML / "nn_conv_fp16.mlmodel").read_bytes())
-    at = data.index(bytes([0x08, 6, 0x10, 1]))  # outputChannels 6 -> 5 of the first conv
-    data[at + 1] = 5
+@pytest.mark.parametrize(("stem", "spot", "at", "needle"), [  # the first layer's outputChannels (spot[at]) one fewer
+    ("nn_conv_fp16", bytes([0x08, 6, 0x10, 1]), 1, "14.weights: [5, 1, 3, 3] float16 needs 90 bytes, 108 are stored"),
+    ("nn_dense_int8", bytes([0x08, 64, 0x10, 12]), 3, "linear_0.weights: [11, 64] int8 needs 704 bytes, 768 are stored"),
+])
+def test_weights_of_another_size_are_refused_with_both_sizes(tmp_path: Path, stem: str, spot: bytes, at: int,
+                                                             needle: str) -> None:
+    data = bytearray((CORE_ML / f"{stem}.mlmodel").read_bytes())
+    data[data.index(spot) + at] -= 1
     bad = tmp_path / "bad.mlmodel"
     bad.write_bytes(bytes(data))
-    with pytest.raises(CorruptFileError, match=re.escape("[5, 1, 3, 3] float16 needs 90 bytes, 108 are stored")):
+    with pytest.raises(CorruptFileError, match=re.escape(needle)):
         filtergrid.load(bad)
 
 
@@ -295,9 +299,11 @@ def test_immediate_values_decode_to_their_type_as_coremltools_wrote_them(case: s
 
 @pytest.mark.parametrize(("case", "needle"), [
     ("bad_short_float32", "constant 'bad_short_float32': 6 stored units needed, 5 are there"),
+    ("bad_short_float64", "constant 'bad_short_float64': 48 stored units needed, 40 are there"),
     ("bad_short_float16", "constant 'bad_short_float16': 12 stored units needed, 10 are there"),
     ("bad_ints_for_float32", "constant 'bad_ints_for_float32': no immediate float32 values"),
     ("bad_no_value", "constant 'bad_no_value': a constant with neither an immediate value nor a blob"),
+    ("bad_int16_out_of_range", "constant 'bad_int16_out_of_range': immediate values out of range for int16"),
 ])
 def test_immediate_values_that_do_not_fit_their_type_are_refused(case: str, needle: str) -> None:
     with pytest.raises(CorruptFileError, match=re.escape(needle)):
