@@ -334,15 +334,29 @@ def test_damaged_quantization_parameters_are_named(tmp_path: Path, stem: str, wh
     (b"\x1a\x03\x0a\x01\x07", "unreadable bytes in constant 'float32' tensor at byte"),  # its tensor
     (b"\x1a\x05\x0a\x03\x3a\x01\x07", "unreadable bytes in constant 'float32' at byte"),  # the tensor's bytes
     (b"\x1a\x05\x0a\x03\x0a\x01\x07", "unreadable bytes in constant 'float32' at byte"),  # the tensor's floats
+    (b"\x12\x01\x07", "unreadable bytes in constant 'float32' type at byte"),  # the value's type
+    (b"\x12\x00", "constant 'float32': not a tensor"),  # a type that is no tensor type
+    (b"\x12\x03\x0a\x01\x07", "unreadable bytes in constant 'float32' tensor type at byte"),
+    (b"\x12\x04\x0a\x02\x08\x63", "constant 'float32': MIL data type 99 is not supported"),
+    (b"\x12\x07\x0a\x05\x08\x0b\x1a\x01\x07", "unreadable bytes in constant 'float32' dimension 0 at byte"),
+    (b"\x12\x09\x0a\x07\x08\x0b\x1a\x03\x0a\x01\x07", "unreadable bytes in constant 'float32' dimension at byte"),
+    (b"\x12\x08\x0a\x06\x08\x0b\x1a\x02\x12\x00", "constant 'float32': a constant of unknown size"),
 ])
 def test_damaged_parts_of_a_value_are_named(suffix: bytes, needle: str) -> None:
     from filtergrid.converters.coreml.mlprogram import _tensor
     from filtergrid.converters.protomessage import Message
 
     data = VALUES["float32.value"].tobytes() + suffix
-    tensor = _tensor(Message.parse(data, 0, len(data), "value"), "constant 'float32'")
-    with pytest.raises(CorruptFileError, match=re.escape(needle)):
-        tensor.decode(None, "constant 'float32'")
+    with pytest.raises(FiltergridError, match=re.escape(needle)):
+        _tensor(Message.parse(data, 0, len(data), "value"), "constant 'float32'").decode(None, "constant 'float32'")
+
+
+def test_a_value_without_a_type_is_not_a_tensor() -> None:
+    from filtergrid.converters.coreml.mlprogram import _tensor
+    from filtergrid.converters.protomessage import Message
+
+    with pytest.raises(CorruptFileError, match="constant 'x': not a tensor"):
+        _tensor(Message.parse(b"", 0, 0, "value"), "constant 'x'")
 
 
 def _blob_metadata(tmp_path: Path, at: int, value: int, fmt: str = "<I") -> Path:

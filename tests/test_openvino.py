@@ -138,8 +138,8 @@ def test_hostile_sub_byte_weights_give_one_line_errors(tmp_path: Path, cli, old:
     text = xml.read_text()
     assert old in text
     xml.write_text(text.replace(old, new, 1))
-    with pytest.raises(CorruptFileError, match=re.escape(needle)):
-        filtergrid.load(xml)
+    with filtergrid.open_model(xml) as (_, reader), pytest.raises(CorruptFileError, match=re.escape(needle)):
+        reader.read("self.0.weight")  # the first layer's weight, whatever the listing made of it
     assert_one_line_error(cli("render", xml, "-o", tmp_path / "out.png"), needle)
 
 
@@ -262,15 +262,24 @@ def test_a_missing_bin_file_is_named_with_where_it_must_be(tmp_path: Path) -> No
         filtergrid.load(xml)
 
 
+LONG_SHAPE = "1, " * 20 + "x"
+
+
 @pytest.mark.parametrize(("old", "new", "needle"), [
     ('offset="0" size="216"', 'size="216"', "Const 'self.0.weight' has no valid offset/size"),
     ('offset="0" size="216"', 'offset="x" size="216"', "Const 'self.0.weight' has no valid offset/size"),
     ('offset="0" size="216"', 'offset="100000" size="216"', "Const 'self.0.weight'"),
+    ('element_type="f32" shape="6, 1, 3, 3"', 'shape="6, 1, 3, 3"', "Const 'self.0.weight' has element type '', not"),
+    ('element_type="f32" shape="6, 1, 3, 3"', 'element_type="abcdefghijklmnopqrstuvwxyz" shape="6, 1, 3, 3"',
+     "type 'abcdefghijklmnopqrst', not supported"),
+    ('shape="6, 1, 3, 3" offset="0"', 'offset="0"', "'self.0.weight': [] float32 needs 4 bytes, size says 216"),
+    ('shape="6, 1, 3, 3" offset="0"', 'shape="6, x" offset="0"', "Const 'self.0.weight' has shape '6, x'"),
+    ('shape="6, 1, 3, 3" offset="0"', f'shape="{LONG_SHAPE}" offset="0"', f"has shape {LONG_SHAPE[:40]!r}"),
 ])
-def test_a_const_without_a_valid_extent_is_refused_by_name(tmp_path: Path, old: str, new: str, needle: str) -> None:
+def test_a_const_with_a_damaged_attribute_is_refused_by_name(tmp_path: Path, old: str, new: str, needle: str) -> None:
     xml, _ = _copy(tmp_path, "conv")
     text = xml.read_text()
     assert old in text
     xml.write_text(text.replace(old, new, 1))
-    with pytest.raises(CorruptFileError, match=re.escape(needle)):
-        filtergrid.load(xml)
+    with filtergrid.open_model(xml) as (_, reader), pytest.raises(CorruptFileError, match=re.escape(needle)):
+        reader.read("self.0.weight")  # the first layer's weight, whatever the listing made of it
