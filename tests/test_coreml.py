@@ -381,3 +381,11 @@ def test_blob_metadata_past_the_end_is_refused_by_name(tmp_path: Path) -> None:
     blob.write_bytes(struct.pack("<II", 0, 2) + bytes(56) + bytes(50))  # no blobs declared; 50 bytes where the first lay
     with pytest.raises(CorruptFileError, match=r"constant '.*': blob metadata"):
         filtergrid.load(package)
+
+
+def test_a_weight_behind_a_cast_is_read_from_its_stored_constant() -> None:
+    first = next(i for i in filtergrid.tensors(CORE_ML / "program_conv_cast.mlpackage") if i.candidate)
+    assert (first.name, first.dtype, first.shape) == ("stored_weight", "float32", (2, 1, 3, 3))
+    assert first.role.endswith("weight of the conv op 8 (conv_0) (behind a cast)"), first.role
+    np.testing.assert_array_equal(_first_stored("program_conv_cast"),
+                                  np.load(CORE_ML / "program_conv_cast.expected.npz")["stored"])
