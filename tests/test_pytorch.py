@@ -130,14 +130,33 @@ def test_big_endian_archive(tmp_path: Path) -> None:
     np.testing.assert_array_equal(filtergrid.load(out, format="pytorch").array, expected["canonical"])
 
 
-def test_recompressed_archive(tmp_path: Path) -> None:
-    """A torch zip someone re-zipped with deflate still reads, through the member stream."""
-    out = tmp_path / "deflated.pt"
-    with zipfile.ZipFile(REAL_ZIP) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+def test_archive_without_byteorder_record_is_little_endian(tmp_path: Path) -> None:
+    """torch before 1.12 wrote no byteorder record; its files are little-endian."""
+    out = tmp_path / "old.pt"
+    with zipfile.ZipFile(REAL_ZIP) as src, zipfile.ZipFile(out, "w") as dst:
         for info in src.infolist():
-            dst.writestr(info.filename, src.read(info))
+            if not info.filename.endswith("/byteorder"):
+                dst.writestr(info, src.read(info))
     expected = np.load(FIXTURES / "pytorch" / "state_dict.expected.npz")
     np.testing.assert_array_equal(filtergrid.load(out, format="pytorch").array, expected["canonical"])
+
+
+def _deflated(out: Path, members: dict[str, bytes] | None = None) -> Path:
+    """REAL_ZIP re-zipped with deflate (as someone's zip tool would), data.pkl and members replaced."""
+    with zipfile.ZipFile(REAL_ZIP) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, (members or {}).get(info.filename, src.read(info)))
+        for name, data in (members or {}).items():
+            if name not in src.namelist():
+                dst.writestr(name, data)
+    return out
+
+
+def test_recompressed_archive(tmp_path: Path) -> None:
+    """A torch zip someone re-zipped with deflate still reads, through the member stream."""
+    expected = np.load(FIXTURES / "pytorch" / "state_dict.expected.npz")
+    np.testing.assert_array_equal(filtergrid.load(_deflated(tmp_path / "deflated.pt"), format="pytorch").array,
+                                  expected["canonical"])
 
 
 @pytest.mark.parametrize("cut", [10, 200, 2000, -100])
@@ -375,17 +394,6 @@ def test_a_checkpoint_cut_short_while_open_fails_naming_what_was_short(cut: int,
             with pytest.raises(CorruptFileError) as caught:
                 reader.read("conv1.weight")
         assert (words if real is REAL_ZIP else "file ends inside storage") in str(caught.value)
-
-
-def _deflated(out: Path, members: dict[str, bytes] | None = None) -> Path:
-    """REAL_ZIP re-zipped with deflate (as someone's zip tool would), data.pkl and members replaced."""
-    with zipfile.ZipFile(REAL_ZIP) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
-        for info in src.infolist():
-            dst.writestr(info.filename, (members or {}).get(info.filename, src.read(info)))
-        for name, data in (members or {}).items():
-            if name not in src.namelist():
-                dst.writestr(name, data)
-    return out
 
 
 def test_deflated_storage_is_bounded_by_max_zip_member_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
