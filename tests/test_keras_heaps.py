@@ -159,7 +159,8 @@ def _strings(group) -> None:
 
 
 @pytest.mark.parametrize("make_kernel, error, words", [
-    (_half_written, CorruptFileError, "dataset 'kernel:0' declares [2, 100] float32 = 800 bytes but the file stores 400"),
+    (_half_written, CorruptFileError, "dataset 'kernel:0' declares [2, 100] float32 = 800 bytes "
+                                      "but the file stores 400"),
     (_in_a_big_chunk, CorruptFileError, "dataset 'kernel:0' (144 bytes) is stored in chunks of 1,179,648 bytes, "
                                         "which libhdf5 would allocate"),
     (_strings, UnreadableFeatureError, "dataset 'kernel:0' has non-numeric type |S2"),

@@ -312,7 +312,7 @@ def test_work_per_byte_limit_counts_float32_bytes_per_stored_byte(monkeypatch: p
     assert "float32 bytes decoded per stored byte of a tensor view (12)" in str(caught.value)
 
 
-def test_tensor_bytes_limit_counts_the_bytes_a_view_spans_in_its_own_element_type(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tensor_bytes_limit_counts_a_views_bytes_in_its_element_type(monkeypatch: pytest.MonkeyPatch) -> None:
     """An int64 scalar decodes to 4 float32 bytes but its view spans 8 stored bytes."""
     monkeypatch.setattr(limits, "MAX_TENSOR_BYTES", 4)
     with open_model(REAL_ZIP, "pytorch") as (_, reader):
