@@ -297,6 +297,7 @@ def test_broadcast_overlapping_offset_empty_and_0d_tensors_read_as_torch_reads_t
                     reader.read(name)
                 continue
             got = reader.read(name)
+            assert isinstance(got, np.ndarray), name
             assert (got.dtype, got.shape) == (expected[name].dtype, expected[name].shape), name
             np.testing.assert_array_equal(got, expected[name], err_msg=name)
 
