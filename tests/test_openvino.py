@@ -64,6 +64,18 @@ def _copy(tmp_path: Path, stem: str = "conv_int8") -> tuple[Path, Path]:
     return xml, binary
 
 
+def test_a_weight_const_without_its_shape_is_refused_not_read_as_a_scalar(tmp_path: Path) -> None:
+    """Read as a scalar, the first conv's weight would stop being a candidate and the next layer would
+    be drawn as the first: an honest refusal instead."""
+    xml = (IR / "conv.xml").read_text()
+    assert 'element_type="f32" shape="6, 1, 3, 3" offset="0"' in xml
+    (tmp_path / "conv.xml").write_text(xml.replace('element_type="f32" shape="6, 1, 3, 3" offset="0"',
+                                                   'element_type="f32" offset="0"'))
+    shutil.copy(IR / "conv.bin", tmp_path / "conv.bin")
+    with pytest.raises(CorruptFileError, match="'self.0.weight' has no shape"):
+        filtergrid.load(tmp_path / "conv.xml")
+
+
 def test_the_bin_file_opens_its_model(tmp_path: Path) -> None:
     xml, binary = _copy(tmp_path)
     assert converters.detect(binary).name == "openvino"  # not the PyTorch reader that .bin suggests
@@ -272,7 +284,7 @@ LONG_SHAPE = "1, " * 20 + "x"
     ('element_type="f32" shape="6, 1, 3, 3"', 'shape="6, 1, 3, 3"', "Const 'self.0.weight' has element type '', not"),
     ('element_type="f32" shape="6, 1, 3, 3"', 'element_type="abcdefghijklmnopqrstuvwxyz" shape="6, 1, 3, 3"',
      "type 'abcdefghijklmnopqrst', not supported"),
-    ('shape="6, 1, 3, 3" offset="0"', 'offset="0"', "'self.0.weight': [] float32 needs 4 bytes, size says 216"),
+    ('shape="6, 1, 3, 3" offset="0"', 'offset="0"', "Const 'self.0.weight' has no shape"),
     ('shape="6, 1, 3, 3" offset="0"', 'shape="6, x" offset="0"', "Const 'self.0.weight' has shape '6, x'"),
     ('shape="6, 1, 3, 3" offset="0"', f'shape="{LONG_SHAPE}" offset="0"', f"has shape {LONG_SHAPE[:40]!r}"),
 ])

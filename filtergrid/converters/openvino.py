@@ -262,7 +262,9 @@ class OpenVINOReader:
         dtype = ELEMENT_TYPES.get(element)
         if dtype is None:
             raise UnreadableFeatureError(f"Const {layer.name!r} has element type {element[:20]!r}, not supported")
-        text = layer.data.get("shape", "")
+        text = layer.data.get("shape")
+        if text is None:  # a scalar is shape="": without the attribute the weight is unknown, not a scalar
+            raise CorruptFileError(f"Const {layer.name!r} has no shape")
         try:
             shape = tuple(int(d) for d in text.split(",") if d.strip())
         except ValueError:
