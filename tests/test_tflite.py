@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import struct
 import sys
 import time
@@ -267,17 +268,49 @@ def test_densify_blocks() -> None:
     np.testing.assert_array_equal(dense.ravel(), [1, 0, 2, 3, 0, 4, 0, 0, 0, 0, 5, 0, 0, 0, 0, 6])
 
 
-@pytest.mark.parametrize("levels", [
-    [(3, [0, 9], [0, 2]), (2, None, None), (2, [0, 1, 3, 4, 5], [0, 0, 1, 0, 1])],  # segment past the indices
-    [(3, [0, 2], [0, 7]), (2, None, None), (2, [0, 1, 3, 4, 5], [0, 0, 1, 0, 1])],  # index 7 of 3
-    [(3, [0, 2], [0, 2]), (2, None, None), (2, [0, 1], [0])],  # fewer segments than positions
-    [(3, [0, 2], [0, 2]), (2 ** 40, None, None), (2, [0, 1, 3, 4, 5], [0, 0, 1, 0, 1])],  # a dense level of 2^40
+NNAPI_LAST = (2, [0, 1, 3, 4, 5], [0, 0, 1, 0, 1])
+
+
+@pytest.mark.parametrize(("levels", "values", "message"), [
+    ([(3, [0, 9], [0, 2]), (2, None, None), NNAPI_LAST], 5, "segments are not increasing inside its indices"),
+    ([(3, [0, 2], [0, 2]), (2, None, None), (2, [0, 1, 3, 2, 5], [0, 0, 1, 0, 1])], 5,
+     "segments are not increasing inside its indices"),  # a segment ending before it starts
+    ([(3, [0, 2], [0, 3]), (2, None, None), NNAPI_LAST], 5, r"index outside dimension 0 of \[3, 2, 2\]"),
+    ([(3, [0, 2], [0, 2]), (2, None, None), (2, [0, 1, 3, 4], [0, 0, 1, 0])], 5,
+     "sparse level has 4 segments for position 3"),  # one segment short
+    ([(3, [0, 2], [0, 2]), (2 ** 40, None, None), NNAPI_LAST], 5, "expands to more than its 12 stored entries"),
+    ([(3, [0, 2], [0, 2]), (2, None, None), NNAPI_LAST], 4, "lists 5 positions for 4 stored values"),
+    ([(3, [0, 2], [0, 2]), (-2, None, None), NNAPI_LAST], 5, "sparsity declares a negative dimension size"),
 ])
-def test_densify_refuses_lying_metadata(levels) -> None:
+def test_densify_refuses_lying_metadata(levels, values: int, message: str) -> None:
     from filtergrid.converters.tflite import densify
 
-    with pytest.raises(CorruptFileError):
-        densify(np.arange(5, dtype=np.float32), (3, 2, 2), _sparsity([0, 1, 2], [], levels))
+    with pytest.raises(CorruptFileError, match=message):
+        densify(np.arange(values, dtype=np.float32), (3, 2, 2), _sparsity([0, 1, 2], [], levels))
+
+
+@pytest.mark.parametrize(("traversal", "block_map", "n_levels"), [
+    ([0, 1], [], 1),        # one level for two dimensions
+    ([0, 0], [], 2),        # a dimension traversed twice
+    ([0, 1, 3], [1], 3),    # a block dimension that does not exist
+    ([0, 1, 2], [2], 3),    # a block of dimension 2 of a matrix
+    ([0, 1, 2], [-1], 3),
+])
+def test_densify_refuses_an_inconsistent_traversal(traversal, block_map, n_levels: int) -> None:
+    from filtergrid.converters.tflite import densify
+
+    sparsity = _sparsity(traversal, block_map, [(2, None, None)] * n_levels)
+    message = f"sparsity of a [2, 2] tensor has traversal order {traversal}, block map {block_map} and {n_levels} levels"
+    with pytest.raises(CorruptFileError, match=re.escape(message)):
+        densify(np.zeros(4, np.float32), (2, 2), sparsity)
+
+
+def test_densify_shows_the_first_16_entries_of_a_long_traversal() -> None:
+    from filtergrid.converters.tflite import densify
+
+    with pytest.raises(CorruptFileError) as error:
+        densify(np.zeros(4, np.float32), (2, 2), _sparsity(range(20), range(20), [(2, None, None)] * 2))
+    assert f"traversal order {list(range(16))}, block map {list(range(16))} and 2 levels" in str(error.value)
 
 
 def test_asymmetric_uint8_weights_use_their_zero_points() -> None:

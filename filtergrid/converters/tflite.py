@@ -115,7 +115,8 @@ def densify(values: np.ndarray, shape: tuple[int, ...], sparsity: Sparsity) -> n
 def _check_sparsity(shape: tuple[int, ...], sparsity: Sparsity) -> None:
     n, k = len(shape), len(sparsity.block_map)
     traversal = sparsity.traversal
-    if (len(traversal) != n + k or len(sparsity.levels) != n + k or sorted(traversal[:n]) != list(range(n))
+    # (the two sorted() tests also fix len(traversal) to n + k)
+    if (len(sparsity.levels) != n + k or sorted(traversal[:n]) != list(range(n))
             or sorted(traversal[n:]) != list(range(n, n + k)) or any(not 0 <= d < n for d in sparsity.block_map)):
         raise CorruptFileError(f"sparsity of a {list(shape)} tensor has traversal order {list(traversal)[:16]}, "
                                f"block map {list(sparsity.block_map)[:16]} and {len(sparsity.levels)} levels")
