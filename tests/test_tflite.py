@@ -122,7 +122,7 @@ def test_lying_buffer_length_is_refused(tmp_path: Path) -> None:
     buffer = model.Buffers(tensor.Buffer())
     length_at = buffer._tab.Vector(buffer._tab.Offset(4)) - 4
     bad = _patch(CONV_INT8, tmp_path / "len.tflite", length_at, "<I", 0x7FFFFFFF)
-    with pytest.raises(CorruptFileError, match="buffer"):
+    with pytest.raises(CorruptFileError, match=f"buffer {tensor.Buffer()} spans bytes"):
         filtergrid.load(bad, format="tflite")
 
 
@@ -667,6 +667,11 @@ def test_lying_index_vectors_are_refused_with_where_they_are(tmp_path: Path) -> 
     indices.Init(union.Bytes, union.Pos)
     bad = _patch(path, tmp_path / "long.tflite", indices._tab.Vector(indices._tab.Offset(4)) - 4, "<I", 10**6)
     with pytest.raises(CorruptFileError, match="tensor 1 indices 1: 1,000,000 entries cannot fit"):
+        filtergrid.tensors(bad)
+    dim = _dim_metadata(path, 1)
+    field_at = dim._tab.Pos + dim._tab.Offset(14)  # DimensionMetadata field 5, the indices table
+    bad = _patch(path, tmp_path / "far.tflite", field_at, "<I", 2**31 - 1)
+    with pytest.raises(CorruptFileError, match="tensor 1 indices 1 spans"):
         filtergrid.tensors(bad)
 
 

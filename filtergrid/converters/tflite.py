@@ -368,7 +368,8 @@ class TFLiteReader:
             return None
         if self._count(q.ZeroPointLength(), f"tensor {t} zero points", 8) != n:  # the interpreter refuses these too
             raise CorruptFileError(f"tensor {t} is quantized with {n} scales but {q.ZeroPointLength()} zero points")
-        return np.array(q.ScaleAsNumpy(), np.float32), np.array(q.ZeroPointAsNumpy(), np.int64), q.QuantizedDimension()
+        # copies (the map must close), float32 and int64 as the schema stores them
+        return np.array(q.ScaleAsNumpy()), np.array(q.ZeroPointAsNumpy()), q.QuantizedDimension()
 
     def _sparsity(self, tensor: Any, t: int) -> Sparsity | None:
         """A sparse tensor's traversal order, block map and per-level metadata (schema ``SparsityParameters``)."""
