@@ -198,18 +198,17 @@ else:
     _RawBinary = io.RawIOBase
 
 
-class RangeFile(_RawBinary):
-    """A read-only, seekable view of one remote file, fetched by ranges through a small LRU block cache.
+class PreadFile(_RawBinary):
+    """A read-only, seekable raw file of ``size`` bytes over ``pread(start, n)``: the file API that
+    h5py and ``io.BufferedReader`` use, written once for every positioned source."""
 
-    It also slices like the ``mmap`` local readers use (``f[a:b]``, ``len(f)``).
-    """
-
-    def __init__(self, transport: Transport, key: str, size: int, transfer: Transfer,
-                 blocks: OrderedDict[int, bytes] | None = None):
+    def __init__(self, size: int):
         super().__init__()
-        self._transport, self._key, self._size, self._transfer = transport, key, size, transfer
-        self._pos = 0
-        self._blocks: OrderedDict[int, bytes] = blocks if blocks is not None else OrderedDict()
+        self._size, self._pos = size, 0
+
+    def pread(self, start: int, n: int) -> bytes:
+        """``n`` bytes at ``start`` (fewer at the end of the file)."""
+        raise NotImplementedError
 
     def readable(self) -> bool:
         return True
@@ -234,6 +233,19 @@ class RangeFile(_RawBinary):
         self._pos += len(data)
         return len(data)
 
+
+class RangeFile(PreadFile):
+    """A read-only, seekable view of one remote file, fetched by ranges through a small LRU block cache.
+
+    It also slices like the ``mmap`` local readers use (``f[a:b]``, ``len(f)``).
+    """
+
+    def __init__(self, transport: Transport, key: str, size: int, transfer: Transfer,
+                 blocks: OrderedDict[int, bytes] | None = None):
+        super().__init__(size)
+        self._transport, self._key, self._transfer = transport, key, transfer
+        self._blocks: OrderedDict[int, bytes] = blocks if blocks is not None else OrderedDict()
+
     def __len__(self) -> int:
         return self._size
 
@@ -249,7 +261,6 @@ class RangeFile(_RawBinary):
         return self.pread(start, max(0, stop - start))
 
     def pread(self, start: int, n: int) -> bytes:
-        """``n`` bytes at ``start`` (fewer at the end of the file)."""
         end = min(self._size, start + max(0, n))
         if end <= start:
             return b""

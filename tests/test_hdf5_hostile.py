@@ -212,6 +212,26 @@ def test_small_keras_archive_reads_the_first_kernel(tmp_path, compression):
     assert_kernel(result, tmp_path / "out.npy")
 
 
+def test_a_stored_weights_member_is_read_through_a_window_of_exactly_its_bytes(tmp_path):
+    """libhdf5 reads a stored member through ``MemberWindow``: its reads, seeks and end are the
+    member's, never the archive's neighbouring bytes."""
+    from filtergrid.converters.keras_zip import open_weights
+
+    weights = keras3_weights(tmp_path / "model.weights.h5")
+    path = keras_archive(tmp_path / "small.keras", json.dumps(keras3_config()).encode(), weights,
+                         zipfile.ZIP_STORED)
+    member = weights.read_bytes()
+    with zipfile.ZipFile(path) as archive, open_weights(path, archive, archive.getinfo("model.weights.h5")) as f:
+        assert f.read() == member and f.read(10) == b""
+        assert f.seek(-8, os.SEEK_END) == len(member) - 8 and f.read() == member[-8:]
+        f.seek(5)
+        assert f.read(3) == member[5:8] and f.tell() == 8
+        f.seek(len(member) + 100)
+        assert f.read(4) == b""
+        with pytest.raises(ValueError, match="negative"):
+            f.seek(-1)
+
+
 def test_variable_length_type_with_reserved_bits_is_refused_before_libhdf5_reads_it(tmp_path):
     """Found by fuzzing: one byte of a Keras file's ``weight_names`` datatype set to a reserved
     variable-length kind segfaulted libhdf5 as it read the attribute; the heap guard refuses it."""

@@ -24,7 +24,7 @@ from typing import BinaryIO
 from .. import limits
 from ..bank import Producer
 from ..errors import CorruptFileError, UnsafeFileError
-from ..remote import RangeFile
+from ..remote import PreadFile, RangeFile
 from ..safeio import check_extent, check_member_name, open_zip, zip_errors
 from .base import Probe
 from .keras_h5 import KerasH5Reader
@@ -39,41 +39,19 @@ def sniff(probe: Probe) -> bool:
     return CONFIG in names and WEIGHTS in names
 
 
-class MemberWindow(io.RawIOBase):
+class MemberWindow(PreadFile):
     """A read-only, seekable view of ``size`` bytes at ``start`` of an open file (a stored member)."""
 
     def __init__(self, raw: BinaryIO, start: int, size: int):
-        super().__init__()
-        self._start, self._size, self._pos = start, size, 0
-        self._raw = raw
+        super().__init__(size)
+        self._start, self._raw = start, raw
 
-    def _read_at(self, offset: int, n: int) -> bytes:
-        """``pread``: a remote archive's RangeFile has its own; a local file's descriptor has the OS's."""
+    def pread(self, start: int, n: int) -> bytes:
+        """A remote archive's RangeFile has its own ``pread``; a local file's descriptor has the OS's."""
+        n = max(0, min(n, self._size - start))
         if isinstance(self._raw, RangeFile):
-            return self._raw.pread(offset, n)
-        return os.pread(self._raw.fileno(), n, offset)
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        origin = (0, self._pos, self._size)[whence]
-        self._pos = max(0, origin + offset)
-        return self._pos
-
-    def readinto(self, buffer) -> int:
-        view = memoryview(buffer).cast("B")
-        n = max(0, min(len(view), self._size - self._pos))
-        data = self._read_at(self._start + self._pos, n)
-        view[:len(data)] = data
-        self._pos += len(data)
-        return len(data)
+            return self._raw.pread(self._start + start, n)
+        return os.pread(self._raw.fileno(), n, self._start + start)
 
     def close(self) -> None:
         super().close()
