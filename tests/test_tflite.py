@@ -684,7 +684,7 @@ def test_segments_past_empty_indices_are_refused(tmp_path: Path) -> None:
 
 
 def test_lying_quantization_is_refused_with_the_tensor_it_belongs_to(tmp_path: Path) -> None:
-    model, tensor = _weight_table(CONV_INT8)
+    _, tensor = _weight_table(CONV_INT8)
     q = tensor.Quantization()
     scales_at = q._tab.Vector(q._tab.Offset(8)) - 4  # QuantizationParameters field 2, the scales
     bad = _patch(CONV_INT8, tmp_path / "scales.tflite", scales_at, "<I", 10**8)
