@@ -73,3 +73,30 @@ def test_arithmetic_broadcasts_within_the_element_limit_and_quietly():
     np.testing.assert_array_equal(_apply(layer("Subtract"), [codes[:, :2], scale]), [[0.5, -3.5], [-1.0, -5.0]])
     with pytest.raises(LimitError, match="MAX_TENSOR_BYTES"):  # (1e6, 1) x (1, 1e6) would be 10^12 values
         _apply(layer("Add"), [np.zeros((10**6, 1), np.float32), np.zeros((1, 10**6), np.float32)])
+
+
+def test_convert_to_any_float_type_rounds_to_it_but_stays_float32_and_quiet():
+    wide = np.array([1 / 3, 1e5, -2.5], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 1e5 overflows float16: inf, as the CPU plugin computes it
+        half = _apply(layer("Convert", destination_type="f16"), [wide])
+    assert half.dtype == np.float32
+    np.testing.assert_array_equal(half, np.array([np.float16(1 / 3), np.inf, -2.5], np.float32))
+    double = _apply(layer("Convert", destination_type="f64"), [np.array([3, 250], np.uint8)])
+    assert double.dtype == np.float32 and double.tolist() == [3.0, 250.0]
+
+
+def test_convert_to_an_integer_type_only_when_no_value_changes():
+    np.testing.assert_array_equal(_apply(layer("Convert", destination_type="i32"), [np.array([0, 15], np.uint8)]), [0, 15])
+    with pytest.raises(CorruptFileError, match="converted from uint16 to uint8"):
+        _apply(layer("Convert", destination_type="u8"), [np.array([1, 300], np.uint16)])
+    with pytest.raises(CorruptFileError, match="converted from float32 to int8"):  # floats are not codebook indices
+        _apply(layer("Convert", destination_type="i8"), [np.array([1.0, 2.0], np.float32)])
+    with pytest.raises(CorruptFileError, match="converted from uint8 to 'q9'"):
+        _apply(layer("Convert", destination_type="q9"), [np.array([1], np.uint8)])
+
+
+@pytest.mark.parametrize("codes", [np.array([0, -1], np.int8), np.array([0.0, 1.0], np.float32)])
+def test_gather_refuses_negative_or_non_integer_indices(codes):
+    with pytest.raises(CorruptFileError, match="a codebook gathered with negative or non-integer indices"):
+        _apply(layer("Gather"), [np.zeros(4, np.float32), codes, np.array(0)])
