@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from filtergrid.errors import (  # noqa: E402
     FiltergridError,
     LimitError,
     TensorNotFoundError,
+    UnreadableFeatureError,
     UnsafeFileError,
 )
 
@@ -56,9 +58,9 @@ def first(path):
     return next(i for i in listing(path) if i.candidate)
 
 
-def stored(path, name):
+def stored(path, name, rows=None):
     with filtergrid.open_model(path, format="onnx") as (_, reader):
-        return reader.read(name)
+        return reader.read(name, rows)
 
 
 def conv(weight: str, name: str = "conv1", x: str = "x", y: str = "y", **attrs):
@@ -298,38 +300,74 @@ def test_dequantize_linear_per_tensor(tmp_path):
     np.testing.assert_allclose(load(path).array, expected.transpose(OIHW_TO_NHWC), rtol=1e-6)
 
 
-def test_dequantize_linear_per_axis(tmp_path):
+@pytest.mark.parametrize("axis", [0, -4, 1])
+def test_dequantize_linear_per_axis(tmp_path, axis):
     q = RNG.integers(0, 256, (8, 3, 5, 5)).astype(np.uint8)
-    scale = RNG.uniform(0.01, 0.1, 8).astype(np.float32)
-    zero = RNG.integers(100, 150, 8).astype(np.uint8)
+    scale = RNG.uniform(0.01, 0.1, q.shape[axis]).astype(np.float32)
+    zero = RNG.integers(100, 150, q.shape[axis]).astype(np.uint8)
     inits = initializers(wq=q, ws=scale, wz=zero)
     path = save(tmp_path / "m.onnx", [
-        helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], name="dq", axis=0), conv("w")], inits)
-    expected = dequantize_with_onnx(*[numpy_helper.from_array(a) for a in (q, scale, zero)], axis=0)
+        helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], name="dq", axis=axis), conv("w")], inits)
+    expected = dequantize_with_onnx(*[numpy_helper.from_array(a) for a in (q, scale, zero)], axis=axis)
     np.testing.assert_allclose(load(path).array, expected.transpose(OIHW_TO_NHWC), rtol=1e-6)
+    np.testing.assert_allclose(stored(path, "wq", rows=3), expected[:3], rtol=1e-6)  # scales cut to the rows read
 
 
-def test_blocked_dequantize_linear_is_named_not_skipped(tmp_path):
-    q = RNG.integers(-128, 128, (8, 4, 3, 3)).astype(np.int8)
-    scale = RNG.uniform(0.01, 0.1, (8, 2, 3, 3)).astype(np.float32)
-    path = save(tmp_path / "m.onnx", [
-        helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"], axis=1, block_size=2), conv("w")],
-        initializers(wq=q, ws=scale))
-    assert first(path).name == "wq"
-    with pytest.raises(CorruptFileError, match="blocked quantization"):
+def test_per_tensor_scale_ignores_the_axis_as_onnxruntime_does(tmp_path):
+    """DequantizeLinear's default axis is 1; a 1-D weight has no axis 1, and onnxruntime (and the
+    reference evaluator) ignore the axis of a per-tensor scale: so does filtergrid."""
+    q, scale = RNG.integers(-128, 128, 12).astype(np.int8), np.array(0.5, np.float32)
+    path = save(tmp_path / "m.onnx", [helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"]),
+                                      helper.make_node("MatMul", ["x", "w"], ["y"])], initializers(wq=q, ws=scale))
+    expected = dequantize_with_onnx(*[numpy_helper.from_array(a) for a in (q, scale)], None, axis=1)
+    np.testing.assert_array_equal(stored(path, "wq"), expected)
+
+
+@pytest.mark.parametrize("axis", [4, -5])
+def test_dequantize_axis_outside_the_weight_is_refused(tmp_path, axis):
+    q = RNG.integers(-128, 128, (8, 3, 5, 5)).astype(np.int8)
+    path = save(tmp_path / "m.onnx", [helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"], axis=axis), conv("w")],
+                initializers(wq=q, ws=np.full(8, 0.1, np.float32)))
+    with pytest.raises(CorruptFileError, match=f"axis {axis} of 'wq' is outside its 4 axes"):
         load(path)
 
 
-def test_qlinearconv_per_channel(tmp_path):
+def test_a_scale_computed_at_run_time_is_refused(tmp_path):
+    q = RNG.integers(-128, 128, (8, 3, 5, 5)).astype(np.int8)
+    path = save(tmp_path / "m.onnx", [helper.make_node("Abs", ["x"], ["s"]),
+                                      helper.make_node("DequantizeLinear", ["wq", "s"], ["w"]), conv("w")],
+                initializers(wq=q))
+    with pytest.raises(CorruptFileError, match="scale of quantized weight 'wq' is not a constant"):
+        load(path)
+
+
+@pytest.mark.parametrize("shape,blocks,consumer", [((8, 4, 3, 3), (8, 2, 3, 3), conv("w")),
+                                                   ((12, 6), (3, 6), helper.make_node("MatMul", ["x", "w"], ["y"]))])
+def test_blocked_dequantize_linear_is_named_not_skipped(tmp_path, shape, blocks, consumer):
+    q = RNG.integers(-128, 128, shape).astype(np.int8)
+    scale = RNG.uniform(0.01, 0.1, blocks).astype(np.float32)
+    axis = 1 if len(shape) == 4 else 0
+    path = save(tmp_path / "m.onnx", [
+        helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"], axis=axis, block_size=2 if axis else 4), consumer],
+        initializers(wq=q, ws=scale))
+    assert first(path).name == "wq"
+    with pytest.raises(CorruptFileError, match="blocked quantization of 'wq'.* not supported"):
+        load(path)
+
+
+@pytest.mark.parametrize("zero_shape", [(8,), ()])
+def test_qlinearconv_per_channel(tmp_path, zero_shape):
+    """Per-channel scales with a zero point per channel, or one for all (QLinearConv allows both)."""
     q = RNG.integers(-128, 128, (8, 3, 3, 3)).astype(np.int8)
     scale = RNG.uniform(0.01, 0.1, 8).astype(np.float32)
-    zero = np.zeros(8, np.int8)
+    zero = np.full(zero_shape, 5, np.int8)
     scalar = numpy_helper.from_array(np.array(0.1, np.float32), "s")
     inits = [*initializers(wq=q, ws=scale, wz=zero), scalar, numpy_helper.from_array(np.array(0, np.uint8), "z")]
     node = helper.make_node("QLinearConv", ["x", "s", "z", "wq", "ws", "wz", "s", "z"], ["y"], name="qconv")
     path = save(tmp_path / "m.onnx", [node], inits)
     info = first(path)
     assert info.name == "wq" and info.layout == "OIHW" and "QLinearConv node 'qconv'" in info.role
+    zero = np.broadcast_to(zero, scale.shape)  # DequantizeLinear wants them the same shape
     expected = dequantize_with_onnx(*[numpy_helper.from_array(a) for a in (q, scale, zero)], axis=0)
     np.testing.assert_allclose(load(path).array, expected.transpose(OIHW_TO_NHWC), rtol=1e-6)
 
@@ -343,15 +381,16 @@ def test_convinteger_subtracts_zero_point(tmp_path):
 
 
 def integer_model(path: Path, op: str, q: np.ndarray, zero: np.ndarray, scale: np.ndarray, *,
-                  scale_name: str = "w_scale", dynamic: bool = True) -> Path:
+                  scale_name: str = "w_scale", dynamic: bool = True, casts: int = 1) -> Path:
     """x -> DynamicQuantizeLinear -> op(x_q, w_quantized) -> Cast -> Mul(., x_scale * scale), as
-    onnxruntime's dynamic quantizer writes it (``dynamic=False``: a constant input scale instead)."""
+    onnxruntime's dynamic quantizer writes it (``dynamic=False``: a constant input scale instead;
+    ``casts``: how many Casts lie between the operator and the Mul)."""
+    chain = [helper.make_node("Cast", [f"c{i}"], [f"c{i + 1}"], to=TensorProto.FLOAT) for i in range(casts)]
     nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]) if dynamic else
              helper.make_node("Identity", ["x"], ["xq"]),
              helper.make_node("Mul", ["xs" if dynamic else "x_scale", scale_name], ["s"], name="scales"),
-             helper.make_node(op, ["xq", "w_quantized", "xz" if dynamic else "", "w_zero_point"], ["i"], name="int"),
-             helper.make_node("Cast", ["i"], ["f"], to=TensorProto.FLOAT),
-             helper.make_node("Mul", ["f", "s"], ["y"], name="rescale")]
+             helper.make_node(op, ["xq", "w_quantized", "xz" if dynamic else "", "w_zero_point"], ["c0"], name="int"),
+             *chain, helper.make_node("Mul", [f"c{casts}", "s"], ["y"], name="rescale")]
     inits = initializers(w_quantized=q, w_zero_point=zero, **{scale_name: scale})
     return save(path, nodes, [*inits, numpy_helper.from_array(np.array(0.02, np.float32), "x_scale")])
 
@@ -387,6 +426,80 @@ def test_integer_op_scale_that_may_not_be_the_weights_is_not_claimed(tmp_path):
     alone = save(tmp_path / "alone" / "m.onnx", [helper.make_node("ConvInteger", ["x", "wq"], ["y"])], initializers(wq=q))
     assert "unscaled integers" in first(alone).role
     np.testing.assert_array_equal(load(alone).array, q.astype(np.float32).transpose(OIHW_TO_NHWC))
+
+
+def test_integer_op_scale_named_for_the_weight_is_claimed_without_a_dynamic_input_scale(tmp_path):
+    """``w_scale`` beside ``w_quantized`` is the weight's even when the other factor is a constant."""
+    q = RNG.integers(0, 256, (8, 3, 3, 3)).astype(np.uint8)
+    path = integer_model(tmp_path / "m.onnx", "ConvInteger", q, np.array(128, np.uint8), np.array(0.05, np.float32),
+                         dynamic=False)
+    assert "the scale 'w_scale' that Mul node 'rescale' applies" in first(path).role
+    expected = (q.astype(np.float32) - 128) * np.float32(0.05)
+    np.testing.assert_array_equal(load(path).array, expected.transpose(OIHW_TO_NHWC))
+
+
+@pytest.mark.parametrize("casts,claimed", [(4, True), (5, False)])
+def test_integer_op_scale_is_followed_through_at_most_four_casts(tmp_path, casts, claimed):
+    q = RNG.integers(0, 256, (8, 3, 3, 3)).astype(np.uint8)
+    path = integer_model(tmp_path / "m.onnx", "ConvInteger", q, np.array(128, np.uint8), np.array(0.05, np.float32),
+                         casts=casts)
+    assert ("the scale 'w_scale'" in first(path).role) is claimed
+    assert ("unscaled integers" in first(path).role) is not claimed
+
+
+def test_integer_op_per_channel_zero_point_with_one_scale(tmp_path):
+    """A per-channel zero point with a per-tensor scale (the scale is repeated per channel), and
+    with no scale at all: each channel minus its own zero point."""
+    q = RNG.integers(0, 256, (8, 3, 3, 3)).astype(np.uint8)
+    zero = RNG.integers(100, 150, 8).astype(np.uint8)
+    path = integer_model(tmp_path / "m.onnx", "ConvInteger", q, zero, np.array(0.05, np.float32))
+    unscaled = q.astype(np.float32) - zero.astype(np.float32).reshape(8, 1, 1, 1)
+    np.testing.assert_array_equal(load(path).array, (unscaled * np.float32(0.05)).transpose(OIHW_TO_NHWC))
+    (tmp_path / "alone").mkdir()  # two channels: two zero points
+    alone = save(tmp_path / "alone" / "m.onnx", [helper.make_node("ConvInteger", ["x", "wq", "", "wz"], ["y"])],
+                 initializers(wq=q[:2], wz=zero[:2]))
+    assert "unscaled integers" in first(alone).role
+    np.testing.assert_array_equal(load(alone).array, unscaled[:2].transpose(OIHW_TO_NHWC))
+
+
+def dynamic_conv_integer(path: Path, scale_nodes: list, *, rescale_domain: str = "", cast_output: str = "f",
+                         scale: np.ndarray | None = None) -> Path:
+    """ConvInteger -> Cast -> Mul(., s), where ``scale_nodes`` compute ``s`` from ``xs`` (the input's
+    DynamicQuantizeLinear scale), ``x_raw`` (a graph input) and the constant ``w_scale``."""
+    q = RNG.integers(0, 256, (8, 3, 3, 3)).astype(np.uint8)
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]), *scale_nodes,
+             helper.make_node("ConvInteger", ["xq", "w_quantized", "xz"], ["i"], name="int"),
+             helper.make_node("Cast", ["i"], [cast_output], to=TensorProto.FLOAT),
+             helper.make_node("Mul", [cast_output, "s"], ["y"], name="rescale", domain=rescale_domain)]
+    scale = np.array(0.05, np.float32) if scale is None else scale
+    return save(path, nodes, initializers(w_quantized=q, w_scale=scale))
+
+
+@pytest.mark.parametrize("case", ["input-scale-not-dynamic", "input-scale-a-graph-input", "scales-divided",
+                                  "custom-domain-mul", "unnamed-cast-output", "scale-per-input-channel",
+                                  "no-output"])
+def test_integer_op_scale_not_shown_to_be_the_weights_is_not_claimed(tmp_path, case):
+    """Wrong-but-plausible is the worst outcome: each of these is left as unscaled integers."""
+    mul = helper.make_node("Mul", ["xs", "w_scale"], ["s"])
+    made = {
+        "input-scale-not-dynamic": lambda p: dynamic_conv_integer(p, [
+            helper.make_node("Abs", ["x_raw"], ["xa"]), helper.make_node("Mul", ["xa", "c"], ["s"])]),
+        "input-scale-a-graph-input": lambda p: dynamic_conv_integer(p, [
+            helper.make_node("Mul", ["x_raw", "c"], ["s"])]),
+        "scales-divided": lambda p: dynamic_conv_integer(p, [helper.make_node("Div", ["xs", "c"], ["s"])]),
+        "custom-domain-mul": lambda p: dynamic_conv_integer(p, [mul], rescale_domain="com.example"),
+        "unnamed-cast-output": lambda p: dynamic_conv_integer(p, [mul], cast_output=""),
+        "scale-per-input-channel": lambda p: dynamic_conv_integer(p, [mul], scale=np.full(3, 0.05, np.float32)),
+        "no-output": lambda p: save(p, [helper.make_node("ConvInteger", ["x", "wq"], []),
+                                        helper.make_node("Relu", ["x"], ["y"])],
+                                    initializers(wq=weights(dtype=np.uint8))),
+    }
+    path = made[case](tmp_path / "m.onnx")
+    if case in ("input-scale-not-dynamic", "input-scale-a-graph-input", "scales-divided"):
+        model = onnx.load(str(path))  # the constant factor is not named for the weight
+        model.graph.initializer.append(numpy_helper.from_array(np.array(0.5, np.float32), "c"))
+        onnx.save_model(model, str(path))
+    assert "unscaled integers" in first(path).role
 
 
 @pytest.mark.parametrize("trans_b", [0, 1])
@@ -443,6 +556,7 @@ def typed_tensor(name: str, data_type: int, values: np.ndarray) -> TensorProto:
     lambda w: typed_tensor("w", TensorProto.FLOAT, w),
     lambda w: numpy_helper.from_array((w * 40).astype(np.int8), "w"),
     lambda w: typed_tensor("w", TensorProto.INT8, (w * 40).astype(np.int8)),
+    lambda w: typed_tensor("w", TensorProto.INT8, -1 - np.abs(w * 40).astype(np.int8)),  # 10 bytes per value
     lambda w: typed_tensor("w", TensorProto.UINT8, (w * 40 + 128).astype(np.uint8)),
     lambda w: numpy_helper.from_array((w * 900).astype(np.int16), "w"),
     lambda w: typed_tensor("w", TensorProto.INT32, (w * 9e5).astype(np.int32)),
@@ -453,6 +567,7 @@ def typed_tensor(name: str, data_type: int, values: np.ndarray) -> TensorProto:
     lambda w: typed_tensor("w", TensorProto.FLOAT8E4M3FN, w),
     lambda w: typed_tensor("w", TensorProto.FLOAT8E5M2, w),
 ], ids=["f16-raw", "f16-int32_data", "f64-raw", "f64-double_data", "f32-float_data", "i8-raw", "i8-int32_data",
+        "i8-negative-int32_data",
         "u8-int32_data", "i16-raw", "i32", "i64", "u64", "bf16", "bf16-int32_data", "f8e4m3fn", "f8e5m2"])
 def test_element_types_match_onnx(tmp_path, make):
     tensor = make(weights())
@@ -474,23 +589,182 @@ def test_bfloat16_raw_data(tmp_path):
     np.testing.assert_array_equal(stored(path, "w"), numpy_helper.to_array(tensor).astype(np.float32))
 
 
-def test_sparse_initializer_is_listed_and_densified(tmp_path):
-    dense = np.zeros((4, 6), np.float32)
-    dense[1, 2], dense[3, 5] = 1.5, -2.0
-    values = numpy_helper.from_array(np.array([1.5, -2.0], np.float32), "sp")
-    indices = numpy_helper.from_array(np.array([8, 23], np.int64), "")
-    sparse = helper.make_sparse_tensor(values, indices, [4, 6])
+def sparse_model(path: Path, values: np.ndarray, indices: np.ndarray, dims: list[int]) -> Path:
+    """A MatMul whose weight is a sparse initializer ``sp`` (indices linear, or one row per value)."""
+    sparse = helper.make_sparse_tensor(numpy_helper.from_array(values, "sp"), numpy_helper.from_array(indices, ""),
+                                       dims)
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "sp"], ["y"])], "g", [], [
         helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], sparse_initializer=[sparse])
-    onnx.save_model(helper.make_model(graph), str(tmp_path / "m.onnx"))
-    np.testing.assert_array_equal(stored(tmp_path / "m.onnx", "sp"), dense)
+    onnx.save_model(helper.make_model(graph), str(path))
+    return path
+
+
+@pytest.mark.parametrize("indices,dims,where,values_shape", [
+    ([0, 23], [4, 6], [(0, 0), (3, 5)], (2,)),
+    ([[0, 2], [3, 0]], [4, 6], [(0, 2), (3, 0)], (2,)),  # per axis: (values, rank)
+    ([[0], [5]], [6], [(0,), (5,)], (2,)),
+    ([[0, 1, 2], [1, 0, 3]], [2, 3, 4], [(0, 1, 2), (1, 0, 3)], (2,)),
+    ([0, 23], [4, 6], [(0, 0), (3, 5)], (2, 1)),  # off the spec (values are 1-D), read all the same
+], ids=["linear", "per-axis", "per-axis-1d", "per-axis-3d", "values-2d"])
+def test_sparse_initializer_is_listed_and_densified(tmp_path, indices, dims, where, values_shape):
+    """The ONNX spec's two index forms: linear positions (NNZ,) or coordinates (NNZ, rank)."""
+    dense = np.zeros(dims, np.float32)
+    dense[where[0]], dense[where[1]] = 1.5, -2.0
+    values = np.array([1.5, -2.0], np.float32).reshape(values_shape)
+    path = sparse_model(tmp_path / "m.onnx", values, np.array(indices, np.int64), dims)
+    got = stored(path, "sp")
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, dense)
+
+
+@pytest.mark.parametrize("indices,words", [
+    ([[1, 2], [4, 0]], "indices outside its shape [4, 6]"), ([[1, 2], [3, 6]], "indices outside its shape [4, 6]"),
+    ([[1, -1], [3, 0]], "indices outside its shape [4, 6]"), ([8, 24], "indices outside its shape [4, 6]"),
+    ([-1, 8], "indices outside its shape [4, 6]"),
+    ([0, 8, 9], "3 indices for 2 values"), ([8], "1 indices for 2 values"),
+])
+def test_sparse_indices_that_do_not_fit_are_refused(tmp_path, indices, words):
+    path = sparse_model(tmp_path / "m.onnx", np.array([1.5, -2.0], np.float32), np.array(indices, np.int64), [4, 6])
+    with pytest.raises(CorruptFileError, match=re.escape(f"sparse tensor 'sp' has {words}")):
+        stored(path, "sp")
+
+
+def test_sparse_expansion_is_limited_relative_to_the_file_size(tmp_path, monkeypatch):
+    path = sparse_model(tmp_path / "m.onnx", np.array([1.0], np.float32), np.array([0], np.int64), [64, 64])
+    dense_bytes, size = 64 * 64 * 4, path.stat().st_size
+    assert dense_bytes % size, "the test needs a ratio that is not whole"
+    monkeypatch.setattr(limits, "MAX_SPARSE_EXPANSION", dense_bytes // size)
+    assert stored(path, "sp").shape == (64, 64)
+    monkeypatch.setattr(limits, "MAX_SPARSE_EXPANSION", dense_bytes // size - 1)
+    with pytest.raises(LimitError, match=r"sparse tensor 'sp' densifying to \[64, 64\] = 16,384 bytes.*"
+                                         r"over the limit MAX_SPARSE_EXPANSION"):
+        stored(path, "sp")
 
 
 def test_read_first_rows_only(tmp_path):
-    w = weights((40, 6))
-    path = save(tmp_path / "m.onnx", [helper.make_node("MatMul", ["x", "w"], ["y"])], [numpy_helper.from_array(w, "w")])
+    """Rows past the tensor's first axis read it whole; a scalar has no rows to cut."""
+    w, v, s = weights((40, 6)), weights((12,)), np.array(2.5, np.float32)
+    path = save(tmp_path / "m.onnx", [helper.make_node("MatMul", ["x", "w"], ["y"])], initializers(w=w, v=v, s=s))
     with filtergrid.open_model(path, format="onnx") as (_, reader):
         np.testing.assert_array_equal(reader.read("w", rows=5), w[:5])
+        np.testing.assert_array_equal(reader.read("w", rows=10), w[:10])
+        np.testing.assert_array_equal(reader.read("w", rows=100), w)
+        np.testing.assert_array_equal(reader.read("v", rows=2), v[:2])
+        np.testing.assert_array_equal(reader.read("s", rows=3), s)
+
+
+def test_an_element_type_filtergrid_cannot_decode_is_named(tmp_path):
+    path = save(tmp_path / "m.onnx", [conv("w")], [numpy_helper.from_array(weights(), "w"),
+                                                   helper.make_tensor("names", TensorProto.STRING, [2], [b"a", b"b"])])
+    with pytest.raises(UnreadableFeatureError, match="'names' has element type string, which filtergrid cannot decode"):
+        stored(path, "names")
+
+
+def test_negative_dims_are_refused_by_name(tmp_path):
+    w = numpy_helper.from_array(weights(), "w")
+    w.dims[0] = -8
+    path = save(tmp_path / "m.onnx", [helper.make_node("Relu", ["x"], ["y"])], [w])
+    with pytest.raises(CorruptFileError, match=re.escape("'w' has negative dims [-8, 3, 5, 5]")):
+        stored(path, "w")
+
+
+@pytest.mark.parametrize("make", [
+    lambda: numpy_helper.from_array(np.zeros((0, 3), np.float32), "e"),
+    lambda: typed_tensor("e", TensorProto.FLOAT, np.zeros((0, 3), np.float32)),
+    lambda: typed_tensor("e", TensorProto.DOUBLE, np.zeros((0, 3))),
+    lambda: typed_tensor("e", TensorProto.INT8, np.zeros((0, 3), np.int8)),
+    lambda: typed_tensor("e", TensorProto.INT64, np.zeros((0, 3), np.int64)),
+], ids=["f32-raw", "f32-float_data", "f64-double_data", "i8-int32_data", "i64-int64_data"])
+def test_empty_tensors_read_as_empty_arrays_of_their_type(tmp_path, make):
+    """Exporters keep empty initializers (a Resize's unused roi); they hold no values and need none."""
+    tensor = make()
+    path = save(tmp_path / "m.onnx", [helper.make_node("Relu", ["x"], ["y"])], [tensor])
+    got, expected = stored(path, "e"), numpy_helper.to_array(tensor)
+    assert got.shape == expected.shape == (0, 3) and got.dtype == expected.dtype
+
+
+def model_with(tmp_path: Path, tensor: TensorProto, data: bytes | None = None) -> Path:
+    """A model holding ``tensor`` (consumed by nothing); ``data``: the tensor's own serialization, appended
+    to the graph as protobuf merges repeated fields (how a writer that does not pack them stores it)."""
+    if data is None:
+        return save(tmp_path / "m.onnx", [helper.make_node("Relu", ["x"], ["y"])], [tensor])
+    path = save(tmp_path / "m.onnx", [helper.make_node("Relu", ["x"], ["y"])])
+    path.write_bytes(path.read_bytes() + tag_len(7, tag_len(5, data)))
+    return path
+
+
+def typed_weight(data_type: int, keep: int | None = None, dims: list[int] | None = None) -> TensorProto:
+    """``w`` in its typed value field, cut to its first ``keep`` values or relabelled with ``dims``."""
+    values = weights((4, 3, 3, 3))
+    values = -1 - np.abs(values * 40).astype(np.int8) if data_type == TensorProto.INT8 else values
+    tensor = typed_tensor("w", data_type, values)
+    field = "float_data" if data_type == TensorProto.FLOAT else "int32_data"
+    if keep is not None:
+        del getattr(tensor, field)[keep:]
+    if dims is not None:
+        tensor.dims[:] = dims
+    return tensor
+
+
+def cut_last_varint(path: Path) -> Path:
+    """The last of a tensor of int8 -1s (10 bytes each, ff .. ff 01) made to end in a continuation bit."""
+    data = bytearray(path.read_bytes())
+    data[data.rfind(b"\xff" * 9 + b"\x01") + 9] = 0x81
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("case,words", [
+    ("too-few-floats", ["the float_data of tensor 'w'", "holds 40 bytes", "108 values need 432"]),
+    ("no-floats", ["tensor 'w' declares [4, 3, 3, 3] but holds no values"]),
+    ("too-few-ints", ["the int32_data of tensor 'w'", "holds 10 values", "[4, 3, 3, 3] needs 108"]),
+    ("too-many-int-bytes", ["the int32_data of tensor 'w'", "holds 1,080 bytes, too many for 2 values"]),
+    ("cut-number", ["the int32_data of tensor 'w'", "ends in the middle of a number"]),
+])
+def test_typed_values_that_do_not_fit_the_dims_are_refused(tmp_path, case, words):
+    path = {
+        "too-few-floats": lambda: model_with(tmp_path, typed_weight(TensorProto.FLOAT, keep=10)),
+        "no-floats": lambda: model_with(tmp_path, typed_weight(TensorProto.FLOAT, keep=0)),
+        "too-few-ints": lambda: model_with(tmp_path, typed_weight(TensorProto.INT8, keep=10)),
+        "too-many-int-bytes": lambda: model_with(tmp_path, typed_weight(TensorProto.INT8, dims=[2])),
+        "cut-number": lambda: cut_last_varint(
+            model_with(tmp_path, typed_tensor("w", TensorProto.INT8, -np.ones(9, np.int8)))),
+    }[case]()
+    with pytest.raises(CorruptFileError) as error:
+        stored(path, "w")
+    assert all(w in str(error.value) for w in words), str(error.value)
+
+
+def unpacked(tensor: TensorProto) -> bytes:
+    """``tensor`` serialized by protobuf with its repeated numbers unpacked (one tag per value): the
+    TensorProto schema itself with ``packed=false``. Readers must accept both; onnx does."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    message = descriptor_pb2.DescriptorProto()
+    TensorProto.DESCRIPTOR.CopyToProto(message)
+    for f in [f for f in message.field if f.type_name and not f.type_name.startswith(".onnx.TensorProto.")]:
+        message.field.remove(f)  # external_data, metadata_props: other messages, unused here
+    for f in message.field:
+        if f.label == f.LABEL_REPEATED and f.type not in (f.TYPE_STRING, f.TYPE_BYTES, f.TYPE_MESSAGE):
+            f.options.packed = False
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(descriptor_pb2.FileDescriptorProto(name="unpacked.proto", package="onnx", message_type=[message]))
+    unpacked_type = message_factory.GetMessageClass(pool.FindMessageTypeByName("onnx.TensorProto"))
+    return unpacked_type.FromString(tensor.SerializeToString()).SerializeToString()
+
+
+@pytest.mark.parametrize("data_type", [TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.INT8, TensorProto.INT64,
+                                       TensorProto.UINT64, TensorProto.FLOAT16])
+def test_unpacked_value_fields_read_like_packed_ones(tmp_path, data_type):
+    values = weights((4, 3))
+    values = np.abs(values) if data_type == TensorProto.UINT64 else values
+    tensor = typed_tensor("w", data_type, numpy_helper.to_array(typed_tensor("w", data_type, values * 40)))
+    data = unpacked(tensor)
+    assert data != tensor.SerializeToString()
+    path = model_with(tmp_path, tensor, data)
+    read_back = onnx.load(str(path)).graph.initializer[0]
+    assert read_back == tensor  # onnx reads the unpacked fields as the same tensor
+    np.testing.assert_array_equal(stored(path, "w"), numpy_helper.to_array(read_back))
 
 
 def test_unconsumed_tensors_are_listed_last(tmp_path):
@@ -515,6 +789,7 @@ def test_external_data(tmp_path):
     path, w = external_model(tmp_path)
     assert (tmp_path / "w.data").stat().st_size >= w.nbytes
     np.testing.assert_array_equal(load(path).array, w.transpose(OIHW_TO_NHWC))
+    np.testing.assert_array_equal(stored(path, "w", rows=3), w[:3])
 
 
 def rewrite_external(path: Path, **entries: str) -> None:
@@ -637,7 +912,7 @@ def test_dims_that_lie_about_raw_data(tmp_path):
     w = numpy_helper.from_array(weights((4, 3, 3, 3)), "w")
     w.dims[0] = 400
     path = save(tmp_path / "m.onnx", [conv("w")], [w])
-    with pytest.raises(CorruptFileError, match="raw_data"):
+    with pytest.raises(CorruptFileError, match="'w' declares .* = 43,200 bytes but its raw_data has 432"):
         load(path)
 
 

@@ -35,6 +35,32 @@ def test_uint8_is_dequantized_with_scale_and_min() -> None:
     np.testing.assert_allclose(values.min(), weight["quantization"]["min"], atol=weight["quantization"]["scale"])
 
 
+@pytest.mark.parametrize("group, name", [("conv_uint8", "stem/kernel"), ("conv_uint16", "stem/kernel"),
+                                         ("depthwise_float16", "stem/depthwise_kernel"),
+                                         ("conv_float32", "stem/kernel")])
+def test_every_weight_is_read_in_the_dtype_its_listing_names(group: str, name: str) -> None:
+    """Quantized (uint8/uint16: q * scale + min) and float16-stored weights come back as the float32
+    the model declares, equal to tensorflowjs's own ``read_weights``."""
+    info = next(i for i in filtergrid.tensors(TFJS / group) if i.name == name)
+    with filtergrid.open_model(TFJS / group) as (_, reader):
+        values = reader.read(name)
+    assert info.dtype == "float32" and values.dtype == np.float32
+    np.testing.assert_array_equal(values, np.load(TFJS / f"{group}.expected.npz")["stored"])
+
+
+def test_a_zero_scale_gives_every_value_the_minimum(tmp_path: Path) -> None:
+    """tensorflowjs writes scale 1.0 for a constant weight, but q * 0 + min is still min, not 0."""
+    folder = tmp_path / "model"
+    shutil.copytree(TFJS / "conv_uint8", folder)
+    model = json.loads((folder / "model.json").read_text())
+    weight = next(w for g in model["weightsManifest"] for w in g["weights"] if w["name"] == "stem/kernel")
+    weight["quantization"]["scale"] = 0.0
+    (folder / "model.json").write_text(json.dumps(model))
+    with filtergrid.open_model(folder) as (_, reader):
+        values = reader.read("stem/kernel")
+    assert np.all(values == np.float32(weight["quantization"]["min"]))
+
+
 def test_model_json_or_its_folder(tmp_path: Path) -> None:
     assert filtergrid.load(TFJS / "conv_float32" / "model.json").provenance.tensor == "stem/kernel"
     assert filtergrid.load(TFJS / "conv_float32").provenance.format == "tfjs"

@@ -3,8 +3,8 @@
 The param file is text: magic ``7767517``, layer and blob counts, then per layer ``type name
 inputs outputs <input blobs> <output blobs> key=value ...``. The bin file has no index: each layer
 with weights reads them in layer order (ncnn ``ModelBin::load``). A weight is a 4-byte tag and its
-data (tag 0: float32; 0x01306B47: float16; 0x000D4B38: int8; another nonzero tag: a 256-entry
-float table then uint8 indices), sizes padded to 4 bytes; biases and batch-norm vectors are raw
+data (tag 0 or 0x0002C056: float32; 0x01306B47: float16; 0x000D4B38: int8; another nonzero tag: a
+256-entry float table then uint8 indices), sizes padded to 4 bytes; biases and batch-norm vectors are raw
 float32 without a tag. Convolution weights are (out, in, kH, kW) = OIHW (param 0 = out, 1 = kW,
 11 = kH, 6 = weight count, 5 = bias), InnerProduct (out, in) = OI. Listing stops at the first layer
 whose bytes this module cannot size, since every later offset depends on it. The ``.param`` file
@@ -25,7 +25,7 @@ from ..safeio import ModelPath, map_whole, model_path
 from .base import Probe, companion_files, sibling_pair
 
 MAGIC = b"7767517"
-_FLOAT16_TAG, _INT8_TAG = 0x01306B47, 0x000D4B38
+_FLOAT16_TAG, _INT8_TAG, _SCALED_FLOAT32_TAG = 0x01306B47, 0x000D4B38, 0x0002C056
 #: Layers that hold no weights (their bytes in the .bin are none).
 _NO_WEIGHTS = {"Input", "ReLU", "ReLU6", "Sigmoid", "TanH", "Split", "Pooling", "Flatten", "Reshape",
                "Softmax", "Concat", "Eltwise", "BinaryOp", "UnaryOp", "Dropout", "Permute", "Interp",
@@ -113,7 +113,7 @@ class _Walk:
         (tag,) = struct.unpack_from("<I", self.buf, self.pos)
         count = int(np.prod(shape))
         start = self.pos + 4
-        if tag == 0:
+        if tag in (0, _SCALED_FLOAT32_TAG):  # 0x0002C056: caffe2ncnn's float32 weights of a layer with int8 scales
             dtype, size = "float32", 4 * count
         elif tag == _FLOAT16_TAG:
             dtype, size = "float16", (2 * count + 3) // 4 * 4

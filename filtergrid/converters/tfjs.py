@@ -56,8 +56,7 @@ class _Weight:
     stored: str  # the dtype of the bytes (the quantization dtype when quantized)
     group: int
     offset: int
-    scale: float | None
-    minimum: float | None
+    affine: tuple[float, float] | None  # uint8/uint16 quantization: (scale, min)
 
 
 class TFJSReader:
@@ -106,8 +105,8 @@ class TFJSReader:
         count = math.prod(dtypes.check_shape(w.shape))
         data = self._bytes(w.group, w.offset, count * dtypes.itemsize(w.stored))
         stored = np.frombuffer(data, dtypes.STORAGE[w.stored]).reshape(w.shape)
-        if w.scale is not None and w.minimum is not None:  # set together; tfjs: q * scale + min, as an affine zero point of -min / scale
-            return dtypes.dequantize(stored, w.scale, -w.minimum / w.scale if w.scale else 0.0)
+        if w.affine:  # tensorflowjs: q * scale + min in float64, then float32
+            return dtypes.scale_offset(stored, *w.affine)
         return dtypes.to_float32(stored) if w.stored != w.dtype else np.array(stored)
 
     def _bytes(self, group: int, offset: int, length: int) -> bytes:
@@ -145,13 +144,13 @@ def _weight(w, group: int, offset: int) -> _Weight:
     if dtype not in _STORED or stored not in _STORED:
         raise UnreadableFeatureError(f"weight {name[:200]!r} is stored as {str(stored)[:40]}, which filtergrid does not read")
     shape = dtypes.check_shape(w.get("shape", []))
-    scale = minimum = None
+    affine = None
     if stored in ("uint8", "uint16"):
         try:
-            scale, minimum = float(quant["scale"]), float(quant["min"])
+            affine = float(quant["scale"]), float(quant["min"])
         except (KeyError, TypeError, ValueError):
             raise CorruptFileError(f"weight {name[:200]!r} is quantized without a scale and min") from None
-    return _Weight(name, shape, dtype, stored, group, offset, scale, minimum)
+    return _Weight(name, shape, dtype, stored, group, offset, affine)
 
 
 def _listing(topology, weights: dict[str, _Weight], fmt: str) -> list[TensorInfo]:

@@ -23,10 +23,9 @@ def affine_dequantize(p: Params) -> np.ndarray:
     """iOS16 ``(quantized_data - zero_point) * scale`` along ``axis`` (one scale, or one per slice)."""
     codes, scale, zero = p["quantized_data"], p["scale"].ravel(), p["zero_point"].ravel()
     axes = p["axis"].reshape(-1)
-    axis = int(axes[0]) if axes.size == 1 else codes.ndim
-    if not -codes.ndim <= axis < codes.ndim:
-        raise CorruptFileError(f"constexpr_affine_dequantize: axis {axis} of a rank-{codes.ndim} tensor")
-    return dtypes.dequantize(codes, scale, zero, axis if scale.size > 1 else None)
+    if axes.size != 1 or not -codes.ndim <= int(axes[0]) < codes.ndim:
+        raise CorruptFileError(f"constexpr_affine_dequantize: axis {axes[:4].tolist()} of a rank-{codes.ndim} tensor")
+    return dtypes.dequantize(codes, scale, zero, int(axes[0]))
 
 
 def lut_to_dense(p: Params) -> np.ndarray:

@@ -24,6 +24,8 @@ from .ops import Quantization
 # int32_data (5, every type of 32 bits or less), int64_data (7), double_data (10), uint64_data (11).
 _FIELD_OF = {"float32": 4, "float64": 10, "int64": 7, "uint32": 11, "uint64": 11}
 _INT32_DATA = 5
+#: Their names, as onnx.proto gives them (what an error names: "field 5" would mean nothing to a user).
+_FIELD_NAMES = {4: "float_data", 5: "int32_data", 7: "int64_data", 10: "double_data", 11: "uint64_data"}
 #: Fields of fixed-size little-endian floats.
 _FIXED_DTYPE: dict[int, np.dtype] = {4: np.dtype("<f4"), 10: np.dtype("<f8")}
 #: Bytes a varint takes at most: a typed field longer than this per value is refused unread.
@@ -57,7 +59,7 @@ class Decoder:
         itemsize = dtypes.itemsize(dtype)
         if t.external is not None:
             data = read_external(self.folder, t, count * itemsize, wanted * itemsize)
-            return np.frombuffer(data, dtypes.STORAGE[dtype], count=wanted)
+            return np.frombuffer(data, dtypes.STORAGE[dtype])  # exactly the wanted bytes
         if t.raw is not None:
             start, end = t.raw
             if end - start != count * itemsize:
@@ -70,7 +72,7 @@ class Decoder:
         """Values kept in float_data/int32_data/int64_data/double_data/uint64_data (no raw_data)."""
         number = _FIELD_OF.get(dtype, _INT32_DATA)
         spans = [(wire, a, b) for n, wire, a, b in t.typed if n == number]
-        what = f"tensor {t.name!r} field {number}"
+        what = f"the {_FIELD_NAMES[number]} of tensor {t.name!r}"
         if count and not spans:
             raise CorruptFileError(f"tensor {t.name!r} declares {list(t.dims)} but holds no values")
         if number in _FIXED_DTYPE:
@@ -116,32 +118,37 @@ class Decoder:
         indices = indices.astype(np.int64)
         if indices.ndim == 2 and indices.shape[1] == len(dims) and len(dims) > 1:
             if (indices < 0).any() or (indices >= np.array(dims)).any():
-                raise CorruptFileError(f"sparse tensor {t.name!r} has indices outside {list(dims)}")
+                raise _outside(t, dims)
             indices = np.ravel_multi_index(tuple(indices.T), dims)
         indices = indices.reshape(-1)
-        if indices.size != count or (indices.size and (indices.min() < 0 or indices.max() >= math.prod(dims))):
-            raise CorruptFileError(f"sparse tensor {t.name!r} has {indices.size} indices for {count} values in "
-                                   f"{list(dims)}")
+        if indices.size != count:
+            raise CorruptFileError(f"sparse tensor {t.name!r} has {indices.size:,} indices for {count:,} values")
+        if indices.size and (indices.min() < 0 or indices.max() >= math.prod(dims)):
+            raise _outside(t, dims)
         return indices
 
     def dequantize(self, q: np.ndarray, quant: Quantization, name: str, length: int | None) -> np.ndarray:
         """``(q - zero_point) * scale`` along the quantization axis (``length``: axis 0's full length
-        when ``q`` holds only the first rows)."""
+        when ``q`` holds only the first rows). A per-tensor scale ignores the axis, as onnxruntime does
+        (DequantizeLinear's default axis 1 on a 1-D weight)."""
         if quant.scale is None and not quant.scale_optional:
             raise CorruptFileError(f"the scale of quantized weight {name!r} is not a constant of the model")
-        if not -q.ndim <= quant.axis < max(q.ndim, 1):
-            raise CorruptFileError(f"quantization axis {quant.axis} of {name!r} is outside its {q.ndim} axes")
         scale, zero = self._scale_and_zero(quant, name)
-        return dtypes.dequantize(q, scale, zero, quant.axis if scale.size > 1 else None, length=length)
+        if scale.size > 1 and not -q.ndim <= quant.axis < q.ndim:
+            raise CorruptFileError(f"quantization axis {quant.axis} of {name!r} is outside its {q.ndim} axes")
+        return dtypes.dequantize(q, scale, zero, quant.axis, length=length)
 
     def _scale_and_zero(self, quant: Quantization, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """Per-tensor or per-axis (1-D) scale and zero point, one broadcast to the other's length."""
-        scale = dtypes.to_float32(self.decode(quant.scale)) if quant.scale else np.ones(1, np.float32)
-        zero = self.decode(quant.zero_point) if quant.zero_point else np.zeros(1, np.float32)
+        """Per-tensor or per-axis (1-D) scale and zero point; a single scale is repeated for per-axis
+        zero points (``dtypes.dequantize`` takes one zero point for per-axis scales itself)."""
+        scale = dtypes.to_float32(self.decode(quant.scale)) if quant.scale else np.ones(1)
+        zero = self.decode(quant.zero_point) if quant.zero_point else np.zeros(1)
         if scale.ndim > 1 or zero.ndim > 1:
             raise UnreadableFeatureError(f"blocked quantization of {name!r} (scale {list(scale.shape)}) is not supported")
         if scale.size == 1 and zero.size > 1:
-            scale = np.broadcast_to(scale.reshape(-1), zero.shape)
-        if zero.size == 1 and scale.size > 1:
-            zero = zero.reshape(())
-        return scale.reshape(-1), zero
+            scale = np.broadcast_to(scale, zero.shape)
+        return scale, zero
+
+
+def _outside(t: StoredTensor, dims: tuple[int, ...]) -> CorruptFileError:
+    return CorruptFileError(f"sparse tensor {t.name!r} has indices outside its shape {list(dims)}")

@@ -31,7 +31,7 @@ def applied_scale(node: Node, op: WeightOp, scope: Scope, q: StoredTensor,
     scale, mul = found
     how = (f"dequantized with its zero point and the scale {scale.name!r} that {mul.label} applies "
            f"after the {node.op_type}")
-    return Quantization(scale, zero, op.quant_axis, how, scale_optional=True)
+    return Quantization(scale, zero, op.quant_axis, how)
 
 
 def _scale_after(node: Node, scope: Scope, q: StoredTensor, axis: int) -> tuple[StoredTensor, Node] | None:
@@ -95,6 +95,6 @@ def _scale_name(quantized: str) -> str:
 
 
 def _fits(scale: StoredTensor, q: StoredTensor, axis: int) -> bool:
-    """One scale, or one per output channel of the weight."""
+    """One scale, or one per output channel of the weight (``axis`` is 0 or -1: any axis of a weight)."""
     count = math.prod(scale.dims)
-    return count == 1 or bool(q.dims) and -len(q.dims) <= axis < len(q.dims) and count == q.dims[axis]
+    return count == 1 or bool(q.dims) and count == q.dims[axis]
