@@ -823,3 +823,32 @@ def test_a_filter_without_finite_weights_takes_no_part_in_any_range():
     dead = bank_of(rows_of([nan, [0, 1e-9, 2e-9], [0, 1, 2]]))  # next to weights of 2: a dead filter
     result = render_result(dead, RenderOptions(normalize="per-filter", pad=0, scale=1, cols=1))
     assert result.constant_tiles == 1 and (gray(np.asarray(result.image)[1]) == 128).all()
+
+
+def _count(image, rgb) -> int:
+    return int((np.asarray(image) == rgb).all(axis=-1).sum())
+
+
+def test_a_colour_bar_where_it_helps_or_alone_in_the_tiles_colours():
+    gray_bank = bank_of(np.random.default_rng(0).normal(size=(4, 3, 3, 1)))
+    rgb_bank = bank_of(np.random.default_rng(0).normal(size=(4, 3, 3, 3)))
+    yellow = lut("viridis")[255].tolist()
+
+    def pair(bank, **options):
+        plain = render_result(bank, RenderOptions(**{**options, "colorbar": False}))
+        return plain, render_result(bank, RenderOptions(**options))
+
+    for bank, options in ((gray_bank, {"colorbar": True}), (gray_bank, {"colorbar": None}),
+                          (rgb_bank, {"colorbar": None, "normalize": "symmetric"})):
+        plain, barred = pair(bank, **options)  # asked for, or by default: one channel, or symmetric
+        assert barred.image.width > plain.image.width and barred.options.colorbar is True
+    plain, unbarred = pair(rgb_bank, colorbar=None)  # RGB tiles scaled per filter: no bar by default
+    assert unbarred.image.size == plain.image.size
+    plain, barred = pair(gray_bank, colorbar=True, cmap="viridis")  # the bar in the tiles' colormap
+    assert _count(barred.image, yellow) > _count(plain.image, yellow)
+    plain, barred = pair(rgb_bank, colorbar=True, cmap="viridis")  # RGB tiles: a gray bar
+    def mid_grays(image) -> int:
+        a = np.asarray(image).astype(int)
+        return int(((a[..., 0] == a[..., 1]) & (a[..., 1] == a[..., 2]) & (a[..., 0] > 20) & (a[..., 0] < 235)).sum())
+
+    assert _count(barred.image, yellow) == 0 and mid_grays(barred.image) > mid_grays(plain.image) + 100
