@@ -172,7 +172,8 @@ def dequantize(q: np.ndarray, scale, zero_point=0, axis: int | None = None, *,
         raise CorruptFileError(f"per-tensor quantization with {scale.size} scales and {zero.size} zero points")
     else:
         scale, zero = scale.reshape(()), zero.reshape(())
-    return (q.astype(np.float32) - zero) * scale  # float32 throughout: scale and zero are float32
+    # float32 throughout (scale and zero are float32); asarray: NumPy makes 0-d arithmetic a scalar
+    return np.asarray((q.astype(np.float32) - zero) * scale)
 
 
 def _per_axis(q: np.ndarray, scale: np.ndarray, zero: np.ndarray, axis: int,

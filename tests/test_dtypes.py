@@ -94,6 +94,12 @@ def test_dequantized_values_are_float32_in_the_shape_of_q_whatever_the_rank_of_o
         np.testing.assert_array_equal(out, [[0, 5], [10, 15]])
 
 
+def test_a_0d_quantized_value_dequantizes_to_a_0d_array_not_a_scalar():
+    """torch.save of quantize_per_tensor(torch.tensor(0.5), 0.1, 2): Reader.read must return an ndarray."""
+    out = dtypes.dequantize(np.array(7, np.int8), 0.1, 2)
+    assert isinstance(out, np.ndarray) and out.shape == () and out.dtype == np.float32 and out == np.float32(0.5)
+
+
 def test_per_axis_scales_with_one_zero_point_and_first_rows():
     q = np.array([[0, 10], [20, 30]], dtype=np.int8)
     np.testing.assert_array_equal(dtypes.dequantize(q, [1.0, 0.5], 0, axis=0), [[0, 10], [10, 15]])

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import struct
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -157,3 +159,79 @@ def test_unsupported_version_says_what_the_file_is(tmp_path: Path) -> None:
     path.write_bytes(b"GGUF" + struct.pack("<IQQ", 7, 0, 0) + bytes(64))
     with pytest.raises(CorruptFileError, match=r"filtergrid cannot read this GGUF file: its version 7 is not supported"):
         filtergrid.tensors(path)
+
+
+# -- mutation triage: read dtypes, rank-3/4 quantized tensors, scalars, refusal words ------------
+
+
+def _written(tmp_path: Path, tensors: dict, name: str = "m.gguf") -> Path:
+    """A GGUF file made by gguf-py's writer, each tensor (array, type) quantized by gguf-py."""
+    path = tmp_path / name
+    writer = gguf.GGUFWriter(path, "llama")
+    for tensor_name, (data, qtype) in tensors.items():
+        writer.add_tensor(tensor_name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_plain_types_read_in_their_listed_dtype_and_block_types_as_float32() -> None:
+    """F16 stays float16 (what the file stores); Q8_0 and BF16 are decoded to float32."""
+    for path in (FIXTURES / "gguf" / "mmproj.gguf", LLM):
+        with filtergrid.open_model(path, format="gguf") as (_, reader):
+            for info in reader.tensors():
+                stored = reader.read(info.name)
+                plain = info.dtype in ("float32", "float16")
+                assert stored.dtype == (np.dtype(info.dtype) if plain else np.float32), info
+
+
+def test_quantized_tensors_of_rank_3_and_4_keep_their_shape(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    tensors = {"v.patch_embd.weight": (rng.normal(0, 1, (4, 3, 2, 64)).astype(np.float32), gguf.GGMLQuantizationType.Q8_0),
+               "cube": (rng.normal(0, 1, (2, 5, 32)).astype(np.float32), gguf.GGMLQuantizationType.Q4_0)}
+    path = _written(tmp_path, tensors)
+    framework = {t.name: gguf.quants.dequantize(t.data, t.tensor_type) for t in gguf.GGUFReader(path).tensors}
+    with filtergrid.open_model(path, format="gguf") as (_, reader):
+        for name, (data, _) in tensors.items():
+            stored = reader.read(name)
+            assert stored.shape == data.shape
+            np.testing.assert_array_equal(stored, framework[name].reshape(data.shape))
+
+
+def test_a_scalar_tensor_is_listed_and_read(tmp_path: Path) -> None:
+    path = _written(tmp_path, {"scale": (np.array(3.5, np.float32), gguf.GGMLQuantizationType.F32),
+                               "token_embd.weight": (np.ones((4, 32), np.float32), gguf.GGMLQuantizationType.Q8_0)})
+    with filtergrid.open_model(path, format="gguf") as (_, reader):
+        assert [(i.name, i.shape) for i in reader.tensors()] == [("scale", ()), ("token_embd.weight", (4, 32))]
+        assert reader.read("scale") == 3.5
+
+
+def test_infinite_block_scales_decode_to_inf_and_nan_without_warnings(tmp_path: Path) -> None:
+    block = np.zeros((1, 32), np.float32)
+    block[0, 0] = 1.0
+    path = _written(tmp_path, {"token_embd.weight": (block, gguf.GGMLQuantizationType.Q8_0)})
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<e", data, gguf.GGUFReader(path).tensors[0].data_offset, np.inf)  # its one block's scale
+    path.write_bytes(bytes(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with filtergrid.open_model(path, format="gguf") as (_, reader):
+            stored = reader.read("token_embd.weight")
+    assert np.isinf(stored[0, 0]) and np.isnan(stored[0, 1])  # inf * 127 and inf * 0
+
+
+def test_a_name_that_is_not_utf8_is_shown_cut_to_80_bytes(tmp_path: Path) -> None:
+    name = "a" * 79 + "Z" + "b" * 40
+    path = _written(tmp_path, {name: (np.ones((2, 32), np.float32), gguf.GGMLQuantizationType.F32)})
+    data = path.read_bytes().replace(b"Z" + b"b" * 40, b"\xff" + b"b" * 40)
+    path.write_bytes(data)
+    with pytest.raises(CorruptFileError, match=re.escape(f"tensor name {(b'a' * 79 + bytes([255]))!r} is not UTF-8")):
+        filtergrid.tensors(path, format="gguf")
+
+
+def test_a_tensor_past_the_end_names_itself_and_whole_byte_counts(tmp_path: Path) -> None:
+    bad = _mutated(tmp_path, _after(b"token_embd.weight") + 4 + 8, "<Q", 2**40)  # ne[1] (vocab) lies
+    with pytest.raises(CorruptFileError, match=r"tensor 'token_embd.weight' spans bytes [\d,]+\.\.[\d,]+ but the file"):
+        filtergrid.load(bad, format="gguf")

@@ -1,6 +1,7 @@
 """The HDF5 global heap pre-check (hdf5_heaps.HeapGuard): it reads only the headers and heaps of the
 objects opened (issue 9: it used to read every byte of the file), and still refuses the libhdf5 heap
-loop, falling back to a whole-file scan for headers it does not parse."""
+loop, falling back to a whole-file scan for headers it does not parse. Then what keras_h5 checks of
+a dataset before h5py reads it (``checked_dataset``), and ``read``'s rows."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 from conftest import FIXTURES, group_entries
 from filtergrid.converters import hdf5_heaps, keras_h5, keras_zip
-from filtergrid.errors import CorruptFileError, TensorNotFoundError
+from filtergrid.errors import CorruptFileError, TensorNotFoundError, UnreadableFeatureError, UnsafeFileError
 
 sys.path.insert(0, str(Path(__file__).parent))
 import hostile_corpus  # noqa: E402
@@ -105,3 +106,81 @@ def test_unknown_tensor_name_raises_tensor_not_found():
             reader.read("no/such/kernel")
     finally:
         reader.close()
+
+
+@pytest.mark.parametrize("entry", [e for e in group_entries("keras") if e["format"] == "keras-h5"],
+                         ids=lambda e: e["file"])
+def test_rows_reads_only_the_leading_rows(entry):
+    reader = keras_h5.open(FIXTURES / entry["file"])
+    try:
+        np.testing.assert_array_equal(reader.read(entry["first"], rows=2),
+                                      np.load(FIXTURES / entry["expected"])["stored"][:2])
+    finally:
+        reader.close()
+
+
+def _read_kernel(tmp_path: Path, make_kernel, rows: int | None = None) -> np.ndarray:
+    """``kernel:0`` of a Keras 2 layout file whose one kernel ``make_kernel(group)`` writes with h5py."""
+    reader = keras_h5.open(hostile_corpus._keras2_h5(tmp_path / "kernel.h5", make_kernel))
+    try:
+        return reader.read("kernel:0", rows=rows)
+    finally:
+        reader.close()
+
+
+@pytest.mark.parametrize("rows", [None, 1])
+def test_a_scalar_weight_reads_whole_whatever_the_rows(tmp_path, rows):
+    assert _read_kernel(tmp_path, lambda g: g.create_dataset("kernel:0", data=np.float32(0.5)), rows) == 0.5
+
+
+def test_a_compressed_kernel_in_one_chunk_of_the_slack_size_reads(tmp_path):
+    """1 MiB of float32 in one gzip chunk of exactly MAX_CHUNK_SLACK, stored in a few KB: the
+    stored bytes may expand by deflate's most, and a chunk as big as the slack is allowed."""
+    kernel = np.arange(256 * 1024, dtype="<f4").reshape(256, 1024) % 7
+    assert kernel.nbytes == keras_h5.MAX_CHUNK_SLACK
+    got = _read_kernel(tmp_path, lambda g: g.create_dataset("kernel:0", data=kernel, chunks=kernel.shape,
+                                                            compression="gzip"))
+    np.testing.assert_array_equal(got, kernel)
+
+
+def _half_written(group) -> None:
+    """Two chunked rows of which only the first was written: HDF5 would make the second up."""
+    group.create_dataset("kernel:0", shape=(2, 100), chunks=(1, 100), dtype="<f4")[0] = 1
+
+
+def _in_a_big_chunk(group) -> None:
+    """A 144-byte kernel in a gzip chunk of 1,179,648 bytes (over MAX_CHUNK_SLACK), stored small."""
+    group.create_dataset("kernel:0", data=np.ones((3, 3, 1, 4), "<f4"), maxshape=(None,) * 4,
+                         chunks=(3, 3, 1, 32768), compression="gzip")
+
+
+def _strings(group) -> None:
+    group.create_dataset("kernel:0", data=np.array([b"ab", b"cd"]))
+
+
+@pytest.mark.parametrize("make_kernel, error, words", [
+    (_half_written, CorruptFileError, "dataset 'kernel:0' declares [2, 100] float32 = 800 bytes "
+                                      "but the file stores 400"),
+    (_in_a_big_chunk, CorruptFileError, "dataset 'kernel:0' (144 bytes) is stored in chunks of 1,179,648 bytes, "
+                                        "which libhdf5 would allocate"),
+    (_strings, UnreadableFeatureError, "dataset 'kernel:0' has non-numeric type |S2"),
+    (lambda g: g.__setitem__("kernel:0", np.dtype("<f4")), CorruptFileError, "weight 'kernel:0' names no dataset"),
+], ids=["half-written", "big-chunk", "strings", "committed-datatype"])
+def test_a_kernel_stored_so_that_reading_it_would_make_data_up_is_refused(tmp_path, make_kernel, error, words):
+    with pytest.raises(error) as caught:
+        _read_kernel(tmp_path, make_kernel)
+    assert words in str(caught.value)
+
+
+@pytest.mark.parametrize("make, words", [
+    (hostile_corpus._h5_external_storage, "secret.bin'); filtergrid reads nothing outside the model file"),
+    (hostile_corpus._h5_virtual, "dataset 'kernel:0' is a virtual dataset mapping other files"),
+], ids=["external-storage", "virtual"])
+def test_a_kernel_kept_in_other_files_is_refused_naming_them(tmp_path, make, words):
+    reader = keras_h5.open(make(tmp_path))
+    try:
+        with pytest.raises(UnsafeFileError) as caught:
+            reader.read("kernel:0")
+    finally:
+        reader.close()
+    assert words in str(caught.value) and str(caught.value).startswith("dataset 'kernel:0'")

@@ -84,3 +84,12 @@ def test_embedding_heatmap_reads_only_the_rows_it_shows(tmp_path, monkeypatch):
     bank = filtergrid.load(tmp_path / "lm.safetensors")
     assert bank.kind == "matrix" and bank.array.shape == (1, 16, 32, 1)
     np.testing.assert_array_equal(bank.array[0, :, :, 0], emb[:16])
+
+
+def test_rows_reads_only_the_first_rows_of_a_narrow_tensor(tmp_path):
+    """rows= cuts axis 0 whatever the other axes are (10 rows of 3: 5 < 10 but not < 3)."""
+    w = rng.standard_normal((10, 3)).astype(np.float32)
+    save_file({"w": w}, tmp_path / "m.safetensors")
+    with filtergrid.open_model(tmp_path / "m.safetensors") as (_, reader):
+        np.testing.assert_array_equal(reader.read("w", rows=5), w[:5])
+        np.testing.assert_array_equal(reader.read("w", rows=10), w)

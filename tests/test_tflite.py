@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import struct
 import sys
 import time
@@ -121,7 +122,7 @@ def test_lying_buffer_length_is_refused(tmp_path: Path) -> None:
     buffer = model.Buffers(tensor.Buffer())
     length_at = buffer._tab.Vector(buffer._tab.Offset(4)) - 4
     bad = _patch(CONV_INT8, tmp_path / "len.tflite", length_at, "<I", 0x7FFFFFFF)
-    with pytest.raises(CorruptFileError, match="buffer"):
+    with pytest.raises(CorruptFileError, match=f"buffer {tensor.Buffer()} spans bytes"):
         filtergrid.load(bad, format="tflite")
 
 
@@ -267,17 +268,49 @@ def test_densify_blocks() -> None:
     np.testing.assert_array_equal(dense.ravel(), [1, 0, 2, 3, 0, 4, 0, 0, 0, 0, 5, 0, 0, 0, 0, 6])
 
 
-@pytest.mark.parametrize("levels", [
-    [(3, [0, 9], [0, 2]), (2, None, None), (2, [0, 1, 3, 4, 5], [0, 0, 1, 0, 1])],  # segment past the indices
-    [(3, [0, 2], [0, 7]), (2, None, None), (2, [0, 1, 3, 4, 5], [0, 0, 1, 0, 1])],  # index 7 of 3
-    [(3, [0, 2], [0, 2]), (2, None, None), (2, [0, 1], [0])],  # fewer segments than positions
-    [(3, [0, 2], [0, 2]), (2 ** 40, None, None), (2, [0, 1, 3, 4, 5], [0, 0, 1, 0, 1])],  # a dense level of 2^40
+NNAPI_LAST = (2, [0, 1, 3, 4, 5], [0, 0, 1, 0, 1])
+
+
+@pytest.mark.parametrize(("levels", "values", "message"), [
+    ([(3, [0, 9], [0, 2]), (2, None, None), NNAPI_LAST], 5, "segments are not increasing inside its indices"),
+    ([(3, [0, 2], [0, 2]), (2, None, None), (2, [0, 1, 3, 2, 5], [0, 0, 1, 0, 1])], 5,
+     "segments are not increasing inside its indices"),  # a segment ending before it starts
+    ([(3, [0, 2], [0, 3]), (2, None, None), NNAPI_LAST], 5, r"index outside dimension 0 of \[3, 2, 2\]"),
+    ([(3, [0, 2], [0, 2]), (2, None, None), (2, [0, 1, 3, 4], [0, 0, 1, 0])], 5,
+     "sparse level has 4 segments for position 3"),  # one segment short
+    ([(3, [0, 2], [0, 2]), (2 ** 40, None, None), NNAPI_LAST], 5, "expands to more than its 12 stored entries"),
+    ([(3, [0, 2], [0, 2]), (2, None, None), NNAPI_LAST], 4, "lists 5 positions for 4 stored values"),
+    ([(3, [0, 2], [0, 2]), (-2, None, None), NNAPI_LAST], 5, "sparsity declares a negative dimension size"),
 ])
-def test_densify_refuses_lying_metadata(levels) -> None:
+def test_densify_refuses_lying_metadata(levels, values: int, message: str) -> None:
     from filtergrid.converters.tflite import densify
 
-    with pytest.raises(CorruptFileError):
-        densify(np.arange(5, dtype=np.float32), (3, 2, 2), _sparsity([0, 1, 2], [], levels))
+    with pytest.raises(CorruptFileError, match=message):
+        densify(np.arange(values, dtype=np.float32), (3, 2, 2), _sparsity([0, 1, 2], [], levels))
+
+
+@pytest.mark.parametrize(("traversal", "block_map", "n_levels"), [
+    ([0, 1], [], 1),        # one level for two dimensions
+    ([0, 0], [], 2),        # a dimension traversed twice
+    ([0, 1, 3], [1], 3),    # a block dimension that does not exist
+    ([0, 1, 2], [2], 3),    # a block of dimension 2 of a matrix
+    ([0, 1, 2], [-1], 3),
+])
+def test_densify_refuses_an_inconsistent_traversal(traversal, block_map, n_levels: int) -> None:
+    from filtergrid.converters.tflite import densify
+
+    sparsity = _sparsity(traversal, block_map, [(2, None, None)] * n_levels)
+    message = f"sparsity of a [2, 2] tensor has traversal order {traversal}, block map {block_map} and {n_levels} levels"
+    with pytest.raises(CorruptFileError, match=re.escape(message)):
+        densify(np.zeros(4, np.float32), (2, 2), sparsity)
+
+
+def test_densify_shows_the_first_16_entries_of_a_long_traversal() -> None:
+    from filtergrid.converters.tflite import densify
+
+    with pytest.raises(CorruptFileError) as error:
+        densify(np.zeros(4, np.float32), (2, 2), _sparsity(range(20), range(20), [(2, None, None)] * 2))
+    assert f"traversal order {list(range(16))}, block map {list(range(16))} and 2 levels" in str(error.value)
 
 
 def test_asymmetric_uint8_weights_use_their_zero_points() -> None:
@@ -336,3 +369,328 @@ def test_operator_vector_repeating_one_table_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CorruptFileError, match="repeat a table"):
         filtergrid.load(path)
     assert time.monotonic() - start < 5
+
+
+# -- sparse and quantized weights built with the schema's generated writer (mutation triage) ----
+# TensorFlow's converter makes the fixtures above (Uint8 and Uint16 index vectors, 1x4 blocks,
+# sparse int8); these build what it writes only for big models (Int32Vector) or never (hostile).
+
+INDEX_VECTORS = {tfl.SparseIndexVector.Int32Vector: ("Int32Vector", "Int32"),
+                 tfl.SparseIndexVector.Uint16Vector: ("Uint16Vector", "Uint16"),
+                 tfl.SparseIndexVector.Uint8Vector: ("Uint8Vector", "Uint8")}
+
+
+def _vector(b, start, values, prepend: str) -> int:
+    start(b, len(values))
+    for v in reversed(list(values)):
+        getattr(b, f"Prepend{prepend}")(v)
+    return b.EndVector()
+
+
+def _tables(b, start, tables) -> int:
+    start(b, len(tables))
+    for t in reversed(tables):
+        b.PrependUOffsetTRelative(t)
+    return b.EndVector()
+
+
+def _index_vector(b, kind: int, values) -> int:
+    name, prepend = INDEX_VECTORS[kind]
+    values = _vector(b, getattr(tfl, f"{name}StartValuesVector"), [int(v) for v in values], prepend)
+    getattr(tfl, f"{name}Start")(b)
+    getattr(tfl, f"{name}AddValues")(b, values)
+    return getattr(tfl, f"{name}End")(b)
+
+
+def _sparsity_table(b, traversal, block_map, levels, kind: int, kinds: tuple[int, int] | None) -> int:
+    """SparsityParameters; a level is (dense size, segments, indices), both None for a DENSE one.
+    ``kinds`` overrides the (segments, indices) union types written (a lie about the vectors)."""
+    dims = []
+    for size, segments, indices in levels:
+        sparse = indices is not None
+        vectors = [_index_vector(b, kind, v) if v is not None else None for v in (segments, indices)] \
+            if sparse else []
+        tfl.DimensionMetadataStart(b)
+        tfl.DimensionMetadataAddFormat(b, tfl.DimensionType.SPARSE_CSR if sparse else tfl.DimensionType.DENSE)
+        tfl.DimensionMetadataAddDenseSize(b, size)
+        if sparse:
+            seg_kind, idx_kind = kinds or (kind, kind)
+            tfl.DimensionMetadataAddArraySegmentsType(b, seg_kind)
+            if vectors[0] is not None:
+                tfl.DimensionMetadataAddArraySegments(b, vectors[0])
+            tfl.DimensionMetadataAddArrayIndicesType(b, idx_kind)
+            tfl.DimensionMetadataAddArrayIndices(b, vectors[1])
+        dims.append(tfl.DimensionMetadataEnd(b))
+    order = _vector(b, tfl.SparsityParametersStartTraversalOrderVector, traversal, "Int32")
+    blocks = _vector(b, tfl.SparsityParametersStartBlockMapVector, block_map, "Int32")
+    dims_vector = _tables(b, tfl.SparsityParametersStartDimMetadataVector, dims)
+    tfl.SparsityParametersStart(b)
+    tfl.SparsityParametersAddTraversalOrder(b, order)
+    tfl.SparsityParametersAddBlockMap(b, blocks)
+    tfl.SparsityParametersAddDimMetadata(b, dims_vector)
+    return tfl.SparsityParametersEnd(b)
+
+
+def _quantization_table(b, scales, zeros, axis: int) -> int:
+    scale_vector = _vector(b, tfl.QuantizationParametersStartScaleVector, scales, "Float32")
+    zero_vector = None if zeros is None else _vector(b, tfl.QuantizationParametersStartZeroPointVector, zeros, "Int64")
+    tfl.QuantizationParametersStart(b)
+    tfl.QuantizationParametersAddScale(b, scale_vector)
+    if zero_vector is not None:
+        tfl.QuantizationParametersAddZeroPoint(b, zero_vector)
+    tfl.QuantizationParametersAddQuantizedDimension(b, axis)
+    return tfl.QuantizationParametersEnd(b)
+
+
+def _tensor(b, name: str, shape, ttype: int, buffer: int, quantization=None, sparsity=None) -> int:
+    name_at = b.CreateString(name)
+    shape_at = _vector(b, tfl.TensorStartShapeVector, shape, "Int32")
+    tfl.TensorStart(b)
+    tfl.TensorAddShape(b, shape_at)
+    tfl.TensorAddType(b, ttype)
+    tfl.TensorAddBuffer(b, buffer)
+    tfl.TensorAddName(b, name_at)
+    if quantization is not None:
+        tfl.TensorAddQuantization(b, quantization)
+    if sparsity is not None:
+        tfl.TensorAddSparsity(b, sparsity)
+    return tfl.TensorEnd(b)
+
+
+def _fc_model(data: bytes, shape: tuple[int, int], *, ttype: int = tfl.TensorType.FLOAT32, sparsity=None,
+              kind: int = tfl.SparseIndexVector.Uint8Vector, kinds=None, quant=None, buffer_offset: int = 0) -> bytes:
+    """FULLY_CONNECTED over a [1, in] input with ``data`` as its weight "weight" (buffer 1), behind a
+    DENSIFY operator when ``sparsity`` = (traversal, block map, levels) is given, as the converter writes
+    it. ``quant`` = (scales, zero points or None, axis); ``buffer_offset`` is written in the weight's
+    Buffer.offset beside its inline data (0 and 1 mean "not used")."""
+    b = flatbuffers.Builder(0)
+    sp = _sparsity_table(b, *sparsity, kind, kinds) if sparsity is not None else None
+    q = _quantization_table(b, *quant) if quant is not None else None
+    tensors = [_tensor(b, "input", (1, shape[1]), tfl.TensorType.FLOAT32, 0),
+               _tensor(b, "weight", shape, ttype, 1, q, sp),
+               _tensor(b, "dense_weight", shape, ttype, 0, q),
+               _tensor(b, "output", (1, shape[0]), tfl.TensorType.FLOAT32, 0)]
+    tensors_at = _tables(b, tfl.SubGraphStartTensorsVector, tensors)
+    ops = [(0, [1], [2]), (1, [0, 2, -1], [3])] if sparsity is not None else [(1, [0, 1, -1], [3])]
+    op_tables = []
+    for code, ins, outs in ops:
+        ins_at = _vector(b, tfl.OperatorStartInputsVector, ins, "Int32")
+        outs_at = _vector(b, tfl.OperatorStartOutputsVector, outs, "Int32")
+        tfl.OperatorStart(b)
+        tfl.OperatorAddOpcodeIndex(b, code)
+        tfl.OperatorAddInputs(b, ins_at)
+        tfl.OperatorAddOutputs(b, outs_at)
+        op_tables.append(tfl.OperatorEnd(b))
+    ops_at = _tables(b, tfl.SubGraphStartOperatorsVector, op_tables)
+    inputs_at = _vector(b, tfl.SubGraphStartInputsVector, [0], "Int32")
+    outputs_at = _vector(b, tfl.SubGraphStartOutputsVector, [3], "Int32")
+    tfl.SubGraphStart(b)
+    tfl.SubGraphAddTensors(b, tensors_at)
+    tfl.SubGraphAddOperators(b, ops_at)
+    tfl.SubGraphAddInputs(b, inputs_at)
+    tfl.SubGraphAddOutputs(b, outputs_at)
+    graph = tfl.SubGraphEnd(b)
+    codes = []
+    for builtin in (tfl.BuiltinOperator.DENSIFY, tfl.BuiltinOperator.FULLY_CONNECTED):
+        tfl.OperatorCodeStart(b)
+        tfl.OperatorCodeAddDeprecatedBuiltinCode(b, min(builtin, 127))
+        tfl.OperatorCodeAddBuiltinCode(b, builtin)
+        codes.append(tfl.OperatorCodeEnd(b))
+    data_at = b.CreateByteVector(data)
+    tfl.BufferStart(b)
+    empty = tfl.BufferEnd(b)
+    tfl.BufferStart(b)
+    tfl.BufferAddData(b, data_at)
+    if buffer_offset:
+        tfl.BufferAddOffset(b, buffer_offset)
+    weight_buffer = tfl.BufferEnd(b)
+    codes_at = _tables(b, tfl.ModelStartOperatorCodesVector, codes)
+    graphs_at = _tables(b, tfl.ModelStartSubgraphsVector, [graph])
+    buffers_at = _tables(b, tfl.ModelStartBuffersVector, [empty, weight_buffer])
+    tfl.ModelStart(b)
+    tfl.ModelAddVersion(b, 3)
+    tfl.ModelAddOperatorCodes(b, codes_at)
+    tfl.ModelAddSubgraphs(b, graphs_at)
+    tfl.ModelAddBuffers(b, buffers_at)
+    b.Finish(tfl.ModelEnd(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+def _csr(dense: np.ndarray) -> tuple[np.ndarray, tuple]:
+    """A matrix's nonzero values and its (DENSE rows, SPARSE_CSR columns) sparsity, as the converter stores it."""
+    rows, cols = np.nonzero(dense)
+    segments = np.searchsorted(rows, np.arange(dense.shape[0] + 1))
+    return dense[rows, cols], ([0, 1], [], [(dense.shape[0], None, None), (dense.shape[1], segments, cols)])
+
+
+def _write(tmp_path: Path, model: bytes, name: str = "m.tflite") -> Path:
+    path = tmp_path / name
+    path.write_bytes(model)
+    return path
+
+
+def test_sparse_fixtures_cover_both_index_vector_kinds_the_converter_writes_and_blocks() -> None:
+    """The converter's own choices, so the fixtures keep testing what they are named for."""
+    def sparsity(name: str):
+        model = tfl.Model.GetRootAs((FIXTURES / "tflite" / name).read_bytes(), 0)
+        graph = model.Subgraphs(0)
+        return next(graph.Tensors(t).Sparsity() for t in range(graph.TensorsLength()) if graph.Tensors(t).Sparsity())
+
+    assert sparsity("dense_sparse_wide.tflite").DimMetadata(1).ArrayIndicesType() == tfl.SparseIndexVector.Uint16Vector
+    assert sparsity("dense_sparse.tflite").DimMetadata(1).ArrayIndicesType() == tfl.SparseIndexVector.Uint8Vector
+    assert list(sparsity("dense_sparse_blocks.tflite").BlockMapAsNumpy()) == [1]
+    with filtergrid.open_model(FIXTURES / "tflite" / "dense_sparse_int8.tflite") as (_, reader):
+        info = next(i for i in reader.tensors() if i.candidate)
+        assert info.dtype == "int8" and "sparse" in info.role
+
+
+@pytest.mark.parametrize("kind", list(INDEX_VECTORS), ids=[v[0] for v in INDEX_VECTORS.values()])
+def test_every_index_vector_kind_reads_a_matrix_of_mostly_empty_rows(tmp_path: Path, kind: int) -> None:
+    """1000 rows, 3 nonzero: the segments vector is most of the file (its entry size bounds the
+    count), most rows are empty (a CSR row of no entries is legal); the interpreter's DENSIFY
+    reads these models the same."""
+    dense = np.zeros((1000, 5), np.float32)
+    dense[0, 1], dense[3, 4], dense[3, 0] = 2, -1, 5
+    values, sparsity = _csr(dense)
+    path = _write(tmp_path, _fc_model(values.tobytes(), dense.shape, sparsity=sparsity, kind=kind))
+    assert path.stat().st_size < 1001 * (INDEX_BYTES[kind] + 1)  # 1001 segments of one entry size more: too many
+    with filtergrid.open_model(path) as (_, reader):
+        np.testing.assert_array_equal(reader.read("weight"), dense)
+
+
+INDEX_BYTES = {tfl.SparseIndexVector.Int32Vector: 4, tfl.SparseIndexVector.Uint16Vector: 2,
+               tfl.SparseIndexVector.Uint8Vector: 1}
+
+
+# The interpreter's DENSIFY output for these (tf.lite.Interpreter 2.21, values 1..24 in stored order).
+BLOCKS_2X3 = [[1, 2, 3, 7, 8, 9], [4, 5, 6, 10, 11, 12], [13, 14, 15, 19, 20, 21], [16, 17, 18, 22, 23, 24]]
+BLOCKS_3X2_COLUMN_FIRST = [[1, 3, 5, 7, 9, 11], [2, 4, 6, 8, 10, 12], [13, 15, 17, 19, 21, 23],
+                           [14, 16, 18, 20, 22, 24]]
+
+
+@pytest.mark.parametrize(("traversal", "block_sizes", "expected"), [
+    ([0, 1, 2, 3], (2, 3), BLOCKS_2X3),
+    ([0, 1, 3, 2], (3, 2), BLOCKS_3X2_COLUMN_FIRST),  # the block's columns traversed first
+])
+def test_two_dimensional_blocks_of_unequal_sides(tmp_path: Path, traversal, block_sizes, expected) -> None:
+    levels = [(2, None, None), (2, None, None), *((size, None, None) for size in block_sizes)]
+    model = _fc_model(np.arange(1, 25, dtype=np.float32).tobytes(), (4, 6), sparsity=(traversal, [0, 1], levels))
+    with filtergrid.open_model(_write(tmp_path, model)) as (_, reader):
+        np.testing.assert_array_equal(reader.read("weight"), expected)
+
+
+def test_segments_that_start_past_the_first_index_skip_it_as_the_interpreter_does(tmp_path: Path) -> None:
+    sparsity = ([0, 1], [], [(4, None, None), (6, [1, 2, 3, 3, 5], [9, 0, 2, 1, 5])])
+    model = _fc_model(np.arange(1, 5, dtype=np.float32).tobytes(), (4, 6), sparsity=sparsity)
+    with filtergrid.open_model(_write(tmp_path, model)) as (_, reader):
+        np.testing.assert_array_equal(reader.read("weight"), [[1, 0, 0, 0, 0, 0], [0, 0, 2, 0, 0, 0],
+                                                              [0, 0, 0, 0, 0, 0], [0, 3, 0, 0, 0, 4]])
+
+
+def test_int64_bias_of_a_16x8_model_is_dequantized_per_channel() -> None:
+    path = FIXTURES / "tflite" / "conv_int16x8.tflite"
+    expected = np.load(path.with_name("conv_int16x8.expected.npz"))
+    with filtergrid.open_model(path) as (_, reader):
+        bias = next(i for i in reader.tensors() if i.dtype == "int64")
+        np.testing.assert_allclose(reader.read(bias.name), expected["bias_stored"], rtol=1e-6)
+    assert expected["bias_raw"].dtype == np.int64 and abs(expected["bias_raw"]).max() > 1000
+
+
+def _int8_fc(tmp_path: Path, quant, shape=(2, 3)) -> Path:
+    raw = np.arange(-3, 3, dtype=np.int8).reshape(shape)
+    return _write(tmp_path, _fc_model(raw.tobytes(), shape, ttype=tfl.TensorType.INT8, quant=quant))
+
+
+def test_per_channel_scales_along_the_declared_axis(tmp_path: Path) -> None:
+    path = _int8_fc(tmp_path, ([0.5, 0.25, 2.0], [0, 1, 0], 1))
+    raw = np.arange(-3, 3, dtype=np.float32).reshape(2, 3)
+    with filtergrid.open_model(path) as (_, reader):
+        np.testing.assert_array_equal(reader.read("weight"), (raw - [0, 1, 0]) * [0.5, 0.25, 2.0])
+
+
+def test_quantized_axis_past_the_rank_is_refused(tmp_path: Path) -> None:
+    path = _int8_fc(tmp_path, ([0.5, 0.25], [0, 0], 2))  # two scales: axis 0 would fit, axis 2 does not exist
+    with filtergrid.open_model(path) as (_, reader), \
+            pytest.raises(CorruptFileError, match="quantized along axis 2 of a rank-2 tensor"):
+        reader.read("weight")
+
+
+@pytest.mark.parametrize("zeros", [None, [0, 0]])
+def test_scales_without_one_zero_point_each_are_refused_as_the_interpreter_does(tmp_path: Path, zeros) -> None:
+    """TFLite's interpreter refuses such a file ("non-null scale but null zero_point"); filling in
+    zeros would show a picture the runtime never computes with."""
+    with pytest.raises(CorruptFileError, match=r"tensor 1 is quantized with \d scales but \d zero points"):
+        filtergrid.tensors(_int8_fc(tmp_path, ([0.5, 0.25, 2.0], zeros, 1)))
+
+
+def test_weights_after_the_flatbuffer_need_offset_above_one(tmp_path: Path) -> None:
+    """Buffer.offset 0 and 1 mean "not used": the inline data is read; an outside buffer of size 0 is no data."""
+    weight = np.arange(6, dtype=np.float32).reshape(2, 3)
+    with filtergrid.open_model(_write(tmp_path, _fc_model(weight.tobytes(), (2, 3), buffer_offset=1))) as (_, reader):
+        np.testing.assert_array_equal(reader.read("weight"), weight)
+    empty = np.zeros((0, 3, 3, 1), np.float32)
+    assert filtergrid.tensors(_write(tmp_path, _model_with_outside_buffer(empty), "empty.tflite")) == []
+
+
+def test_an_older_tflite_package_without_buffer_offsets_reads_inline_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyproject allows tflite>=2.4, whose Buffer has no Offset (models over 2 GB came later)."""
+    monkeypatch.delattr(tfl.Buffer, "Offset")
+    bank = filtergrid.load(FIXTURES / "tflite" / "conv_float32.tflite")
+    expected = np.load(FIXTURES / "tflite" / "conv_float32.expected.npz")["canonical"]
+    np.testing.assert_array_equal(bank.array, expected)
+
+
+def test_sparse_data_not_a_whole_number_of_elements_is_refused(tmp_path: Path) -> None:
+    values, sparsity = _csr(np.eye(3, dtype=np.float32))
+    model = _fc_model(values.tobytes()[:-2], (3, 3), sparsity=sparsity)
+    with pytest.raises(CorruptFileError, match="sparse tensor 1 holds 10 bytes of float32"):
+        filtergrid.load(_write(tmp_path, model))
+
+
+def _dim_metadata(path: Path, level: int):
+    model = tfl.Model.GetRootAs(path.read_bytes(), 0)
+    return model.Subgraphs(0).Tensors(1).Sparsity().DimMetadata(level)
+
+
+def test_lying_index_vectors_are_refused_with_where_they_are(tmp_path: Path) -> None:
+    values, sparsity = _csr(np.eye(3, dtype=np.float32))
+    unknown = _fc_model(values.tobytes(), (3, 3), sparsity=sparsity, kinds=(7, tfl.SparseIndexVector.Uint8Vector))
+    with pytest.raises(CorruptFileError, match="tensor 1 segments 1: sparse index vector of type 7"):
+        filtergrid.tensors(_write(tmp_path, unknown))
+    no_segments = ([0, 1], [], [(3, None, None), (3, None, [0, 1, 2])])
+    missing = _fc_model(values.tobytes(), (3, 3), sparsity=no_segments)
+    with pytest.raises(CorruptFileError, match="tensor 1 segments 1: sparse index vector of type 3"):
+        filtergrid.tensors(_write(tmp_path, missing))
+    path = _write(tmp_path, _fc_model(values.tobytes(), (3, 3), sparsity=sparsity))
+    union = _dim_metadata(path, 1).ArrayIndices()
+    indices = tfl.Uint8Vector()
+    indices.Init(union.Bytes, union.Pos)
+    bad = _patch(path, tmp_path / "long.tflite", indices._tab.Vector(indices._tab.Offset(4)) - 4, "<I", 10**6)
+    with pytest.raises(CorruptFileError, match="tensor 1 indices 1: 1,000,000 entries cannot fit"):
+        filtergrid.tensors(bad)
+    dim = _dim_metadata(path, 1)
+    field_at = dim._tab.Pos + dim._tab.Offset(14)  # DimensionMetadata field 5, the indices table
+    bad = _patch(path, tmp_path / "far.tflite", field_at, "<I", 2**31 - 1)
+    with pytest.raises(CorruptFileError, match="tensor 1 indices 1 spans"):
+        filtergrid.tensors(bad)
+
+
+def test_segments_past_empty_indices_are_refused(tmp_path: Path) -> None:
+    """An empty index vector (no nonzero entries) is an empty array, not one index."""
+    sparsity = ([0, 1], [], [(1, None, None), (3, [0, 1], [])])
+    model = _fc_model(np.ones(1, np.float32).tobytes(), (1, 3), sparsity=sparsity)
+    with pytest.raises(CorruptFileError, match="segments are not increasing inside its indices"):
+        filtergrid.load(_write(tmp_path, model))
+
+
+def test_lying_quantization_is_refused_with_the_tensor_it_belongs_to(tmp_path: Path) -> None:
+    _, tensor = _weight_table(CONV_INT8)
+    q = tensor.Quantization()
+    scales_at = q._tab.Vector(q._tab.Offset(8)) - 4  # QuantizationParameters field 2, the scales
+    bad = _patch(CONV_INT8, tmp_path / "scales.tflite", scales_at, "<I", 10**8)
+    with pytest.raises(CorruptFileError, match="tensor 6 scales: 100,000,000 entries cannot fit"):
+        filtergrid.tensors(bad)
+    field_at = tensor._tab.Pos + tensor._tab.Offset(12)  # Tensor field 4, the quantization table
+    bad = _patch(CONV_INT8, tmp_path / "table.tflite", field_at, "<I", 2**31 - 1)
+    with pytest.raises(CorruptFileError, match="tensor 6 quantization spans"):
+        filtergrid.tensors(bad)

@@ -246,7 +246,7 @@ class GGUFFile:
         blocks = raw.reshape(*shape[:-1], shape[-1] // block * type_size)
         try:
             with np.errstate(all="ignore"):  # scales are data: NaN/inf in a file decode to NaN/inf
-                return np.asarray(self._gguf.quants.dequantize(blocks, t.qtype), dtype=np.float32)
+                return self._gguf.quants.dequantize(blocks, t.qtype)  # float32
         except NotImplementedError:
             raise CorruptFileError(
                 f"tensor {name!r} is {t.qtype.name}, which gguf {_gguf_version()} cannot dequantize") from None

@@ -7,6 +7,7 @@ declared shape is checked against the bytes present before the array is read.
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import IO
 
@@ -40,7 +41,6 @@ def sniff(probe: Probe) -> bool:
 
 def _header(f: IO[bytes], available: int, what: str) -> tuple[np.dtype, tuple[int, ...], bool, int]:
     """(dtype, shape, fortran_order, header bytes) with the declared size checked against ``available``."""
-    start = f.tell()
     try:
         version = np.lib.format.read_magic(f)
         read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
@@ -57,23 +57,22 @@ def _header(f: IO[bytes], available: int, what: str) -> tuple[np.dtype, tuple[in
         raise UnsafeFileError(f"{what} holds Python objects (dtype {dtype}); they need pickle, which filtergrid never runs")
     if dtype.kind not in "fiub":
         raise UnreadableFeatureError(f"{what} has non-numeric dtype {dtype}")
-    used = f.tell() - start
+    used = f.tell()  # every caller passes a file positioned at its first byte
     shape = dtypes.check_shape(shape)
-    need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    need = math.prod(shape) * dtype.itemsize
     if need > available - used:
         raise CorruptFileError(f"{what} declares {list(shape)} {dtype} = {need:,} bytes but holds {available - used:,}")
     return dtype, shape, fortran, used
 
 
 def _read(f: IO[bytes], dtype: np.dtype, shape: tuple[int, ...], fortran: bool, rows: int | None) -> np.ndarray:
-    count = int(np.prod(shape, dtype=object))
     if rows is not None and not fortran and shape and rows < shape[0]:
         shape = (rows, *shape[1:])
-        count = int(np.prod(shape, dtype=object))
+    count = math.prod(shape)  # bounded by check_shape: no overflow
     data = f.read(count * dtype.itemsize)
     if len(data) != count * dtype.itemsize:
         raise CorruptFileError(f"array data ends early ({len(data):,} of {count * dtype.itemsize:,} bytes)")
-    array = np.frombuffer(data, dtype=dtype, count=count)
+    array = np.frombuffer(data, dtype=dtype)
     array = array.reshape(shape[::-1]).T if fortran else array.reshape(shape)
     return array.astype(dtype.newbyteorder("="), copy=False)
 

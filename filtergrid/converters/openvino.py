@@ -262,7 +262,9 @@ class OpenVINOReader:
         dtype = ELEMENT_TYPES.get(element)
         if dtype is None:
             raise UnreadableFeatureError(f"Const {layer.name!r} has element type {element[:20]!r}, not supported")
-        text = layer.data.get("shape", "")
+        text = layer.data.get("shape")
+        if text is None:  # a scalar is shape="": without the attribute the weight is unknown, not a scalar
+            raise CorruptFileError(f"Const {layer.name!r} has no shape")
         try:
             shape = tuple(int(d) for d in text.split(",") if d.strip())
         except ValueError:
@@ -391,16 +393,15 @@ def _declared_shape(layer: _Layer) -> tuple[int, ...]:
 
 
 def _reshape(value: np.ndarray, target: np.ndarray, special_zero: bool) -> np.ndarray:
-    dims = [int(d) for d in np.asarray(target).reshape(-1)]
-    if special_zero:
-        dims = [value.shape[k] if d == 0 and k < value.ndim else d for k, d in enumerate(dims)]
-    if dims.count(-1) > 1 or any(d < -1 for d in dims):
-        raise CorruptFileError(f"Reshape to {dims}")
+    """``Reshape`` as OpenVINO infers it: a 1-D target with at most one -1 (the elements left over);
+    with ``special_zero`` a 0 copies the input's dimension at its index."""
+    if target.ndim != 1:
+        raise CorruptFileError(f"Reshape to a target of rank {target.ndim} (OpenVINO takes a 1-D shape)")
+    written = [int(d) for d in target]
+    dims = [value.shape[k] if special_zero and d == 0 and k < value.ndim else d for k, d in enumerate(written)]
     known = math.prod(d for d in dims if d != -1)
-    if -1 in dims:
-        if known == 0 or value.size % known:
-            raise CorruptFileError(f"Reshape of {list(value.shape)} to {dims}")
+    if dims.count(-1) == 1 and known > 0 and value.size % known == 0:
         dims[dims.index(-1)] = value.size // known
-    if math.prod(dims) != value.size:
-        raise CorruptFileError(f"Reshape of {list(value.shape)} to {dims}")
+    if min(dims, default=0) < 0 or math.prod(dims) != value.size:
+        raise CorruptFileError(f"Reshape of {list(value.shape)} to {written[:8]}" + (" with special_zero" if special_zero else ""))
     return value.reshape(dims)

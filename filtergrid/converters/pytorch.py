@@ -152,7 +152,7 @@ class TorchReader:
         dtypes.check_fits(((storage.start + storage.numel) * ELEMENT_SIZE[storage.element],), "uint8",
                           self.source.nbytes(storage.key), f"storage {storage.key}")
         raw = self.source.read(storage.key, first, extent * item)
-        flat = np.frombuffer(raw, dtype=stored, count=extent)
+        flat = np.frombuffer(raw, dtype=stored)  # the source read exactly extent elements
         view = np.lib.stride_tricks.as_strided(flat, shape=dims, strides=[s * item for s in ref.stride], writeable=False)
         return view.astype(stored.newbyteorder("="), copy=False)  # a read-only view: dtypes copies it out
 
@@ -222,7 +222,7 @@ def open_archive(path: ModelPath, module_kind: str = "pickled module") -> TorchR
         prefix = archive_prefix(tuple(names))
         if prefix is None:
             raise CorruptFileError("zip archive has no single <folder>/data.pkl, so it is no torch file")
-        big_endian = _byteorder(archive, prefix) == "big"
+        big_endian = _big_endian(archive, prefix)
         info = archive.getinfo(f"{prefix}/data.pkl")
         limits.check("MAX_PICKLE_BYTES", info.file_size, "bytes of data.pkl")
         with zip_errors("data.pkl"):
@@ -251,13 +251,13 @@ def _record(archive: zipfile.ZipFile, prefix: str, name: str) -> str | None:
         return archive.read(info).decode("ascii", "replace").strip() if info.file_size <= 16 else ""
 
 
-def _byteorder(archive: zipfile.ZipFile, prefix: str) -> str:
-    order = _record(archive, prefix, "byteorder")
+def _big_endian(archive: zipfile.ZipFile, prefix: str) -> bool:
+    order = _record(archive, prefix, "byteorder")  # at most 16 characters
     if order is None:
-        return "little"  # written since torch 1.12; older files are little-endian
+        return False  # written since torch 1.12; older files are little-endian
     if order not in ("little", "big"):
-        raise CorruptFileError(f"byteorder record says {order[:16]!r}, not little or big")
-    return order
+        raise CorruptFileError(f"byteorder record says {order!r}, not little or big")
+    return order == "big"
 
 
 @dataclass

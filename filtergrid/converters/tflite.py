@@ -99,9 +99,7 @@ def densify(values: np.ndarray, shape: tuple[int, ...], sparsity: Sparsity) -> n
             columns = [np.repeat(c, counts) for c in columns] + [column]
     if paths.size != values.size:
         raise CorruptFileError(f"sparse tensor lists {paths.size:,} positions for {values.size:,} stored values")
-    index = [np.zeros(0, np.int64)] * n
-    for level in range(n):
-        index[sparsity.traversal[level]] = columns[level]
+    index = [columns[sparsity.traversal.index(dim)] for dim in range(n)]  # traversal[:n] permutes range(n)
     for level in range(n, n + k):  # the interpreter's block sizes: block b is level traversal[n + b]'s size
         block = sparsity.traversal[level] - n
         dim = sparsity.block_map[block]
@@ -117,7 +115,8 @@ def densify(values: np.ndarray, shape: tuple[int, ...], sparsity: Sparsity) -> n
 def _check_sparsity(shape: tuple[int, ...], sparsity: Sparsity) -> None:
     n, k = len(shape), len(sparsity.block_map)
     traversal = sparsity.traversal
-    if (len(traversal) != n + k or len(sparsity.levels) != n + k or sorted(traversal[:n]) != list(range(n))
+    # (the two sorted() tests also fix len(traversal) to n + k)
+    if (len(sparsity.levels) != n + k or sorted(traversal[:n]) != list(range(n))
             or sorted(traversal[n:]) != list(range(n, n + k)) or any(not 0 <= d < n for d in sparsity.block_map)):
         raise CorruptFileError(f"sparsity of a {list(shape)} tensor has traversal order {list(traversal)[:16]}, "
                                f"block map {list(sparsity.block_map)[:16]} and {len(sparsity.levels)} levels")
@@ -367,8 +366,10 @@ class TFLiteReader:
         n = self._count(q.ScaleLength(), f"tensor {t} scales")
         if not n:
             return None
-        zeros = q.ZeroPointAsNumpy() if q.ZeroPointLength() else np.zeros(1, np.int64)
-        return np.array(q.ScaleAsNumpy(), np.float32), np.array(zeros, np.int64), q.QuantizedDimension()
+        if self._count(q.ZeroPointLength(), f"tensor {t} zero points", 8) != n:  # the interpreter refuses these too
+            raise CorruptFileError(f"tensor {t} is quantized with {n} scales but {q.ZeroPointLength()} zero points")
+        # copies (the map must close), float32 and int64 as the schema stores them
+        return np.array(q.ScaleAsNumpy()), np.array(q.ZeroPointAsNumpy()), q.QuantizedDimension()
 
     def _sparsity(self, tensor: Any, t: int) -> Sparsity | None:
         """A sparse tensor's traversal order, block map and per-level metadata (schema ``SparsityParameters``)."""
@@ -420,7 +421,7 @@ class TFLiteReader:
         c = lookup(self._constants, name)
         with _flatbuffer_errors():
             stored = self._stored(c)
-        if c.quantization is None or c.dtype not in ("int8", "uint8", "int16", "int32"):
+        if c.quantization is None or stored.dtype.kind not in "iu":  # int64 biases of 16x8 models too
             return stored
         scales, zeros, axis = c.quantization
         if scales.size == 1:

@@ -31,8 +31,9 @@ WEIGHT_OPS = {"conv": ("weight", {3: "OIK", 4: "OIHW", 5: "OIDHW"}),
               "conv_transpose": ("weight", {4: "IOHW"}),
               "linear": ("weight", {2: "OI"}),
               "matmul": ("y", {2: "IO"})}
-#: TensorValue fields holding each dtype's immediate values: floats, ints, bools, longInts, doubles, bytes.
-_IMMEDIATE = {"float32": 1, "int32": 2, "bool": 3, "int64": 5, "float64": 6}
+#: TensorValue fields holding each dtype's immediate values: floats, ints, bools, longInts, doubles
+#: (coremltools writes int16/uint16 to ints; float16, int8, uint8 and the rest to bytes).
+_IMMEDIATE = {"float32": 1, "int32": 2, "int16": 2, "uint16": 2, "bool": 3, "int64": 5, "float64": 6}
 _BYTES = 7
 MODEL_PATH = "@model_path/"
 
@@ -76,11 +77,11 @@ def _immediate(tensor: Message, dtype: str, shape: tuple[int, ...], what: str) -
     repeated = tensor.message(field, what) if field else None
     if repeated is None:
         raise CorruptFileError(f"{what}: no immediate {dtype} values")
+    if dtype == "float64":  # packed fixed64: the elements' bytes
+        a, b = repeated.span(1) or (0, 0)
+        return from_bytes(repeated.buf[a:b], dtype, shape, what)
     if dtype == "float32":
         values = repeated.floats(1)
-    elif dtype == "float64":  # packed fixed64
-        a, b = repeated.span(1) or (0, 0)
-        values = np.frombuffer(repeated.buf[a:b - (b - a) % 8], dtype="<f8")
     else:
         try:
             values = np.array(repeated.ints(1), dtype=dtypes.STORAGE[dtype])

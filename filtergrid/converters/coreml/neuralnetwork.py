@@ -1,8 +1,9 @@
 """Core ML NeuralNetwork models: layer weights stored inline in ``WeightParams``.
 
 The layers are listed in execution order; the first convolution or innerProduct layer is the first
-layer. Weights are float32 (``floatValue`` or ``rawValue``), float16 (``float16Value``) or quantized
-(``rawValue`` codes of 1-8 bits with a linear scale/bias per output channel or a lookup table).
+layer. Weights are float32 (``floatValue``), float16 (``float16Value``) or quantized: ``rawValue`` codes of
+1-8 bits with a linear scale/bias per output channel or a lookup table, or ``int8RawValue`` codes
+with one linear scale (as coremltools' ``activate_int8_int8_matrix_multiplications`` writes them).
 """
 
 from __future__ import annotations
@@ -83,17 +84,18 @@ def _bias(params: Message | None, name: str, n: int, k: int) -> Entry:
 
 
 def _stored_dtype(params: Message) -> str:
+    if _payload(params, INT8_RAW):  # int8 codes and one linear scale (coremltools' int8 x int8 matmul)
+        return "int8"
     quantization = params.message(QUANTIZATION, "WeightParams.quantization")
     if quantization is not None:
         return f"uint{quantization.int(N_BITS)}"
-    if _nonempty(params, FLOAT16):
-        return "float16"
-    return "int8" if _nonempty(params, INT8_RAW) else "float32"
+    return "float16" if _payload(params, FLOAT16) else "float32"
 
 
-def _nonempty(params: Message, number: int) -> bool:
-    span = params.span(number) if params.has(number) else None
-    return span is not None and span[1] > span[0]
+def _payload(params: Message, number: int) -> tuple[int, int] | None:
+    """Where a bytes field's payload lies in the file, or None when it is absent or empty."""
+    span = params.span(number)
+    return span if span is not None and span[1] > span[0] else None
 
 
 def _decoder(params: Message, shape: tuple[int, ...], axis: int, name: str) -> Callable[[], np.ndarray]:
@@ -104,12 +106,8 @@ def _decoder(params: Message, shape: tuple[int, ...], axis: int, name: str) -> C
     def decode() -> np.ndarray:
         if quantization is not None:
             return _dequantize(params, quantization, shape, axis, name)
-        if _nonempty(params, FLOAT16):
-            return _exact(params, FLOAT16, "float16", shape, name)
-        if _nonempty(params, RAW):
-            return _exact(params, RAW, "float32", shape, name)
-        if _nonempty(params, INT8_RAW):
-            return _exact(params, INT8_RAW, "int8", shape, name)
+        if (half := _payload(params, FLOAT16)) is not None:
+            return _exact(params.buf, half, "float16", shape, name)
         values = params.floats(FLOAT)
         if values.size != count:
             raise CorruptFileError(f"{name}: {list(shape)} needs {count:,} float values, {values.size:,} are stored")
@@ -118,19 +116,22 @@ def _decoder(params: Message, shape: tuple[int, ...], axis: int, name: str) -> C
     return decode
 
 
-def _exact(params: Message, number: int, dtype: str, shape: tuple[int, ...], name: str) -> np.ndarray:
-    a, b = params.span(number) or (0, 0)  # callers checked _nonempty
+def _exact(buf, span: tuple[int, int], dtype: str, shape: tuple[int, ...], name: str) -> np.ndarray:
+    a, b = span
     need = dtypes.nbytes(shape, dtype)
     if b - a != need:
         raise CorruptFileError(f"{name}: {list(shape)} {dtype} needs {need:,} bytes, {b - a:,} are stored")
-    return np.array(dtypes.from_buffer(params.buf[a:b], dtype, shape))
+    return np.array(dtypes.from_buffer(buf[a:b], dtype, shape))
 
 
 def _dequantize(params: Message, quantization: Message, shape: tuple[int, ...], axis: int, name: str) -> np.ndarray:
-    nbits = quantization.int(N_BITS)
-    a, b = params.span(RAW) or (0, 0)
-    codes = dtypes.unpack_bits(params.buf[a:b], nbits, math.prod(shape)).reshape(shape)
     linear = quantization.message(LINEAR, f"{name} linear quantization")
+    if (int8 := _payload(params, INT8_RAW)) is not None:  # int8 codes times one scale, no bias (the spec's int8RawValue)
+        if linear is None:
+            raise CorruptFileError(f"{name}: int8 weights without their linear scale")
+        return dtypes.scale_offset(_exact(params.buf, int8, "int8", shape, name), linear.floats(1), 0.0, axis)
+    a, b = params.span(RAW) or (0, 0)
+    codes = dtypes.unpack_bits(params.buf[a:b], quantization.int(N_BITS), math.prod(shape)).reshape(shape)
     if linear is not None:
         return dtypes.scale_offset(codes, linear.floats(1), linear.floats(2), axis)
     table = quantization.message(LOOKUP_TABLE, f"{name} lookup table")
