@@ -16,7 +16,8 @@ from PIL import Image
 
 import filtergrid
 from filtergrid import api
-from filtergrid.renderer import RenderOptions, render_result, save, slidesfrom filtergrid.untrusted import MAX_NAME_CHARS
+from filtergrid.renderer import RenderOptions, render_result, save, slides
+from filtergrid.untrusted import MAX_NAME_CHARS
 
 #: From the module, after the package's lazy ``save``: importing ``filtergrid.renderer.save`` first
 #: would leave the package's ``save`` bound to the module for every later test.
