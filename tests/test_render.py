@@ -231,6 +231,17 @@ def test_one_d_kernels_with_many_channels_become_channel_by_tap_tiles():
     taps = np.random.default_rng(0).normal(size=(6, 1, 3, 10)).astype(np.float32)
     result = render_result(bank_of(taps), RenderOptions(pad=0, scale=1))
     assert result.tiles == 6 and (result.image.size[0] % 3, result.image.size[1] % 10) == (0, 0)
+    assert result.arrangement == "tiles"
+
+
+def test_two_one_d_filters_are_rows_and_a_nan_tap_is_one_nan_pixel_as_high_as_the_row():
+    taps = np.arange(2 * 16, dtype=np.float32).reshape(2, 1, 16, 1)
+    taps[0, 0, 3, 0] = np.nan
+    result = render_result(bank_of(taps), RenderOptions(pad=0, scale=1))
+    assert result.arrangement == "rows" and result.image.size == (16, 8)  # rows of 4 px: half as tall as wide
+    image = np.asarray(result.image)
+    assert (image[:4, 3] == MAGENTA).all() and not (image[4:] == MAGENTA).all(axis=-1).any()
+    assert result.nan_pixels == 1  # one weight, however tall its row is drawn
 
 
 def test_colormap_does_not_touch_rgb_tiles():
@@ -261,7 +272,7 @@ def test_split_draws_one_row_per_filter_one_tile_per_channel():
 
 
 def test_split_refuses_an_explicit_cols():
-    with pytest.raises(UsageError, match="split"):
+    with pytest.raises(UsageError, match="split .*; use channels mean or first3$"):
         render(_five_channel_bank(), cols=3)
 
 
@@ -480,7 +491,7 @@ def test_other_formats_follow_the_suffix(tmp_path, name, fmt):
 @pytest.mark.parametrize("name", ["grid.xyz", "grid", "grid.npy", "grid.fits"])  # FITS: Pillow reads, never writes
 def test_unknown_suffix_is_a_usage_error(tmp_path, name):
     result, bank = _result_and_bank()
-    with pytest.raises(UsageError, match="suffix"):
+    with pytest.raises(UsageError, match=r"end the name in \.png, \.svg, \.pdf, \.jpg, \.webp or another suffix Pillow writes$"):
         save(result, bank, tmp_path / name)
     assert os.listdir(tmp_path) == []
 
@@ -787,3 +798,57 @@ def test_pixel_target_and_limit_boundaries_and_how_each_refusal_says_to_fix_it(m
 def test_a_column_of_two_weights_is_drawn_as_a_row_and_single_weights_as_tiles():
     assert render_result(bank_of(np.zeros((3, 2, 1, 1))), RenderOptions()).arrangement == "rows"
     assert render_result(bank_of(np.zeros((4, 1, 1, 1))), RenderOptions()).arrangement == "tiles"
+
+
+def test_rgb_tiles_get_a_white_gutter_and_the_result_records_the_options_it_used():
+    result = render_result(bank_of(np.random.default_rng(0).normal(size=(4, 3, 3, 3))), RenderOptions())
+    assert result.options.background == "#ffffff" and (np.asarray(result.image)[0, 0] == 255).all()
+    assert result.options.pad == result.geometry.pad == 2 and result.notes == ()
+
+
+@pytest.mark.parametrize("option", ["background", "nan_color"])
+def test_a_colour_that_is_none_is_refused_naming_its_option(option):
+    what = {"background": "background", "nan_color": "nan colour"}[option]
+    with pytest.raises(UsageError, match=f"^{what} 'nocolour' is no colour; use a name such as black"):
+        render(bank_of(np.zeros((2, 3, 3, 1))), **{option: "nocolour"})
+
+
+def test_a_filter_without_finite_weights_takes_no_part_in_any_range():
+    nan = [np.nan] * 3
+    shifted = render_result(bank_of(rows_of([nan, [5, 6, 7]])), RenderOptions(normalize="global", pad=0, scale=1))
+    assert shifted.value_range == (5.0, 7.0)  # not stretched down to 0 by the filter without weights
+    np.testing.assert_array_equal(gray(np.asarray(shifted.image)[1]), [0, 128, 255])
+    tiny = bank_of(rows_of([nan, [0, 1e-7, 2e-7]]))  # small weights, but the largest there are: contrast
+    np.testing.assert_array_equal(gray(pixels(tiny, normalize="per-filter")[1]), [0, 128, 255])
+    dead = bank_of(rows_of([nan, [0, 1e-9, 2e-9], [0, 1, 2]]))  # next to weights of 2: a dead filter
+    result = render_result(dead, RenderOptions(normalize="per-filter", pad=0, scale=1, cols=1))
+    assert result.constant_tiles == 1 and (gray(np.asarray(result.image)[1]) == 128).all()
+
+
+def _count(image, rgb) -> int:
+    return int((np.asarray(image) == rgb).all(axis=-1).sum())
+
+
+def test_a_colour_bar_where_it_helps_or_alone_in_the_tiles_colours():
+    gray_bank = bank_of(np.random.default_rng(0).normal(size=(4, 3, 3, 1)))
+    rgb_bank = bank_of(np.random.default_rng(0).normal(size=(4, 3, 3, 3)))
+    yellow = lut("viridis")[255].tolist()
+
+    def pair(bank, **options):
+        plain = render_result(bank, RenderOptions(**{**options, "colorbar": False}))
+        return plain, render_result(bank, RenderOptions(**options))
+
+    for bank, options in ((gray_bank, {"colorbar": True}), (gray_bank, {"colorbar": None}),
+                          (rgb_bank, {"colorbar": None, "normalize": "symmetric"})):
+        plain, barred = pair(bank, **options)  # asked for, or by default: one channel, or symmetric
+        assert barred.image.width > plain.image.width and barred.options.colorbar is True
+    plain, unbarred = pair(rgb_bank, colorbar=None)  # RGB tiles scaled per filter: no bar by default
+    assert unbarred.image.size == plain.image.size
+    plain, barred = pair(gray_bank, colorbar=True, cmap="viridis")  # the bar in the tiles' colormap
+    assert _count(barred.image, yellow) > _count(plain.image, yellow)
+    plain, barred = pair(rgb_bank, colorbar=True, cmap="viridis")  # RGB tiles: a gray bar
+    def mid_grays(image) -> int:
+        a = np.asarray(image).astype(int)
+        return int(((a[..., 0] == a[..., 1]) & (a[..., 1] == a[..., 2]) & (a[..., 0] > 20) & (a[..., 0] < 235)).sum())
+
+    assert _count(barred.image, yellow) == 0 and mid_grays(barred.image) > mid_grays(plain.image) + 100

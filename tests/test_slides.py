@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
+import importlib
 import io
 import re
 import xml.etree.ElementTree as ET
@@ -12,22 +14,37 @@ import pytest
 from conftest import FIXTURES, run_cli
 from PIL import Image
 
-from filtergrid.renderer import slides
+import filtergrid
+from filtergrid import api
+from filtergrid.renderer import RenderOptions, render_result, save, slides
+from filtergrid.untrusted import MAX_NAME_CHARS
+
+#: From the module, after the package's lazy ``save``: importing ``filtergrid.renderer.save`` first
+#: would leave the package's ``save`` bound to the module for every later test.
+save_image = importlib.import_module("filtergrid.renderer.save").save_image
 
 SVG = "{http://www.w3.org/2000/svg}"
 XLINK = "{http://www.w3.org/1999/xlink}"
 MODEL = FIXTURES / "onnx/cnn.onnx"
 
 
+TITLE = 'a <b> & "c" \x1b[31m'
+
+
 @pytest.fixture(scope="module")
-def outputs(tmp_path_factory):
-    """The same grid (with labels, title and colour bar) as PNG, SVG and PDF."""
-    folder = tmp_path_factory.mktemp("slides")
+def rendered():
+    """A grid with labels, title and colour bar, rendered in-process (so mutmut traces what it calls)."""
+    bank = api.load(MODEL)
+    options = RenderOptions(labels=True, normalize="symmetric", channels="mean", title=TITLE)
+    return render_result(bank, options), bank
+
+
+@pytest.fixture
+def outputs(rendered, tmp_path):
+    """The same grid as PNG, SVG and PDF, each written by ``save`` in this process."""
     for suffix in ("png", "svg", "pdf"):
-        result = run_cli("render", MODEL, "-o", folder / f"grid.{suffix}", "--labels", "-n", "symmetric",
-                         "--channels", "mean", "--title", 'a <b> & "c" \x1b[31m')
-        assert result.returncode == 0, result.stderr
-    return folder
+        save(*rendered, tmp_path / f"grid.{suffix}")
+    return tmp_path
 
 
 def _pixels(image: Image.Image) -> np.ndarray:
@@ -58,8 +75,14 @@ def test_svg_title_from_the_user_or_the_file_is_escaped(outputs):
 
 
 def _jpeg_of(pdf: bytes) -> Image.Image:
-    match = re.search(rb"/Filter /DCTDecode.*?stream\r?\n", pdf, re.S)
+    match = re.search(rb"/Filter /DCTDecode.*?stream\r?\n", pdf, re.DOTALL)
     return Image.open(io.BytesIO(pdf[match.end():pdf.index(b"endstream", match.end())]))
+
+
+def _info(pdf: bytes, key: bytes) -> str:
+    """A string of the PDF's Info dictionary (Pillow writes UTF-16 with PDF string escapes)."""
+    value = re.search(rb"/" + key + rb" \((.*?)\)\n", pdf, re.DOTALL)[1]
+    return re.sub(rb"\\([\\()])", rb"\1", value).decode("utf-16")
 
 
 def test_pdf_is_one_page_of_the_grid_in_points_with_pixels_kept(outputs):
@@ -73,9 +96,8 @@ def test_pdf_is_one_page_of_the_grid_in_points_with_pixels_kept(outputs):
     assert k == 8 and embedded.size == (png.width * k, png.height * k)
     enlarged = np.repeat(np.repeat(_pixels(png), k, axis=0), k, axis=1)
     assert np.abs(_pixels(embedded) - enlarged).max() <= 2  # each pixel one flat JPEG block
-    title = re.search(rb"/Title \((.*?)\)\n", pdf, re.S)[1]  # UTF-16 with PDF string escapes
-    title = re.sub(rb"\\([\\()])", rb"\1", title).decode("utf-16")
-    assert title == 'a <b> & "c" \\x1b[31m'  # the title from the command line, its escape shown as text
+    assert _info(pdf, b"Creator") == f"filtergrid {filtergrid.__version__}"
+    assert _info(pdf, b"Title") == 'a <b> & "c" \\x1b[31m'  # the title from the options, its escape shown as text
 
 
 def test_pdf_enlargement_stays_within_its_limits():
@@ -86,6 +108,31 @@ def test_pdf_enlargement_stays_within_its_limits():
     for size in ((300, 300), (1000, 1000), (3000, 1500), (20_000, 10)):
         k = slides.pdf_factor(size)
         assert size[0] * size[1] * k * k <= slides.MAX_PDF_PIXELS and max(size) * k <= slides.MAX_JPEG_SIDE
+
+
+def test_pdf_of_a_large_grid_is_enlarged_twice_and_keeps_its_pixels(tmp_path):
+    blocks = np.random.default_rng(0).integers(0, 256, size=(250, 375, 3), dtype=np.uint8)
+    grid = np.kron(blocks, np.ones((4, 4, 1), dtype=np.uint8))  # 1500 x 1000, flat 4x4 blocks
+    image = Image.fromarray(grid, mode="RGB")
+    assert slides.pdf_factor(image.size) == 2
+    pdf = save_image(image, tmp_path / "big.pdf", title="t" * 1000).read_bytes()
+    box = re.search(rb"/MediaBox \[ 0 0 ([\d.]+) ([\d.]+) \]", pdf)
+    assert (float(box[1]), float(box[2])) == (1500, 1000)  # still one point per pixel
+    embedded = _jpeg_of(pdf)
+    assert embedded.size == (3000, 2000)  # each 4x4 block of pixels is one 8x8 JPEG block
+    assert np.abs(_pixels(embedded) - np.repeat(np.repeat(grid.astype(int), 2, axis=0), 2, axis=1)).max() <= 2
+    title = _info(pdf, b"Title")  # a long title is cut to the length of a name
+    assert title == "t" * MAX_NAME_CHARS + "... (800 more characters)"
+
+
+def test_svg_titles_default_to_the_model_and_tensor_and_to_nothing(rendered, tmp_path):
+    result, bank = rendered
+    untitled = dataclasses.replace(result, options=dataclasses.replace(result.options, title=None))
+    root = ET.parse(save(untitled, bank, tmp_path / "model.svg")).getroot()
+    assert root.find(f"{SVG}title").text == f"{MODEL} conv1.weight"
+    root = ET.parse(save_image(result.image, tmp_path / "image.svg")).getroot()
+    assert root.find(f"{SVG}title").text is None  # save_image without a title: an empty <title/>
+    assert (root.get("width"), root.get("height")) == tuple(map(str, result.image.size))
 
 
 @pytest.mark.parametrize("suffix", ["svg", "pdf"])

@@ -70,7 +70,6 @@ class _Plan:
     tiles: int
     tile_h: int
     tile_w: int
-    row_height: int = 1
 
 
 def _plan(array: np.ndarray, opts: RenderOptions) -> _Plan:
@@ -84,7 +83,7 @@ def _plan(array: np.ndarray, opts: RenderOptions) -> _Plan:
             array = array[:, 0].transpose(0, 2, 1)[..., None]
             return _Plan(array, "tiles", n, c, w)
         row_height = min(MAX_ROW_HEIGHT, max(1, math.ceil(w / (2 * n))))
-        return _Plan(array, "rows", n, row_height, w, row_height)
+        return _Plan(array, "rows", n, row_height, w)  # paste draws each 1-pixel strip row_height high
     if split:
         if opts.cols is not None and opts.cols != c:
             raise UsageError(f"cols does not apply to channels split (one row per filter, {c} tiles each); "
@@ -95,7 +94,7 @@ def _plan(array: np.ndarray, opts: RenderOptions) -> _Plan:
 
 def _geometry(plan: _Plan, opts: RenderOptions) -> grid.Geometry:
     if plan.arrangement == "rows":  # scaled like one image of all rows, a 1 px line between rows
-        cols, automatic = 1, grid.auto_scale(plan.tiles * plan.row_height, plan.tile_w, 1)
+        cols, automatic = 1, grid.auto_scale(plan.tiles * plan.tile_h, plan.tile_w, 1)
     else:
         cols = plan.array.shape[-1] if plan.arrangement == "split" else min(
             opts.cols or grid.near_square_cols(plan.tiles, plan.tile_h, plan.tile_w), plan.tiles)
@@ -120,8 +119,6 @@ def render_result(bank: FilterBank, options: RenderOptions) -> RenderResult:
     assert opts.normalize is not None  # resolve() chose it
     normalized = normalize(shown, opts.normalize, opts.value_range)
     unit = channels.split(normalized.unit) if plan.arrangement == "split" else normalized.unit
-    if plan.arrangement == "rows":
-        unit = np.repeat(unit, plan.row_height, axis=1)
     table = colormaps.lut(opts.cmap)
     one_channel = unit.shape[-1] == 1
     notes: tuple[str, ...] = ()
@@ -130,15 +127,16 @@ def render_result(bank: FilterBank, options: RenderOptions) -> RenderResult:
         opts = dataclasses.replace(opts, cmap=None)
     background = opts.background or _hex(colormaps.gutter(table, not one_channel))
     opts = dataclasses.replace(opts, pad=geometry.pad, background=background)
-    pixels, nan_pixels = colormaps.colorize(unit, table, colormaps.rgb(opts.nan_color, "nan colour"))
-    image = grid.paste(pixels, geometry, colormaps.rgb(background, "background"))
+    # both colours were checked by RenderOptions, which names the option in its refusal
+    pixels, nan_pixels = colormaps.colorize(unit, table, colormaps.rgb(opts.nan_color))
+    image = grid.paste(pixels, geometry, colormaps.rgb(background))
     result = RenderResult(
-        image=Image.fromarray(image, mode="RGB"), nan_pixels=nan_pixels,
+        image=Image.fromarray(image), nan_pixels=nan_pixels,
         constant_tiles=normalized.constant_filters, tiles=plan.tiles, geometry=geometry, options=opts,
         filters=shown_filters, total_filters=total, value_range=normalized.value_range,
         arrangement=plan.arrangement, one_channel=one_channel, notes=notes,
     )
-    return annotate(result, table) if opts.labels or opts.title or opts.colorbar is not False else result
+    return annotate(result, table)  # as it is when there is nothing to add
 
 
 def _hex(rgb: tuple[int, int, int]) -> str:

@@ -76,7 +76,8 @@ def fit(tiles: int, cols: int, tile_h: int, tile_w: int, pad: int, scale: int | 
 
 
 def paste(tiles: np.ndarray, geometry: Geometry, background: tuple[int, int, int]) -> np.ndarray:
-    """One (height, width, 3) uint8 image of ``tiles`` (T, h, w, 3) laid out row by row.
+    """One (height, width, 3) uint8 image of ``tiles`` (T, h, w, 3) laid out row by row; tiles of
+    one pixel row (T, 1, w, 3), the strips of 1-D kernels, are drawn ``geometry.tile_h`` rows high.
 
     The image is allocated once; tiles are upscaled by broadcasting straight into a strided view of
     it, so no upscaled copy of the tiles ever exists.

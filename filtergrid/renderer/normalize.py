@@ -44,18 +44,20 @@ def normalize(array: np.ndarray, mode: str, value_range: tuple[float, float] | N
         top = np.where(flat, lo, hi)  # a flat filter: no range, mid-gray
         unit = _min_max(array, lo[:, None, None, None], top[:, None, None, None])
         return Normalized(_nan_where_not(finite, unit), constant, None)
-    low, high = value_range if value_range is not None else _shared_range(array, finite, lo, hi, mode)
+    low, high = value_range if value_range is not None else _shared_range(
+        array, finite, lo[has_finite], hi[has_finite], mode)
     low, high = np.float32(low), np.float32(high)
     unit = _min_max(np.clip(array, low, high), low, high)
     return Normalized(_nan_where_not(finite, unit), constant, (float(low), float(high)))
 
 
 def _shared_range(array: np.ndarray, finite: np.ndarray, lo: np.ndarray, hi: np.ndarray, mode: str) -> tuple:
-    """The one (low, high) of a mode that scales every tile alike."""
+    """The one (low, high) of a mode that scales every tile alike; ``lo``/``hi`` of the filters that
+    have a finite weight (the others' placeholder 0 must not stretch the range)."""
     if mode == "global":  # one scale for all: a weak filter looks faint
-        return lo.min(), hi.max()
+        return (lo.min(), hi.max()) if lo.size else (0.0, 0.0)
     if mode == "symmetric":  # zero is mid-gray, sign is brightness, scaled by the largest |w|
-        peak = max(-lo.min(), hi.max())
+        peak = max(-lo.min(initial=0), hi.max(initial=0))
         return (-peak, peak) if peak > 0 else (-1.0, 1.0)
     if mode == "percentile":  # one outlier weight must not wash out every other filter
         values = array[finite]
@@ -66,7 +68,7 @@ def _shared_range(array: np.ndarray, finite: np.ndarray, lo: np.ndarray, hi: np.
 
 
 def _nan_where_not(finite: np.ndarray, unit: np.ndarray) -> np.ndarray:
-    return np.where(finite, unit, np.float32(np.nan)).astype(np.float32, copy=False)
+    return np.where(finite, unit, np.float32(np.nan))  # unit is float32: so is the result
 
 
 def _filter_ranges(array: np.ndarray, finite: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -75,12 +77,12 @@ def _filter_ranges(array: np.ndarray, finite: np.ndarray) -> tuple[np.ndarray, n
     lo = np.where(finite, array, np.float32(np.inf)).min(axis=axes)
     hi = np.where(finite, array, np.float32(-np.inf)).max(axis=axes)
     has_finite = lo <= hi
-    return np.where(has_finite, lo, 0).astype(np.float32), np.where(has_finite, hi, 0).astype(np.float32), has_finite
+    return np.where(has_finite, lo, np.float32(0)), np.where(has_finite, hi, np.float32(0)), has_finite
 
 
 def _flat(lo: np.ndarray, hi: np.ndarray, has_finite: np.ndarray) -> np.ndarray:
     """Filters whose range is no contrast next to the bank's largest |weight| (see FLAT_RELATIVE)."""
-    peak = max(float(np.abs(lo).max(initial=0)), float(np.abs(hi).max(initial=0)))
+    peak = max(float(np.abs(lo).max()), float(np.abs(hi).max()))  # a bank has at least one filter
     half_span = np.float32(0.5) * hi - np.float32(0.5) * lo  # halves: no overflow near the float32 limit
     return has_finite & (half_span <= np.float32(0.5 * FLAT_RELATIVE * peak))
 

@@ -76,17 +76,16 @@ def save_image(image: Image.Image, path: str | os.PathLike, *, title: str = "",
     """Write ``image`` atomically in the format ``path``'s suffix names: PNG (with ``pnginfo``), SVG or
     PDF for slides (:mod:`.slides`; ``title`` is their title, untrusted), or another Pillow format."""
     fmt = image_format(path)
-    png_options = {"pnginfo": pnginfo} if pnginfo is not None else {}
 
     def write(f: BinaryIO) -> None:
         if fmt == "SVG":
             png = io.BytesIO()
-            image.save(png, format="PNG", **png_options)
+            image.save(png, format="PNG", pnginfo=pnginfo)
             f.write(slides.svg_document(png.getvalue(), image.size, title))
         elif fmt == "PDF":
             slides.write_pdf(image, f, title)
         else:
-            image.save(f, format=fmt, **(png_options if fmt == "PNG" else _ENCODER_OPTIONS.get(fmt, {})))
+            image.save(f, format=fmt, **({"pnginfo": pnginfo} if fmt == "PNG" else _ENCODER_OPTIONS.get(fmt, {})))
 
     try:
         return atomic_write(path, write)

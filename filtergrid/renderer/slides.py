@@ -44,7 +44,7 @@ def svg_document(png: bytes, size: tuple[int, int], title: str) -> bytes:
         f'<image x="0" y="0" width="{width}" height="{height}" preserveAspectRatio="none" '
         f'style="{_PIXELATED}" xlink:href="data:image/png;base64,{data}"/>\n'
         "</svg>\n"
-    ).encode("utf-8")
+    ).encode()
 
 
 def pdf_factor(size: tuple[int, int]) -> int:
