@@ -427,7 +427,7 @@ def test_package_level_render_and_grid_use_this_renderer():
 def test_renderer_modules_import_by_their_dotted_names():
     import importlib
 
-    for name in ("options", "core", "grid", "normalize", "save", "colormaps", "channels"):
+    for name in ("options", "core", "grid", "normalize", "output", "colormaps", "channels", "slides", "annotate"):
         assert importlib.import_module(f"filtergrid.renderer.{name}").__name__ == f"filtergrid.renderer.{name}"
     import filtergrid.renderer.options as o  # the import the old name clash broke
 
@@ -736,9 +736,7 @@ def test_thin_rows_are_labelled_every_few_rows_so_labels_never_overlap():
 
 
 def test_a_write_error_without_words_is_named_by_its_type(tmp_path, monkeypatch):
-    import importlib
-
-    save_module = importlib.import_module("filtergrid.renderer.save")  # the package's ``save`` is the function
+    from filtergrid.renderer import output as save_module
 
     def refuse(path, write):
         raise OSError()
@@ -852,3 +850,17 @@ def test_a_colour_bar_where_it_helps_or_alone_in_the_tiles_colours():
         return int(((a[..., 0] == a[..., 1]) & (a[..., 1] == a[..., 2]) & (a[..., 0] > 20) & (a[..., 0] < 235)).sum())
 
     assert _count(barred.image, yellow) == 0 and mid_grays(barred.image) > mid_grays(plain.image) + 100
+
+
+def test_the_renderer_modules_do_not_shadow_the_packages_functions():
+    """Importing every renderer module, in any order, leaves ``filtergrid.renderer.save`` and
+    ``.render`` the functions (a module named like an exported function would replace it)."""
+    import importlib
+    import pkgutil
+
+    import filtergrid.renderer as renderer
+
+    for module in pkgutil.iter_modules(renderer.__path__):
+        importlib.import_module(f"filtergrid.renderer.{module.name}")
+    assert callable(renderer.save) and renderer.save.__module__ == "filtergrid.renderer.output"
+    assert callable(renderer.render) and not isinstance(renderer.render_result, type(renderer))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import importlib
 import io
 import re
 import xml.etree.ElementTree as ET
@@ -17,11 +16,9 @@ from PIL import Image
 import filtergrid
 from filtergrid import api
 from filtergrid.renderer import RenderOptions, render_result, save, slides
+from filtergrid.renderer.output import save_image
 from filtergrid.untrusted import MAX_NAME_CHARS
 
-#: From the module, after the package's lazy ``save``: importing ``filtergrid.renderer.save`` first
-#: would leave the package's ``save`` bound to the module for every later test.
-save_image = importlib.import_module("filtergrid.renderer.save").save_image
 
 SVG = "{http://www.w3.org/2000/svg}"
 XLINK = "{http://www.w3.org/1999/xlink}"

@@ -45,7 +45,7 @@ def command(a, b, output, tensor, tensor_b, layout, image_shape, quiet, **params
     from .. import api
     from ..compare import compare, side_by_side
     from ..renderer import RenderOptions
-    from ..renderer.save import image_format, save_image
+    from ..renderer.output import image_format, save_image
     from ..safeio import refuse_overwriting_input
 
     out = output or Path(f"{Path(a.rstrip('/')).stem}-vs-{Path(b.rstrip('/')).stem}.png")

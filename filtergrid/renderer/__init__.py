@@ -16,12 +16,12 @@ from .._lazy import lazy_getattr
 if TYPE_CHECKING:
     from .core import RenderResult, render, render_result
     from .options import CHANNEL_MODES, NORMALIZATIONS, RenderOptions
-    from .save import save
+    from .output import save
 
 #: Public name -> the module that defines it.
 _EXPORTS = {"RenderResult": "core", "render": "core", "render_result": "core",
             "CHANNEL_MODES": "options", "NORMALIZATIONS": "options", "RenderOptions": "options",
-            "save": "save"}
+            "save": "output"}
 
 __all__ = ["CHANNEL_MODES", "NORMALIZATIONS", "RenderOptions", "RenderResult", "render", "render_result", "save"]
 
