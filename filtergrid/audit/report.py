@@ -135,7 +135,7 @@ class Report:
             "schema_version": SCHEMA_VERSION,
             "summary": self.summary(complete=complete, interrupted=interrupted),
             "files": self.files(),
-            "skipped": [{"path": p, "reason": why} for p, why in self.skipped],
+            "skipped": [{"path": p, "reason": why} for p, why in sorted(self.skipped)],  # workers finish in any order
         }
 
     def write(self, *, complete: bool, interrupted: bool = False) -> dict[str, Any]:
